@@ -1,0 +1,411 @@
+"""The client's datastore: the model tree of one room, dirty tracking, deltas and snapshots.
+
+Pure and deterministic: no sockets, no clocks, no threads. :class:`rtecs.Realtime` feeds it
+decoded messages and sends what :meth:`Datastore.collect` returns.
+
+- Model ids: the room model is 0; declared children extend their parent's id with the
+  property id; dynamic models get :func:`rtecs.protocol.dynamic_model_id` of (client id,
+  counter), allocated here without a round trip.
+- Dirty tracking: a write records ``(model, prop id)`` in an ordered dict with the value
+  visible before the frame's first write, and moves to the end when written again so the
+  update keeps the order of the last writes. Per-frame cost grows with the changed properties
+  only; the size of the datastore does not matter.
+- Reliable properties go through the :class:`~rtecs.cache.InFlightCache`; unreliable ones
+  apply remote values at once and ignore stale echoes of this client's own writes.
+- Emissions from applying server messages are queued and delivered by :meth:`flush_emissions`
+  once the whole message is applied (DESIGN §4b).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any
+
+from reactivex import Observable
+from reactivex.subject import Subject
+
+from rtecs.cache import InFlightCache
+from rtecs.errors import NotConnectedError, OwnershipError, ProtocolError
+from rtecs.model import Change, ChangeSource, Prop, RealtimeModel
+from rtecs.model._model import DESTROYED
+from rtecs.protocol import (
+    CREATE,
+    DESTROY,
+    OWNER,
+    PREVENT_OWNERSHIP_TAKEOVER,
+    ModelId,
+    Update,
+    UpdateEntry,
+    Welcome,
+    dynamic_model_id,
+)
+
+__all__ = ["Datastore"]
+
+log = logging.getLogger(__name__)
+
+_MISSING: Any = object()
+Key = tuple[RealtimeModel, int]
+_Emission = tuple[RealtimeModel, Prop, Any, Any, ChangeSource]
+
+
+def _same(a: object, b: object) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def child_id(parent: ModelId, prop_id: int) -> ModelId:
+    return (parent, prop_id) if type(parent) is int else (*parent, prop_id)  # type: ignore[misc]
+
+
+class Datastore:
+    """The synchronised state of one room as this client sees it."""
+
+    def __init__(self, room_model: RealtimeModel,
+                 types: Iterable[type[RealtimeModel]] = ()) -> None:
+        if room_model._ds is not None:
+            raise ValueError("this room model already belongs to a datastore")
+        self.client_id = -1
+        self.room_model = room_model
+        self.cache = InFlightCache()
+        self._models: dict[ModelId, RealtimeModel] = {}
+        self._types: dict[str, type[RealtimeModel]] = {}
+        self._dirty: dict[Key, Any] = {}
+        self._unreliable_sent: dict[Key, int] = {}
+        self._emissions: list[_Emission] = []
+        self._all_changes: Subject[Change] | None = None
+        self._next_seq = 1
+        self._counter = 0
+        self._welcomed = False
+        for t in (type(room_model), *types):
+            self.register_type(t)
+        self._attach(room_model, 0, None)
+
+    # ----------------------------------------------------------------- types and schema
+
+    def register_type(self, model_type: type[RealtimeModel]) -> None:
+        """Make a model type (and its child types) known: in the schema and for remote creates."""
+        known = self._types.get(model_type.type_name)
+        if known is model_type:
+            return
+        if known is not None:
+            raise ValueError(f"two model classes are named {model_type.type_name!r}: "
+                             f"{known.__qualname__} and {model_type.__qualname__}")
+        self._types[model_type.type_name] = model_type
+        for p in model_type._children:
+            assert p.child_type is not None
+            self.register_type(p.child_type)
+
+    def schema(self) -> dict[str, dict[int, tuple[str, str, bool]]]:
+        """Every known type's properties, as the hello carries them."""
+        return {name: t.schema() for name, t in self._types.items()}
+
+    # ----------------------------------------------------------------- model tree
+
+    @property
+    def models(self) -> dict[ModelId, RealtimeModel]:
+        """Every model in the datastore by network id (a live view: do not mutate)."""
+        return self._models
+
+    def get(self, model_id: ModelId) -> RealtimeModel | None:
+        return self._models.get(model_id)
+
+    def _attach(self, model: RealtimeModel, model_id: ModelId,
+                parent: RealtimeModel | None) -> None:
+        if model._ds is not None:
+            raise ValueError(f"{model!r} already belongs to a datastore")
+        model._ds = self
+        model._id = model_id
+        model._parent = parent
+        self._models[model_id] = model
+        for p in type(model)._children:
+            self._attach(model._v[p.slot], child_id(model_id, p.id), model)
+
+    def _walk(self, model: RealtimeModel) -> Iterator[RealtimeModel]:
+        yield model
+        for p in type(model)._children:
+            yield from self._walk(model._v[p.slot])
+
+    def create(self, model: RealtimeModel, flags: int = 0, owned: bool = False) -> ModelId:
+        """Add a dynamic model: it exists locally at once and is created on the server by the
+        next update (with all its current values). Needs a client id."""
+        if self.client_id < 1:
+            raise NotConnectedError("creating a model needs a client id: wait for the welcome")
+        self.register_type(type(model))
+        self._counter += 1
+        model_id = dynamic_model_id(self.client_id, self._counter)
+        model._flags = flags
+        self._attach(model, model_id, None)
+        dirty = self._dirty
+        dirty[(model, CREATE)] = flags
+        if owned:
+            model._v[0] = self.client_id
+            dirty[(model, OWNER)] = -1
+        for m in self._walk(model):
+            for p in type(m)._props.values():
+                if p.id != OWNER and p.child_type is None:
+                    dirty[(m, p.id)] = type(m)._template[p.slot]
+        return model_id
+
+    def destroy(self, model: RealtimeModel) -> None:
+        """Destroy a dynamic model (and its children) here at once and on the server."""
+        if type(model._id) is not int or model._id == 0 or model._ds is not self:
+            raise ValueError(f"only dynamic models of this datastore can be destroyed: {model!r}")
+        self._check_owner(model, model._v[0], None)
+        self._remove(model)
+        self._dirty[(model, DESTROY)] = None
+
+    def _remove(self, model: RealtimeModel) -> None:
+        gone = set(self._walk(model))
+        for m in gone:
+            self._models.pop(m._id, None)  # type: ignore[arg-type]
+            m._ds = DESTROYED
+        for key in [k for k in self._dirty if k[0] in gone]:
+            del self._dirty[key]
+        self.cache.forget([k for k in self.cache if k[0] in gone])  # type: ignore[index]
+        for key in [k for k in self._unreliable_sent if k[0] in gone]:
+            del self._unreliable_sent[key]
+
+    # ----------------------------------------------------------------- local writes
+
+    def local_write(self, model: RealtimeModel, prop: Prop, old: object) -> bool:
+        """Called by a property setter before it stores a new value; raises if the write is
+        not allowed. Returns True if the datastore-wide change stream has subscribers."""
+        if prop.id != OWNER:
+            self._check_owner(model, model._v[0], None)
+        else:
+            self._check_owner(model, -1, model)
+        key = (model, prop.id)
+        dirty = self._dirty
+        start = dirty.pop(key, _MISSING)
+        dirty[key] = old if start is _MISSING else start
+        return self._all_changes is not None
+
+    def _check_owner(self, model: RealtimeModel, own: int, requesting: RealtimeModel | None,
+                     ) -> None:
+        me = self.client_id
+        if own != -1 and own != me:
+            raise OwnershipError(f"{type(model).__name__} {model._id} is owned by client {own}; "
+                                 "request ownership first")
+        if requesting is not None:
+            owner = requesting._v[0]
+            if (owner != -1 and owner != me and requesting._flags & PREVENT_OWNERSHIP_TAKEOVER):
+                raise OwnershipError(f"{type(model).__name__} {model._id} is owned by client "
+                                     f"{owner} and prevents ownership takeover")
+        p = model._parent
+        while p is not None:
+            owner = p._v[0]
+            if owner != -1 and owner != me:
+                raise OwnershipError(f"{type(model).__name__} {model._id} belongs to "
+                                     f"{type(p).__name__} {p._id}, owned by client {owner}")
+            p = p._parent
+
+    def collect(self) -> Update | None:
+        """The frame's delta as the next update, or None if nothing needs sending."""
+        dirty = self._dirty
+        if not dirty:
+            return None
+        seq = self._next_seq
+        cache_write = self.cache.write
+        sent = self._unreliable_sent
+        runs: list[list[Any]] = []
+        run: list[Any] = []
+        last: RealtimeModel | None = None
+        for key, start in dirty.items():
+            model, pid = key
+            if pid >= 0:
+                p = type(model)._props[pid]
+                value = model._v[p.slot]
+                if p.reliable:
+                    if not cache_write(key, value, seq, start):
+                        continue
+                elif _same(value, start):
+                    continue
+                else:
+                    sent[key] = seq
+            elif pid == CREATE:
+                value = (model.type_name, start)
+            else:
+                value = None
+            if model is last:
+                run.append(pid)
+                run.append(value)
+            else:
+                run = [model._id, pid, value]
+                runs.append(run)
+                last = model
+        dirty.clear()
+        if not runs:
+            return None
+        self._next_seq = seq + 1
+        return Update(seq, runs)
+
+    @property
+    def has_unsent_changes(self) -> bool:
+        return bool(self._dirty)
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    # ----------------------------------------------------------------- server messages
+
+    def apply_entry(self, entry: UpdateEntry) -> None:
+        """Apply one entry of the server stream (queue its emissions)."""
+        if entry.sender == self.client_id and entry.seq > 0:
+            self._apply_answer(entry)
+        else:
+            self._apply_changes(entry.changes)
+
+    def _apply_changes(self, changes: Iterable[Any]) -> None:
+        models, dirty, remote = self._models, self._dirty, self.cache.remote
+        for run in changes:
+            model = models.get(run[0])
+            for i in range(1, len(run), 2):
+                pid = run[i]
+                if pid < 0:
+                    model = self._apply_lifecycle(run[0], pid, run[i + 1], model)
+                    continue
+                if model is None:
+                    log.debug("change to unknown model %r skipped", run[0])
+                    break
+                p = type(model)._props.get(pid)
+                if p is None or p.child_type is not None:
+                    continue  # a newer peer's property: skip (forward compatibility)
+                key = (model, pid)
+                if p.reliable:
+                    if remote(key, run[i + 1], key in dirty):
+                        self._show(model, p, run[i + 1], ChangeSource.REMOTE)
+                else:
+                    dirty.pop(key, None)
+                    self._show(model, p, run[i + 1], ChangeSource.REMOTE)
+
+    def _apply_lifecycle(self, model_id: ModelId, key: int, value: Any,
+                         model: RealtimeModel | None) -> RealtimeModel | None:
+        if key == DESTROY:
+            if model is not None:
+                self._remove(model)
+            return None
+        if model is not None:
+            return model  # our own create, or a duplicate
+        type_name, flags = value
+        model_type = self._types.get(type_name)
+        if model_type is None:
+            raise ProtocolError(f"the server created a model of type {type_name!r}, which this "
+                                "client does not know: register the type with the client")
+        model = model_type()
+        model._flags = flags
+        self._attach(model, model_id, None)
+        return model
+
+    def _apply_answer(self, entry: UpdateEntry) -> None:
+        seq = entry.seq
+        models = self._models
+        accepted: dict[Hashable, object] = {}
+        sent = self._unreliable_sent
+        for run in entry.changes:
+            model = models.get(run[0])
+            if model is None:
+                continue
+            for i in range(1, len(run), 2):
+                pid = run[i]
+                p = type(model)._props.get(pid) if pid >= 0 else None
+                if p is None or p.child_type is not None:
+                    continue
+                key = (model, pid)
+                if p.reliable:
+                    accepted[key] = run[i + 1]
+                    continue
+                latest = sent.get(key)
+                if latest is not None and latest > seq:
+                    continue  # a stale echo: a newer write of ours is on its way
+                if latest == seq:
+                    del sent[key]
+                if key not in self._dirty:
+                    self._show(model, p, run[i + 1], ChangeSource.TRANSFORMED)
+        rejected = {(models.get(mid), pid) for mid, pid in entry.rejected}
+        for model, pid in rejected:
+            if pid == CREATE and model is not None:
+                log.warning("the server refused to create %r", model)
+                self._remove(model)
+            elif pid == DESTROY:
+                log.warning("the server refused to destroy model %r; it stays gone here "
+                            "until the next snapshot", model)
+        for settled, value in self.cache.confirm(seq, accepted, self._dirty):
+            owner_model: RealtimeModel = settled[0]  # type: ignore[index]
+            pid = settled[1]  # type: ignore[index]
+            source = ChangeSource.ROLLBACK if settled in rejected else ChangeSource.TRANSFORMED
+            self._show(owner_model, type(owner_model)._props[pid], value, source)
+
+    def _show(self, model: RealtimeModel, p: Prop, value: Any, source: ChangeSource) -> None:
+        values = model._v
+        old = values[p.slot]
+        if type(old) is type(value) and old == value:
+            return
+        values[p.slot] = value
+        if model._subs is not None or self._all_changes is not None:
+            self._emissions.append((model, p, old, value, source))
+
+    def load_snapshot(self, welcome: Welcome) -> None:
+        """Replace the state with the server's (join or resync).
+
+        Unanswered writes roll back (source ``rollback``); everything else that differs shows
+        with source ``snapshot``. Writes made before the first welcome are simply overwritten.
+        """
+        self._next_seq = 1  # a (re)join restarts update numbering
+        if welcome.client_id != self.client_id:
+            self._counter = 0
+        self.client_id = welcome.client_id
+        rolled: dict[Hashable, object] = {}
+        if self._welcomed:
+            rolled = self.cache.clear()
+            rolled.update(dict.fromkeys(self._dirty))
+        self._welcomed = True
+        self._dirty.clear()
+        self._unreliable_sent.clear()
+        seen: set[ModelId] = set()
+        for model_id, type_name, owner, flags, props in welcome.snapshot:
+            model = self._models.get(model_id)
+            if model is None:
+                if type(model_id) is not int:
+                    continue  # a child of a model we could not create
+                model = self._apply_lifecycle(model_id, CREATE, (type_name, flags), None)
+                assert model is not None
+            seen.add(model_id)
+            model._flags = flags
+            for p in type(model)._props.values():
+                if p.child_type is not None:
+                    continue
+                value = owner if p.id == OWNER else props.get(p.id, type(model)._template[p.slot])
+                source = (ChangeSource.ROLLBACK if (model, p.id) in rolled
+                          else ChangeSource.SNAPSHOT)
+                self._show(model, p, value, source)
+        for model_id, model in list(self._models.items()):
+            if model_id not in seen and type(model_id) is int and model_id != 0:
+                self._remove(model)
+
+    # ----------------------------------------------------------------- emissions
+
+    @property
+    def changes(self) -> Observable[Change]:
+        """Every visible change of every model in this datastore."""
+        if self._all_changes is None:
+            self._all_changes = Subject()
+        return self._all_changes
+
+    def notify_local(self, change: Change) -> None:
+        if self._all_changes is not None:
+            self._all_changes.on_next(change)
+
+    def flush_emissions(self) -> None:
+        """Deliver the changes queued while applying server messages, in order."""
+        pending = self._emissions
+        if not pending:
+            return
+        self._emissions = []
+        everything = self._all_changes
+        for model, p, old, new, source in pending:
+            if model._subs is not None:
+                model._notify(p, old, new, source)
+            if everything is not None:
+                everything.on_next(Change(model, p.name, old, new, source))

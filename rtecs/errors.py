@@ -1,0 +1,32 @@
+"""Typed exceptions. Every error rtecs raises on purpose is an :class:`RtecsError`."""
+
+from __future__ import annotations
+
+
+class RtecsError(Exception):
+    """Base class of every error rtecs raises on purpose."""
+
+
+class ProtocolError(RtecsError):
+    """A frame could not be decoded or does not have the shape its message kind requires.
+
+    Raised by :mod:`rtecs.protocol` for *anything* malformed: bad MessagePack, wrong types,
+    frames over the configured limits. The message says what was wrong.
+    """
+
+
+class SchemaError(RtecsError):
+    """Two schemas contradict each other (one property id, two types), or a model class is
+    declared wrongly."""
+
+
+class OwnershipError(RtecsError):
+    """A write to a model (or a child of a model) that another client is known to own."""
+
+
+class ModelDestroyedError(RtecsError):
+    """A destroyed model was written to or observed. Drop references to destroyed models."""
+
+
+class NotConnectedError(RtecsError):
+    """The operation needs a client id from the server; wait for the welcome first."""

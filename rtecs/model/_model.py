@@ -1,0 +1,369 @@
+"""RealtimeModel, prop() and change streams.
+
+A model class declares its synchronised properties with :func:`prop` and a type annotation::
+
+    class Player(RealtimeModel):
+        name: str = prop(1, default="")
+        x: float = prop(2, reliable=False)
+        pos: Position = prop(3)          # a declared child model, created with its parent
+
+Values live in one list per instance (``_v``; slot 0 is the owner id) so a model costs a few
+hundred bytes and nothing more until somebody subscribes: change Subjects are created on the
+first ``observe()``. Property setters do no I/O: a write is type-checked, short-circuits when
+the value is equal, tells the datastore (dirty tracking, ownership check), stores the value and
+emits if anybody listens.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from typing import Any, ClassVar, NamedTuple, Protocol, Union
+
+import reactivex
+from reactivex import Observable
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+from reactivex.subject import Subject
+
+from rtecs.errors import ModelDestroyedError, NotConnectedError, OwnershipError, SchemaError
+from rtecs.protocol import OWNER, PREVENT_OWNERSHIP_TAKEOVER, ModelId, coerce_value
+
+__all__ = ["Change", "ChangeSource", "Prop", "RealtimeModel", "prop"]
+
+
+class ChangeSource(enum.Enum):
+    """Why a visible value changed."""
+
+    LOCAL = "local"              # this client wrote it
+    REMOTE = "remote"            # another client's write, ordered by the server
+    ROLLBACK = "rollback"        # the server refused this client's write; the server value shows
+    TRANSFORMED = "transformed"  # the server accepted this client's write with another value
+    SNAPSHOT = "snapshot"        # a (re)join loaded the server's state
+
+
+class Change(NamedTuple):
+    """One visible change of one property."""
+
+    model: RealtimeModel
+    prop: str
+    old: Any
+    new: Any
+    source: ChangeSource
+
+
+class _Owner(Protocol):
+    """What a model needs from the datastore it is attached to."""
+
+    client_id: int
+
+    def local_write(self, model: RealtimeModel, prop: Prop, old: object) -> bool: ...
+
+    def notify_local(self, change: Change) -> None: ...
+
+
+class _Destroyed:
+    """Stands in for the datastore of a destroyed model: every write raises."""
+
+    client_id = -1
+
+    def local_write(self, model: RealtimeModel, prop: Prop, old: object) -> bool:
+        raise ModelDestroyedError(
+            f"{type(model).__name__} {model._id} was destroyed; drop references to it")
+
+    def notify_local(self, change: Change) -> None:
+        pass
+
+
+DESTROYED: _Owner = _Destroyed()
+
+_ZERO: dict[str, object] = {"bool": False, "int": 0, "float": 0.0, "str": "", "bytes": b""}
+_PYTYPE: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str, "bytes": bytes}
+_UNSET: Any = object()
+
+
+class Prop:
+    """A synchronised property of a :class:`RealtimeModel` (made by :func:`prop`)."""
+
+    __slots__ = ("child_type", "default", "id", "name", "pytype", "reliable", "slot", "tag")
+
+    def __init__(self, prop_id: int, default: Any = _UNSET, reliable: bool = True) -> None:
+        self.id = prop_id
+        self.default = default
+        self.reliable = reliable
+        self.name = ""
+        self.tag = ""
+        self.slot = -1
+        self.pytype: type | None = None
+        self.child_type: type[RealtimeModel] | None = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<prop {self.id} {self.name}: {self.tag}{'' if self.reliable else ' unreliable'}>"
+
+    @typing.overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Prop: ...
+    @typing.overload
+    def __get__(self, obj: RealtimeModel, objtype: type | None = None) -> Any: ...
+
+    def __get__(self, obj: RealtimeModel | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj._v[self.slot]
+
+    def __set__(self, obj: RealtimeModel, value: Any) -> None:
+        if type(value) is not self.pytype:
+            try:
+                value = coerce_value(self.tag, value)
+            except TypeError as exc:
+                raise TypeError(f"{type(obj).__name__}.{self.name}: {exc}") from None
+        v = obj._v
+        old = v[self.slot]
+        if old == value and type(old) is type(value):
+            return
+        ds = obj._ds
+        if ds is None:
+            v[self.slot] = value
+            if obj._subs is not None:
+                obj._notify(self, old, value, ChangeSource.LOCAL)
+            return
+        watched = ds.local_write(obj, self, old)
+        v[self.slot] = value
+        if obj._subs is not None:
+            obj._notify(self, old, value, ChangeSource.LOCAL)
+        if watched:
+            ds.notify_local(Change(obj, self.name, old, value, ChangeSource.LOCAL))
+
+
+def prop(prop_id: int, *, default: Any = _UNSET, reliable: bool = True) -> Any:
+    """Declare a synchronised property with a wire id (≥ 1, unique in the model, never reused).
+
+    ``reliable=False`` makes it latest-value-wins: no in-flight cache, may coalesce, never
+    rolled back (positions, aim). The type comes from the annotation: ``bool``, ``int``,
+    ``float``, ``str``, ``bytes``, ``X | None``, or a :class:`RealtimeModel` subclass for a
+    declared child model.
+    """
+    if type(prop_id) is not int or prop_id < 1:
+        raise SchemaError(f"a property id must be an int ≥ 1, not {prop_id!r}")
+    return Prop(prop_id, default, reliable)
+
+
+def _tag_of(hint: Any, where: str) -> tuple[str, type[RealtimeModel] | None]:
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            hint, optional = args[0], True
+    if isinstance(hint, type) and issubclass(hint, RealtimeModel):
+        if optional:
+            raise SchemaError(f"{where}: a child model cannot be optional")
+        return f"model:{hint.type_name}", hint
+    for tag, pytype in _PYTYPE.items():
+        if hint is pytype:
+            return tag + ("?" if optional else ""), None
+    raise SchemaError(f"{where}: unsupported property type {hint!r} "
+                      "(use bool, int, float, str, bytes, X | None or a RealtimeModel)")
+
+
+class _Subjects:
+    __slots__ = ("changes", "props")
+
+    def __init__(self) -> None:
+        self.props: dict[int, Subject[Any]] = {}
+        self.changes: Subject[Change] | None = None
+
+
+class RealtimeModel:
+    """Base class of synchronised models. Subclass it and declare properties with :func:`prop`.
+
+    Keyword arguments set initial values: ``Player(name="ann")``. ``type_name`` (a class
+    keyword, default the class name) is the model's name on the wire and in the schema.
+    """
+
+    __slots__ = ("_ds", "_flags", "_id", "_parent", "_subs", "_v")
+
+    type_name: ClassVar[str] = "RealtimeModel"
+    _props: ClassVar[dict[int, Prop]] = {}
+    _props_by_name: ClassVar[dict[str, Prop]] = {}
+    _children: ClassVar[tuple[Prop, ...]] = ()
+    _template: ClassVar[list[Any]] = [-1]
+
+    def __init_subclass__(cls, type_name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.type_name = type_name or cls.__name__
+        found: dict[str, Prop] = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, Prop):
+                    found[name] = value
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception as exc:
+            raise SchemaError(f"{cls.__name__}: cannot resolve annotations: {exc}") from None
+        by_id: dict[int, Prop] = {OWNER: _OWNER_PROP}
+        template: list[Any] = [-1]
+        for name, p in found.items():
+            where = f"{cls.__name__}.{name}"
+            if name not in hints:
+                raise SchemaError(f"{where}: a property needs a type annotation")
+            if p.id in by_id:
+                raise SchemaError(f"{where}: property id {p.id} is also used by "
+                                  f"{cls.__name__}.{by_id[p.id].name}")
+            tag, child = _tag_of(hints[name], where)
+            if p.tag and p.tag != tag:
+                raise SchemaError(f"{where}: redeclared as {tag}, was {p.tag}")
+            p.tag, p.child_type = tag, child
+            p.pytype = _PYTYPE.get(tag)
+            p.slot = len(template)
+            if child is not None:
+                if p.default is not _UNSET:
+                    raise SchemaError(f"{where}: a child model property takes no default")
+                template.append(None)
+            elif p.default is _UNSET:
+                template.append(None if tag.endswith("?") else _ZERO[tag])
+            else:
+                try:
+                    template.append(coerce_value(tag, p.default))
+                except TypeError as exc:
+                    raise SchemaError(f"{where}: bad default: {exc}") from None
+            by_id[p.id] = p
+        cls._props = by_id
+        cls._props_by_name = {p.name: p for p in by_id.values()}
+        cls._children = tuple(p for p in by_id.values() if p.child_type is not None)
+        cls._template = template
+
+    def __init__(self, **values: Any) -> None:
+        cls = type(self)
+        self._v = list(cls._template)
+        self._ds: _Owner | None = None
+        self._id: ModelId | None = None
+        self._parent: RealtimeModel | None = None
+        self._subs: _Subjects | None = None
+        self._flags = 0
+        for p in cls._children:
+            assert p.child_type is not None
+            child = p.child_type()
+            child._parent = self
+            self._v[p.slot] = child
+        for name, value in values.items():
+            target = cls._props_by_name.get(name)
+            if target is None or target.id == OWNER:
+                raise TypeError(f"{cls.__name__} has no property {name!r}")
+            target.__set__(self, value)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{p.name}={self._v[p.slot]!r}" for p in type(self)._props.values()
+                           if p.child_type is None and p.id != OWNER)
+        return f"{type(self).__name__}(id={self._id!r}, {fields})"
+
+    # ----------------------------------------------------------------- schema
+
+    @classmethod
+    def schema(cls) -> dict[int, tuple[str, str, bool]]:
+        """This type's properties as sent in the hello: ``{id: (name, tag, reliable)}``."""
+        return {p.id: (p.name, p.tag, p.reliable) for p in cls._props.values() if p.id != OWNER}
+
+    # ----------------------------------------------------------------- identity
+
+    @property
+    def model_id(self) -> ModelId | None:
+        """The network id (None until the model is in a datastore). Not an esper entity id."""
+        return self._id
+
+    @property
+    def parent(self) -> RealtimeModel | None:
+        return self._parent
+
+    # ----------------------------------------------------------------- ownership
+
+    @property
+    def owner_id(self) -> int:
+        """The owning client id, or -1 when unowned (anyone may write)."""
+        owner: int = self._v[0]
+        return owner
+
+    @property
+    def is_unowned(self) -> bool:
+        return bool(self._v[0] == -1)
+
+    @property
+    def is_owned_locally(self) -> bool:
+        ds = self._ds
+        return ds is not None and self._v[0] != -1 and bool(self._v[0] == ds.client_id)
+
+    @property
+    def is_owned_remotely(self) -> bool:
+        return self._v[0] != -1 and not self.is_owned_locally
+
+    @property
+    def prevents_ownership_takeover(self) -> bool:
+        return bool(self._flags & PREVENT_OWNERSHIP_TAKEOVER)
+
+    def request_ownership(self) -> None:
+        """Own this model (and so its children). Shows at once; rolled back, with every write
+        that needed it, if the server refuses."""
+        ds = self._ds
+        if ds is None or ds.client_id < 1:
+            raise NotConnectedError("request_ownership() needs a client id: connect first")
+        _OWNER_PROP.__set__(self, ds.client_id)
+
+    def clear_ownership(self) -> None:
+        """Give up ownership: the model becomes writable by anyone."""
+        if self._v[0] != -1 and not self.is_owned_locally:
+            raise OwnershipError(f"{type(self).__name__} {self._id} is owned by client "
+                                 f"{self._v[0]}; only the owner can clear ownership")
+        _OWNER_PROP.__set__(self, -1)
+
+    # ----------------------------------------------------------------- streams
+
+    def observe(self, name: str) -> Observable[Any]:
+        """The property's value now, on subscribe, then every visible change of it.
+
+        Emissions are synchronous, on the thread that ticks the client.
+        """
+        found = type(self)._props_by_name.get(name)
+        if found is None:
+            raise AttributeError(f"{type(self).__name__} has no property {name!r}")
+        p = found
+        if self._ds is DESTROYED:
+            raise ModelDestroyedError(f"{type(self).__name__} {self._id} was destroyed")
+        subs = self._subs or self._make_subjects()
+        subject = subs.props.get(p.id)
+        if subject is None:
+            subject = subs.props[p.id] = Subject()
+        slot, values, stream = p.slot, self._v, subject
+
+        def subscribe(observer: ObserverBase[Any],
+                      scheduler: SchedulerBase | None = None) -> DisposableBase:
+            observer.on_next(values[slot])
+            return stream.subscribe(observer)
+
+        return reactivex.create(subscribe)
+
+    @property
+    def changes(self) -> Observable[Change]:
+        """Every visible change of any property of this model, as :class:`Change` records."""
+        subs = self._subs or self._make_subjects()
+        if subs.changes is None:
+            subs.changes = Subject()
+        return subs.changes
+
+    def _make_subjects(self) -> _Subjects:
+        self._subs = _Subjects()
+        return self._subs
+
+    def _notify(self, p: Prop, old: Any, new: Any, source: ChangeSource) -> None:
+        subs = self._subs
+        assert subs is not None
+        subject = subs.props.get(p.id)
+        if subject is not None:
+            subject.on_next(new)
+        if subs.changes is not None:
+            subs.changes.on_next(Change(self, p.name, old, new, source))
+
+
+_OWNER_PROP = Prop(OWNER, -1)
+_OWNER_PROP.name, _OWNER_PROP.tag, _OWNER_PROP.slot, _OWNER_PROP.pytype = "owner_id", "int", 0, int

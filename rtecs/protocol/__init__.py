@@ -1,0 +1,490 @@
+"""The rtecs wire format: every message, its fields, and the MessagePack codec.
+
+Every frame is one MessagePack array whose first element is the message kind.
+Decoding is strict: anything malformed raises :class:`~rtecs.errors.ProtocolError`
+and nothing else. Arrays decode as tuples (so model ids are hashable).
+
+Client → server
+    ``HELLO   [1, version, room, root_type, schema, token]``
+        ``version`` is :data:`PROTOCOL_VERSION`; ``room`` the room name; ``root_type`` the
+        type name of the room model; ``schema`` maps type name → {property id → [name, tag,
+        reliable]} (tags: see :mod:`rtecs.model`); ``token`` a string or nil.
+    ``UPDATE  [2, seq, changes]``
+        One frame's delta. ``seq`` counts 1, 2, 3… per client session.
+    ``PING    [3, client_time]``
+    ``BYE     [4]``
+
+Server → client
+    ``WELCOME [10, client_id, room_seq, server_time, snapshot, clients]``
+        Sent on join and again whenever the client must resync. ``snapshot`` is a list of
+        model records ``[model_id, type_name, owner_id, flags, {property id: value}]``,
+        parents before children; properties never written are absent (the client keeps its
+        defaults). ``clients`` lists the client ids present. ``room_seq`` is the sequence
+        number of the last batch the snapshot includes.
+    ``BATCH   [11, room_seq, server_time, entries]``
+        What the room ordered in one server tick, encoded once and sent to every member.
+        ``room_seq`` grows by one per batch. Entries, in order:
+
+        - ``[0, sender, seq, changes, rejected]`` — client ``sender``'s update ``seq`` as the
+          room applied it: the accepted changes (with the server's transformed values) and
+          ``rejected``, a list of ``[model_id, key]`` that were refused (no values: the
+          stream before this entry already holds the authoritative value). ``sender`` 0 is
+          the server itself (lifetime destroys, cleared ownership; ``seq`` 0).
+        - ``[1, client_id]`` — a client joined.
+        - ``[2, client_id]`` — a client left.
+    ``PONG    [12, client_time, server_time]``
+    ``ERROR   [13, code, message, fatal]``
+        ``code`` is one of :class:`ErrorCode`; ``fatal`` true means the server dropped the
+        session.
+
+Changes
+    A list of *runs*. A run is ``[model_id, key, value, key, value, …]`` (odd length ≥ 3):
+    consecutive changes to one model share its id. Order is the writer's order and matters
+    (the server checks each change where it falls). Keys:
+
+    - ``1…`` a property id; the value is bool, int, float, str, bytes or nil.
+    - ``0`` (:data:`OWNER`) the model's owner id (-1 = unowned).
+    - ``-1`` (:data:`CREATE`) creates a dynamic model; the value is ``[type_name, flags]``
+      (flags: :data:`PREVENT_OWNERSHIP_TAKEOVER`, :data:`DESTROY_WHEN_OWNER_LEAVES`,
+      :data:`DESTROY_WHEN_LAST_CLIENT_LEAVES`). Its initial values follow as ordinary
+      changes; its declared children exist with it.
+    - ``-2`` (:data:`DESTROY`) destroys a dynamic model and its children; the value is nil.
+
+Model ids
+    ``0`` is the room model; dynamic models have the int :func:`dynamic_model_id` of
+    (creating client id, counter), so clients allocate ids without a round trip and ids never
+    collide; a declared child model is its parent's id extended by the property id, as an
+    array: ``[0, 3]`` is property 3 of the room model, ``[17, 2, 1]`` a grandchild.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeAlias
+
+import msgpack
+
+from rtecs.errors import ProtocolError
+
+__all__ = [
+    "CREATE", "DESTROY", "OWNER", "PROTOCOL_VERSION",
+    "PREVENT_OWNERSHIP_TAKEOVER", "DESTROY_WHEN_OWNER_LEAVES", "DESTROY_WHEN_LAST_CLIENT_LEAVES",
+    "Limits", "ErrorCode", "ModelId", "Value", "Changes",
+    "Hello", "Update", "Ping", "Bye", "Welcome", "Batch", "Pong", "Error",
+    "UpdateEntry", "JoinEntry", "LeaveEntry", "ClientMessage", "ServerMessage",
+    "encode", "decode_client_message", "decode_server_message",
+    "dynamic_model_id", "split_dynamic_model_id", "is_model_id",
+]
+
+PROTOCOL_VERSION = 1
+
+OWNER = 0
+CREATE = -1
+DESTROY = -2
+
+PREVENT_OWNERSHIP_TAKEOVER = 1
+DESTROY_WHEN_OWNER_LEAVES = 2
+DESTROY_WHEN_LAST_CLIENT_LEAVES = 4
+_ALL_FLAGS = 7
+
+ModelId: TypeAlias = "int | tuple[int, ...]"
+Value: TypeAlias = "bool | int | float | str | bytes | None"
+Changes: TypeAlias = "Sequence[Sequence[Any]]"
+
+_HELLO, _UPDATE, _PING, _BYE = 1, 2, 3, 4
+_WELCOME, _BATCH, _PONG, _ERROR = 10, 11, 12, 13
+_E_UPDATE, _E_JOIN, _E_LEAVE = 0, 1, 2
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits applied before and while decoding. Configurable per server and client."""
+
+    max_update_bytes: int = 125 * 1024
+    max_datastore_bytes: int = 10 * 1024 * 1024
+    max_hello_bytes: int = 1024 * 1024
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Largest server frame a client accepts: a full snapshot plus headroom."""
+        return self.max_datastore_bytes + 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class ErrorCode(enum.StrEnum):
+    PROTOCOL = "protocol"            # malformed frame
+    VERSION = "version"              # protocol version mismatch
+    SCHEMA = "schema"                # schema contradicts the room's
+    ROOM_FULL = "room_full"
+    OVER_LIMIT = "over_limit"        # update or datastore over its size limit
+    RATE_LIMIT = "rate_limit"        # too many messages
+    SEQUENCE = "sequence"            # a gap in update sequence numbers: resync
+    BAD_UPDATE = "bad_update"        # unknown model ids, wrong value types
+    NOT_JOINED = "not_joined"        # an update or ping before hello
+    KICKED = "kicked"
+    SHUTDOWN = "shutdown"
+
+
+class Hello(NamedTuple):
+    version: int
+    room: str
+    root_type: str
+    schema: Mapping[str, Mapping[int, tuple[str, str, bool]]]
+    token: str | None = None
+
+
+class Update(NamedTuple):
+    seq: int
+    changes: Changes
+
+
+class Ping(NamedTuple):
+    client_time: float
+
+
+class Bye(NamedTuple):
+    pass
+
+
+class Welcome(NamedTuple):
+    client_id: int
+    room_seq: int
+    server_time: float
+    snapshot: Sequence[tuple[ModelId, str, int, int, Mapping[int, Any]]]
+    clients: Sequence[int]
+
+
+class UpdateEntry(NamedTuple):
+    sender: int
+    seq: int
+    changes: Changes
+    rejected: Sequence[tuple[ModelId, int]]
+
+
+class JoinEntry(NamedTuple):
+    client_id: int
+
+
+class LeaveEntry(NamedTuple):
+    client_id: int
+
+
+class Batch(NamedTuple):
+    room_seq: int
+    server_time: float
+    entries: Sequence[UpdateEntry | JoinEntry | LeaveEntry]
+
+
+class Pong(NamedTuple):
+    client_time: float
+    server_time: float
+
+
+class Error(NamedTuple):
+    code: str
+    message: str
+    fatal: bool
+
+
+ClientMessage: TypeAlias = "Hello | Update | Ping | Bye"
+ServerMessage: TypeAlias = "Welcome | Batch | Pong | Error"
+
+
+# ----------------------------------------------------------------------------- ids
+
+def dynamic_model_id(client_id: int, counter: int) -> int:
+    """The id of the ``counter``-th model created by ``client_id`` (both ≥ 1).
+
+    A pairing function (Szudzik's), so ids stay small while both numbers are small:
+    client 5's 100th model is 10005, which MessagePack writes in three bytes.
+    """
+    a, b = client_id, counter
+    return a * a + a + b if a >= b else a + b * b
+
+
+def split_dynamic_model_id(model_id: int) -> tuple[int, int]:
+    """Inverse of :func:`dynamic_model_id`: ``(client_id, counter)``."""
+    r = math.isqrt(model_id)
+    rest = model_id - r * r
+    return (r, rest - r) if rest >= r else (rest, r)
+
+
+def is_model_id(value: object) -> bool:
+    """True if ``value`` has the shape of a model id (see the module docs)."""
+    if type(value) is int:
+        return value >= 0
+    if type(value) is tuple and len(value) >= 2:
+        first = value[0]
+        if type(first) is not int or first < 0:
+            return False
+        return all(type(k) is int and k >= 1 for k in value[1:])
+    return False
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def _pack_default(obj: object) -> object:
+    raise TypeError(f"rtecs cannot send a value of type {type(obj).__name__}: {obj!r}")
+
+
+def encode(message: tuple[Any, ...]) -> bytes:
+    """Encode a message NamedTuple (or a raw message array) to bytes."""
+    kind = _KIND_OF.get(type(message))
+    payload: list[Any] = [kind, *message] if kind is not None else list(message)
+    if kind == _BATCH:
+        payload[3] = [_encode_entry(e) for e in message[2]]
+    elif kind == _BYE:
+        payload = [_BYE]
+    result: bytes = msgpack.packb(payload, use_bin_type=True, default=_pack_default)
+    return result
+
+
+def _encode_entry(entry: UpdateEntry | JoinEntry | LeaveEntry) -> list[Any]:
+    if isinstance(entry, JoinEntry):
+        return [_E_JOIN, entry.client_id]
+    if isinstance(entry, LeaveEntry):
+        return [_E_LEAVE, entry.client_id]
+    return [_E_UPDATE, *entry]
+
+
+_KIND_OF: dict[type, int] = {
+    Hello: _HELLO, Update: _UPDATE, Ping: _PING, Bye: _BYE,
+    Welcome: _WELCOME, Batch: _BATCH, Pong: _PONG, Error: _ERROR,
+}
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def _unpack(data: bytes, limit: int) -> Any:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ProtocolError(f"a frame must be bytes, not {type(data).__name__}")
+    if len(data) > limit:
+        raise ProtocolError(f"frame of {len(data)} bytes is over the limit of {limit} bytes")
+    try:
+        return msgpack.unpackb(
+            data, raw=False, use_list=False, strict_map_key=False, timestamp=0,
+            max_str_len=limit, max_bin_len=limit,
+            max_array_len=limit, max_map_len=limit, max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(f"malformed MessagePack: {exc}") from None
+
+
+def _fail(what: str, got: object) -> ProtocolError:
+    text = repr(got)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return ProtocolError(f"{what} (got {text})")
+
+
+def _int(v: object, what: str, low: int = _INT64_MIN) -> int:
+    if type(v) is not int or v < low:
+        raise _fail(f"{what} must be an int ≥ {low}", v)
+    return v
+
+
+def _number(v: object, what: str) -> float:
+    if type(v) is float or type(v) is int:
+        return float(v)
+    raise _fail(f"{what} must be a number", v)
+
+
+def _str(v: object, what: str) -> str:
+    if type(v) is not str:
+        raise _fail(f"{what} must be a string", v)
+    return v
+
+
+def _tuple(v: object, what: str, length: int | None = None) -> tuple[Any, ...]:
+    if type(v) is not tuple or (length is not None and len(v) != length):
+        shape = f"an array of {length}" if length is not None else "an array"
+        raise _fail(f"{what} must be {shape}", v)
+    return v
+
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def check_changes(changes: object) -> Changes:
+    """Check the structure of a change list (see the module docs); return it unchanged."""
+    runs = _tuple(changes, "changes")
+    for run in runs:
+        if type(run) is not tuple or len(run) < 3 or len(run) % 2 == 0:
+            raise _fail("a change run must be [model_id, key, value, ...] of odd length", run)
+        if not is_model_id(run[0]):
+            raise _fail("invalid model id", run[0])
+        for i in range(1, len(run), 2):
+            key, value = run[i], run[i + 1]
+            if type(key) is not int or key < DESTROY:
+                raise _fail("a change key must be an int ≥ -2", key)
+            if key == CREATE:
+                if (type(value) is not tuple or len(value) != 2 or type(value[0]) is not str
+                        or type(value[1]) is not int or not 0 <= value[1] <= _ALL_FLAGS):
+                    raise _fail("a create must carry [type_name, flags]", value)
+            elif type(value) not in _SCALARS:
+                raise _fail("a value must be nil, bool, int, float, str or bytes", value)
+    return runs
+
+
+def _check_rejected(rejected: object) -> Sequence[tuple[ModelId, int]]:
+    items = _tuple(rejected, "rejected")
+    for item in items:
+        if (type(item) is not tuple or len(item) != 2 or not is_model_id(item[0])
+                or type(item[1]) is not int):
+            raise _fail("a rejection must be [model_id, key]", item)
+    return items
+
+
+def _check_schema(schema: object) -> Mapping[str, Mapping[int, tuple[str, str, bool]]]:
+    if type(schema) is not dict:
+        raise _fail("schema must be a map", schema)
+    for type_name, props in schema.items():
+        _str(type_name, "a schema type name")
+        if type(props) is not dict:
+            raise _fail(f"schema of {type_name} must be a map", props)
+        for pid, spec in props.items():
+            _int(pid, f"a property id of {type_name}", 1)
+            if (type(spec) is not tuple or len(spec) != 3 or type(spec[0]) is not str
+                    or type(spec[1]) is not str or type(spec[2]) is not bool):
+                raise _fail(f"property {pid} of {type_name} must be [name, tag, reliable]", spec)
+    return schema
+
+
+def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> ClientMessage:
+    """Decode a frame a client sent. Raises :class:`ProtocolError` for anything malformed."""
+    msg = _unpack(data, max(limits.max_update_bytes, limits.max_hello_bytes))
+    if type(msg) is not tuple or not msg:
+        raise _fail("a message must be a non-empty array", msg)
+    kind = msg[0]
+    if kind == _UPDATE and type(kind) is int:
+        if len(data) > limits.max_update_bytes:
+            raise ProtocolError(f"update of {len(data)} bytes is over the limit of "
+                                f"{limits.max_update_bytes} bytes")
+        _tuple(msg, "update", 3)
+        return Update(_int(msg[1], "update seq", 1), check_changes(msg[2]))
+    if kind == _PING and type(kind) is int:
+        _tuple(msg, "ping", 2)
+        return Ping(_number(msg[1], "ping time"))
+    if kind == _HELLO and type(kind) is int:
+        _tuple(msg, "hello", 6)
+        token = msg[5]
+        if token is not None:
+            _str(token, "token")
+        return Hello(_int(msg[1], "protocol version", 0), _str(msg[2], "room"),
+                     _str(msg[3], "root type"), _check_schema(msg[4]), token)
+    if kind == _BYE and type(kind) is int:
+        return Bye()
+    raise _fail("unknown client message kind", kind)
+
+
+def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> ServerMessage:
+    """Decode a frame the server sent. Raises :class:`ProtocolError` for anything malformed."""
+    msg = _unpack(data, limits.max_frame_bytes)
+    if type(msg) is not tuple or not msg:
+        raise _fail("a message must be a non-empty array", msg)
+    kind = msg[0]
+    if kind == _BATCH and type(kind) is int:
+        _tuple(msg, "batch", 4)
+        entries: list[UpdateEntry | JoinEntry | LeaveEntry] = []
+        for e in _tuple(msg[3], "batch entries"):
+            ekind = _tuple(e, "a batch entry")[0] if e else None
+            if ekind == _E_UPDATE and len(e) == 5:
+                entries.append(UpdateEntry(_int(e[1], "sender", 0), _int(e[2], "seq", 0),
+                                           check_changes(e[3]), _check_rejected(e[4])))
+            elif ekind == _E_JOIN and len(e) == 2:
+                entries.append(JoinEntry(_int(e[1], "client id", 1)))
+            elif ekind == _E_LEAVE and len(e) == 2:
+                entries.append(LeaveEntry(_int(e[1], "client id", 1)))
+            else:
+                raise _fail("unknown batch entry", e)
+        return Batch(_int(msg[1], "room seq", 0), _number(msg[2], "server time"), entries)
+    if kind == _PONG and type(kind) is int:
+        _tuple(msg, "pong", 3)
+        return Pong(_number(msg[1], "ping time"), _number(msg[2], "server time"))
+    if kind == _WELCOME and type(kind) is int:
+        _tuple(msg, "welcome", 6)
+        records = _tuple(msg[4], "snapshot")
+        for rec in records:
+            _tuple(rec, "a snapshot record", 5)
+            if not is_model_id(rec[0]):
+                raise _fail("invalid model id in snapshot", rec[0])
+            _str(rec[1], "snapshot type name")
+            _int(rec[2], "snapshot owner", -1)
+            _int(rec[3], "snapshot flags", 0)
+            if type(rec[4]) is not dict:
+                raise _fail("snapshot properties must be a map", rec[4])
+            for pid, value in rec[4].items():
+                _int(pid, "snapshot property id", 1)
+                if type(value) not in _SCALARS:
+                    raise _fail("a snapshot value must be a scalar", value)
+        clients = _tuple(msg[5], "clients")
+        for c in clients:
+            _int(c, "client id", 1)
+        return Welcome(_int(msg[1], "client id", 1), _int(msg[2], "room seq", 0),
+                       _number(msg[3], "server time"), records, clients)
+    if kind == _ERROR and type(kind) is int:
+        _tuple(msg, "error", 4)
+        if type(msg[3]) is not bool:
+            raise _fail("error 'fatal' must be a bool", msg[3])
+        return Error(_str(msg[1], "error code"), _str(msg[2], "error message"), msg[3])
+    raise _fail("unknown server message kind", kind)
+
+
+# ----------------------------------------------------------------------------- value types
+
+SCALAR_TAGS = ("bool", "int", "float", "str", "bytes")
+
+
+def check_tag(tag: str) -> None:
+    """Raise :class:`ProtocolError` unless ``tag`` is a known property type tag.
+
+    Tags: ``bool int float str bytes``, ``model:<TypeName>`` for a declared child model, and
+    a ``?`` suffix on a scalar tag when nil is allowed (``str?``).
+    """
+    base = tag[:-1] if tag.endswith("?") else tag
+    if base in SCALAR_TAGS or (tag.startswith("model:") and len(tag) > 6 and tag == base):
+        return
+    raise ProtocolError(f"unknown property type tag {tag!r}")
+
+
+def coerce_value(tag: str, value: object) -> Value:
+    """Return ``value`` as a value of the type ``tag`` names, or raise :class:`TypeError`.
+
+    An int is accepted for a float (and becomes one); bool is never accepted as a number;
+    ints must fit in 64 bits. Child-model tags accept no value at all.
+    """
+    if value is None:
+        if tag.endswith("?"):
+            return None
+        raise TypeError(f"None is not a valid {tag} (declare the property Optional to allow it)")
+    base = tag[:-1] if tag.endswith("?") else tag
+    t = type(value)
+    if base == "float":
+        if isinstance(value, float) and t is float:
+            return value
+        if isinstance(value, int) and t is int and _INT64_MIN <= value <= _UINT64_MAX:
+            return float(value)
+    elif base == "int":
+        if isinstance(value, int) and t is int:
+            if _INT64_MIN <= value <= _UINT64_MAX:
+                return value
+            raise TypeError(f"{value} does not fit in 64 bits")
+    elif base == "str":
+        if isinstance(value, str) and t is str:
+            return value
+    elif base == "bool":
+        if isinstance(value, bool):
+            return value
+    elif base == "bytes":
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+    elif base.startswith("model:"):
+        raise TypeError("a child model property cannot be assigned; set its properties instead")
+    raise TypeError(f"expected {tag}, got {t.__name__} {value!r}")

@@ -1,0 +1,373 @@
+"""Realtime: one client's session with a room, driven by ``tick()`` on the game loop's thread.
+
+A tick has fixed phases: (1) when a frame is due, collect the datastore's delta and send it
+as the next update; (2) drain the transport and apply every message in stream order, each
+message applied whole before its change streams emit. Nothing runs on a background thread, so
+observers always run on the ticking thread.
+
+:class:`Realtime` speaks to the server through any :class:`~rtecs.transport.ClientTransport`
+(the ZeroMQ one in production, :mod:`rtecs.transport.memory` in tests) and takes a clock, so
+tests step it without sleeping.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import NamedTuple
+
+from reactivex import Observable
+from reactivex.subject import BehaviorSubject, Subject
+
+from rtecs.datastore import Datastore
+from rtecs.errors import ProtocolError
+from rtecs.model import Change, RealtimeModel
+from rtecs.protocol import (
+    DEFAULT_LIMITS,
+    PROTOCOL_VERSION,
+    Batch,
+    Bye,
+    Error,
+    ErrorCode,
+    Hello,
+    JoinEntry,
+    LeaveEntry,
+    Limits,
+    ModelId,
+    Ping,
+    Pong,
+    Update,
+    UpdateEntry,
+    Welcome,
+    decode_server_message,
+    encode,
+)
+from rtecs.transport import ClientTransport
+
+__all__ = ["ConnectionState", "DisconnectReason", "Presence", "Realtime", "UpdateOutcome",
+           "UpdateStatus"]
+
+log = logging.getLogger(__name__)
+
+
+class ConnectionState(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class DisconnectReason(enum.Enum):
+    """Why a session ended (see :attr:`Realtime.disconnect_reason`)."""
+
+    CLOSED = "closed"                        # close() was called
+    SERVER_GONE = "server_gone"              # the server said goodbye or stopped answering
+    TIMEOUT = "timeout"                      # no answer within the heartbeat timeout
+    KICKED = "kicked"
+    PROTOCOL_MISMATCH = "protocol_mismatch"  # protocol version or malformed frames
+    SCHEMA_CONFLICT = "schema_conflict"      # this client's models contradict the room's
+    ROOM_FULL = "room_full"
+    OVER_LIMIT = "over_limit"                # an update, the datastore or the send rate
+
+
+_REASON_OF_CODE = {
+    ErrorCode.VERSION: DisconnectReason.PROTOCOL_MISMATCH,
+    ErrorCode.PROTOCOL: DisconnectReason.PROTOCOL_MISMATCH,
+    ErrorCode.SCHEMA: DisconnectReason.SCHEMA_CONFLICT,
+    ErrorCode.ROOM_FULL: DisconnectReason.ROOM_FULL,
+    ErrorCode.OVER_LIMIT: DisconnectReason.OVER_LIMIT,
+    ErrorCode.RATE_LIMIT: DisconnectReason.OVER_LIMIT,
+    ErrorCode.KICKED: DisconnectReason.KICKED,
+    ErrorCode.SHUTDOWN: DisconnectReason.SERVER_GONE,
+}
+
+
+class UpdateStatus(enum.Enum):
+    SENT = "sent"
+    CONFIRMED = "confirmed"      # accepted as sent
+    TRANSFORMED = "transformed"  # accepted, some values changed by the server
+    REJECTED = "rejected"        # some or all changes refused (and rolled back)
+
+
+class UpdateOutcome(NamedTuple):
+    """What became of one update this client sent (for diagnostics and overlays)."""
+
+    seq: int
+    status: UpdateStatus
+    changes: int                                  # properties carried (sent) or accepted
+    rejected: tuple[tuple[ModelId, int], ...] = ()
+
+
+class Presence(NamedTuple):
+    client_id: int
+    joined: bool
+
+
+class Realtime:
+    """A client session: the room's datastore, kept in sync through ``tick()``."""
+
+    def __init__(self, transport: ClientTransport, room: str, room_model: RealtimeModel, *,
+                 types: Iterable[type[RealtimeModel]] = (), frame_duration: float = 1 / 20,
+                 ping_interval: float = 1.0, token: str | None = None,
+                 limits: Limits = DEFAULT_LIMITS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if frame_duration < 0:
+            raise ValueError("frame_duration must be ≥ 0")
+        self.room = room
+        self.frame_duration = frame_duration
+        self.ping_interval = ping_interval
+        self.limits = limits
+        self.datastore = Datastore(room_model, types)
+        self._transport = transport
+        self._token = token
+        self._clock = clock
+        self._state: BehaviorSubject[ConnectionState] = BehaviorSubject(
+            ConnectionState.CONNECTING)
+        self._outcomes: Subject[UpdateOutcome] = Subject()
+        self._presence: Subject[Presence] = Subject()
+        self._clients: set[int] = set()
+        self._next_frame = 0.0
+        self._next_ping = 0.0
+        self._sent_sizes: dict[int, int] = {}
+        self._server_time = 0.0
+        self._server_time_at = 0.0
+        self._room_seq = 0
+        self.ping: float | None = None
+        """Round trip to the server in milliseconds, measured (None until the first pong)."""
+        self.disconnect_reason: DisconnectReason | None = None
+        self.last_error: str | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._send_hello()
+
+    # ----------------------------------------------------------------- public state
+
+    @property
+    def client_id(self) -> int:
+        """This client's id in the room, assigned by the server (-1 until connected)."""
+        return self.datastore.client_id
+
+    @property
+    def room_model(self) -> RealtimeModel:
+        return self.datastore.room_model
+
+    @property
+    def connected(self) -> bool:
+        return self._state.value is ConnectionState.CONNECTED
+
+    @property
+    def connection_state(self) -> Observable[ConnectionState]:
+        """The current state on subscribe, then every change."""
+        return self._state
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state.value
+
+    @property
+    def outcomes(self) -> Observable[UpdateOutcome]:
+        """Every update's fate: sent, then confirmed, transformed or rejected."""
+        return self._outcomes
+
+    @property
+    def presence(self) -> Observable[Presence]:
+        """Joins and leaves of other clients, in stream order."""
+        return self._presence
+
+    @property
+    def clients(self) -> frozenset[int]:
+        """The client ids in the room (this one included) as of the last applied message."""
+        return frozenset(self._clients)
+
+    @property
+    def changes(self) -> Observable[Change]:
+        """Every visible change of every model in the room."""
+        return self.datastore.changes
+
+    @property
+    def room_time(self) -> float:
+        """The server's clock now, estimated: its last reported time plus half the ping plus
+        the time elapsed since that report."""
+        half_ping = (self.ping or 0.0) / 2000.0
+        return self._server_time + half_ping + (self._clock() - self._server_time_at)
+
+    @property
+    def room_seq(self) -> int:
+        """The sequence number of the last server batch applied."""
+        return self._room_seq
+
+    # ----------------------------------------------------------------- ticking
+
+    def tick(self) -> None:
+        """Send the frame's delta when due, then apply everything that arrived."""
+        if self._state.value is ConnectionState.DISCONNECTED:
+            return
+        now = self._clock()
+        if self._state.value is ConnectionState.CONNECTED:
+            if now >= self._next_frame:
+                self.flush()
+                self._next_frame = max(self._next_frame + self.frame_duration, now)
+            if now >= self._next_ping:
+                self._send(encode(Ping(now)), reliable=False)
+                self._next_ping = now + self.ping_interval
+        self.receive()
+
+    def flush(self) -> Update | None:
+        """Send the pending delta now, whatever the frame timer says. Returns the update."""
+        if self._state.value is not ConnectionState.CONNECTED:
+            return None
+        update = self.datastore.collect()
+        if update is not None:
+            frame = encode(update)
+            if len(frame) > self.limits.max_update_bytes:
+                log.error("update %d is %d bytes, over the %d-byte limit; the server will "
+                          "refuse it", update.seq, len(frame), self.limits.max_update_bytes)
+            self._send(frame)
+            count = sum((len(run) - 1) // 2 for run in update.changes)
+            self._sent_sizes[update.seq] = count
+            self._outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.SENT, count))
+        return update
+
+    def receive(self) -> int:
+        """Apply every message that has arrived; return how many were applied."""
+        frames = self._transport.receive()
+        for frame in frames:
+            self.bytes_received += len(frame)
+            try:
+                message = decode_server_message(frame, self.limits)
+            except ProtocolError as exc:
+                log.error("dropping a malformed frame from the server: %s", exc)
+                continue
+            self.handle(message)
+            if self._state.value is ConnectionState.DISCONNECTED:
+                break
+        return len(frames)
+
+    def handle(self, message: Welcome | Batch | Pong | Error) -> None:
+        """Apply one decoded server message, then let its change streams emit."""
+        if isinstance(message, Batch):
+            self.handle_batch(message)
+        elif isinstance(message, Welcome):
+            self.handle_welcome(message)
+        elif isinstance(message, Pong):
+            self.handle_pong(message)
+        else:
+            self.handle_error(message)
+
+    def handle_welcome(self, welcome: Welcome) -> None:
+        first = self._state.value is not ConnectionState.CONNECTED
+        self.datastore.load_snapshot(welcome)
+        self._room_seq = welcome.room_seq
+        self._clients = set(welcome.clients)
+        self._set_server_time(welcome.server_time)
+        self._sent_sizes.clear()
+        log.info("%s room %r as client %d (%d models)", "joined" if first else "resynced",
+                 self.room, welcome.client_id, len(welcome.snapshot))
+        if first:
+            self._state.on_next(ConnectionState.CONNECTED)
+        self.datastore.flush_emissions()
+
+    def handle_batch(self, batch: Batch) -> None:
+        if self._state.value is not ConnectionState.CONNECTED:
+            return  # from before our welcome: the snapshot includes it
+        if batch.room_seq <= self._room_seq:
+            log.debug("ignoring batch %d already covered (at %d)", batch.room_seq,
+                      self._room_seq)
+            return
+        self._room_seq = batch.room_seq
+        self._set_server_time(batch.server_time)
+        ds = self.datastore
+        me = ds.client_id
+        outcomes: list[UpdateOutcome] = []
+        presence: list[Presence] = []
+        for entry in batch.entries:
+            if isinstance(entry, UpdateEntry):
+                ds.apply_entry(entry)
+                if entry.sender == me and entry.seq > 0:
+                    outcomes.append(self._outcome_of(entry))
+            elif isinstance(entry, JoinEntry):
+                self._clients.add(entry.client_id)
+                presence.append(Presence(entry.client_id, True))
+            elif isinstance(entry, LeaveEntry):
+                self._clients.discard(entry.client_id)
+                presence.append(Presence(entry.client_id, False))
+        ds.flush_emissions()
+        for p in presence:
+            self._presence.on_next(p)
+        for o in outcomes:
+            self._outcomes.on_next(o)
+
+    def _outcome_of(self, entry: UpdateEntry) -> UpdateOutcome:
+        accepted = sum((len(run) - 1) // 2 for run in entry.changes)
+        sent = self._sent_sizes.pop(entry.seq, accepted)
+        if entry.rejected:
+            status = UpdateStatus.REJECTED
+        elif accepted != sent:
+            status = UpdateStatus.TRANSFORMED
+        else:
+            status = UpdateStatus.CONFIRMED
+        return UpdateOutcome(entry.seq, status, accepted, tuple(entry.rejected))
+
+    def handle_pong(self, pong: Pong) -> None:
+        now = self._clock()
+        self.ping = max(0.0, (now - pong.client_time) * 1000.0)
+        self._set_server_time(pong.server_time)
+
+    def handle_error(self, error: Error) -> None:
+        self.last_error = f"{error.code}: {error.message}"
+        if error.fatal:
+            log.error("the server ended the session: %s", self.last_error)
+            try:
+                reason = _REASON_OF_CODE.get(ErrorCode(error.code), DisconnectReason.KICKED)
+            except ValueError:
+                reason = DisconnectReason.KICKED
+            self._disconnect(reason)
+        else:
+            log.warning("the server reported: %s", self.last_error)
+
+    def _set_server_time(self, server_time: float) -> None:
+        self._server_time = server_time
+        self._server_time_at = self._clock()
+
+    # ----------------------------------------------------------------- models
+
+    def create(self, model: RealtimeModel, flags: int = 0, owned: bool = False) -> ModelId:
+        """Add a dynamic model to the room (sent with the next frame)."""
+        return self.datastore.create(model, flags, owned)
+
+    def destroy_model(self, model: RealtimeModel) -> None:
+        self.datastore.destroy(model)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _send_hello(self) -> None:
+        hello = Hello(PROTOCOL_VERSION, self.room, self.datastore.room_model.type_name,
+                      self.datastore.schema(), self._token)
+        self._send(encode(hello))
+
+    def _send(self, frame: bytes, reliable: bool = True) -> None:
+        self.bytes_sent += len(frame)
+        self._transport.send(frame, reliable)
+
+    def _disconnect(self, reason: DisconnectReason) -> None:
+        if self._state.value is ConnectionState.DISCONNECTED:
+            return
+        self.disconnect_reason = reason
+        self._state.on_next(ConnectionState.DISCONNECTED)
+
+    def close(self) -> None:
+        """Send what is pending, say goodbye and release the transport."""
+        if self._state.value is ConnectionState.CONNECTED:
+            self.flush()
+            self._send(encode(Bye()))
+        self._disconnect(DisconnectReason.CLOSED)
+        self._transport.close()
+
+    def __enter__(self) -> Realtime:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,277 @@
+"""The room core: one room's members, sequencer and stream. Pure and deterministic.
+
+No sockets, threads or clocks: the host (the socket loop) decodes frames, calls these methods
+and passes the time in; the room answers with :class:`~rtecs.protocol.Welcome` records and
+encoded ``BATCH`` frames to send. The models themselves live in the room's
+:class:`~rtecs_server.store.ModelStore` (authority, validation, plugins, lifetime).
+
+Host loop, per server tick::
+
+    welcome = room.join(hello, now)            # on HELLO (flush() first if has_pending_changes)
+    out = room.apply_update(client_id, update) # on UPDATE, in arrival order
+    if out.status is UpdateStatus.DUPLICATE:   # send room.answer_again(...) to that client
+    if out.status is UpdateStatus.GAP:         # send ERROR sequence, flush, then resync()
+    for p in out.problems:                     # send ERROR p.code to the sender (not fatal)
+    room.leave(client_id, now)                 # on BYE or heartbeat timeout
+    frame = room.flush(now)                    # once per tick: the same bytes to every member
+
+Decisions where the design is silent are in the method docs: the snapshot/flush order of
+:meth:`Room.join`, the entry order of :meth:`Room.leave`, the numbering after
+:meth:`Room.resync` and the frame of :meth:`Room.answer_again`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable
+from typing import Final, NamedTuple
+
+from rtecs.errors import RtecsError, SchemaError
+from rtecs.protocol import (
+    DEFAULT_LIMITS,
+    PROTOCOL_VERSION,
+    Batch,
+    ErrorCode,
+    Hello,
+    JoinEntry,
+    LeaveEntry,
+    Limits,
+    ModelId,
+    Update,
+    UpdateEntry,
+    Welcome,
+    encode,
+)
+from rtecs_server.plugins import Plugin
+from rtecs_server.store import ModelStore, Problem, SnapshotRecord
+
+__all__ = ["ANSWER_RING", "BadUpdate", "JoinRefused", "Room", "UpdateOutcome", "UpdateStatus"]
+
+#: How many recent answers each client keeps for :meth:`Room.answer_again`.
+ANSWER_RING: Final = 8
+
+
+class JoinRefused(RtecsError):
+    """A hello the room refuses; send ``ERROR code message`` (fatal) to the client."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class BadUpdate(RtecsError):
+    """Protocol-level misuse of :meth:`Room.apply_update` (an update from a non-member)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UpdateStatus(enum.Enum):
+    APPLIED = "applied"      # sequenced; its entry is queued for the next flush
+    DUPLICATE = "duplicate"  # seq ≤ last: not applied; answer it again
+    GAP = "gap"              # seq > last + 1: nothing applied; the client must resync
+
+
+class UpdateOutcome(NamedTuple):
+    status: UpdateStatus
+    #: APPLIED: the queued entry. DUPLICATE: the recorded entry if still kept, else None.
+    entry: UpdateEntry | None
+    #: At most a few problems (bad input, over limit); empty for a well-behaved client.
+    problems: tuple[Problem, ...] = ()
+
+
+class _Client:
+    __slots__ = ("answers", "last_seq")
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+        # (update seq, room_seq of the batch carrying the entry, entry)
+        self.answers: deque[tuple[int, int, UpdateEntry]] = deque(maxlen=ANSWER_RING)
+
+
+class Room:
+    """One room: its members, the sequencer of their updates and the stream of entries.
+
+    ``plugins`` see every accepted property write (:mod:`rtecs_server.plugins`); ``limits``
+    caps the datastore size; ``max_clients`` (None: no cap) refuses joins with room_full;
+    ``next_client_id`` restores the id counter of a persisted room.
+    """
+
+    def __init__(self, name: str, plugins: Iterable[Plugin] = (),
+                 limits: Limits = DEFAULT_LIMITS, max_clients: int | None = None, *,
+                 next_client_id: int = 1) -> None:
+        self.name = name
+        self.limits = limits
+        self.max_clients = max_clients
+        #: The id the next joiner gets. Only grows; persist it with the room.
+        self.next_client_id = next_client_id
+        #: Sequence number of the last flushed batch (0 before the first).
+        self.room_seq = 0
+        #: The room's models (authority checks, plugins, lifetime, size).
+        self.store = ModelStore(self, limits, tuple(plugins))
+        self._clients: dict[int, _Client] = {}
+        self._pending: list[UpdateEntry | JoinEntry | LeaveEntry] = []
+        self._pending_changes = False
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def root_type(self) -> str | None:
+        """Type name of the room model; set by the first join."""
+        return self.store.schema.root_type
+
+    @property
+    def schema(self) -> dict[str, dict[int, tuple[str, str, bool]]]:
+        """The union of the members' schemas, in the hello's shape (a fresh copy)."""
+        return self.store.schema.as_dict()
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Client ids present, in join order."""
+        return tuple(self._clients)
+
+    @property
+    def has_pending_changes(self) -> bool:
+        """True if an update entry waits for :meth:`flush` (then :meth:`join` must wait)."""
+        return self._pending_changes
+
+    @property
+    def size(self) -> int:
+        """Estimated datastore size in bytes (see :func:`rtecs_server.store.value_size`)."""
+        return self.store.size
+
+    def record(self, model_id: ModelId) -> SnapshotRecord | None:
+        """``(model_id, type_name, owner, flags, props)`` of one model, or None. ``props``
+        is the live dict: read it, don't keep or change it."""
+        return self.store.record(model_id)
+
+    def snapshot(self) -> list[SnapshotRecord]:
+        """Every model as ``(model_id, type_name, owner, flags, props)``, parents before
+        children; ``props`` are shallow copies; properties never written are absent."""
+        return self.store.snapshot()
+
+    # ------------------------------------------------------------------ membership
+
+    def join(self, hello: Hello, now: float) -> Welcome:
+        """Admit a client: allocate its id, queue a JoinEntry, return its Welcome.
+
+        The welcome's snapshot is the current state and its ``room_seq`` the last flushed
+        batch, so the host must :meth:`flush` (and send) pending update entries first:
+        raises ``RuntimeError`` if :attr:`has_pending_changes`. ``clients`` includes the
+        joiner, and members whose own JoinEntry is still pending (a client treats a JoinEntry
+        for a known id as a no-op). Raises :class:`JoinRefused` (version, room full, root type
+        or schema conflict); a refused hello changes nothing.
+        """
+        if self._pending_changes:
+            raise RuntimeError("flush() the pending update entries before join()")
+        if hello.version != PROTOCOL_VERSION:
+            raise JoinRefused(ErrorCode.VERSION, f"protocol version {hello.version} is not "
+                                                 f"supported (server speaks {PROTOCOL_VERSION})")
+        if self.max_clients is not None and len(self._clients) >= self.max_clients:
+            raise JoinRefused(ErrorCode.ROOM_FULL,
+                              f"room {self.name!r} is full ({self.max_clients} clients)")
+        try:
+            self.store.merge_schema(hello.schema, hello.root_type)
+        except SchemaError as exc:
+            raise JoinRefused(ErrorCode.SCHEMA, str(exc)) from None
+        cid = self.next_client_id
+        self.next_client_id = cid + 1
+        self._clients[cid] = _Client()
+        self._pending.append(JoinEntry(cid))
+        return Welcome(cid, self.room_seq, now, self.snapshot(), list(self._clients))
+
+    def resync(self, client_id: int, now: float) -> Welcome:
+        """A fresh Welcome for a member (after a GAP or a send queue overflow). The client
+        keeps its id and numbers its updates from 1 again; its old answers are forgotten.
+        Same precondition as :meth:`join`. Raises ``KeyError`` for a non-member."""
+        if self._pending_changes:
+            raise RuntimeError("flush() the pending update entries before resync()")
+        client = self._clients[client_id]
+        client.last_seq = 0
+        client.answers.clear()
+        return Welcome(client_id, self.room_seq, now, self.snapshot(), list(self._clients))
+
+    def leave(self, client_id: int, now: float) -> bool:
+        """Remove a member (BYE or timeout); False if it was not one.
+
+        Queues a LeaveEntry, then — if anything changed — one server entry (sender 0,
+        seq 0) with the lifetime changes, in this order: destroys of the leaver's models
+        flagged destroy_when_owner_leaves; owner -1 for the rest of its models (children
+        included); and when the room is left empty, destroys of every top-level model flagged
+        destroy_when_last_client_leaves.
+        """
+        if self._clients.pop(client_id, None) is None:
+            return False
+        self._pending.append(LeaveEntry(client_id))
+        changes = self.store.release(client_id, room_empty=not self._clients)
+        if changes:
+            self._pending.append(UpdateEntry(0, 0, changes, ()))
+            self._pending_changes = True
+        return True
+
+    # ------------------------------------------------------------------ the stream
+
+    def flush(self, now: float) -> bytes | None:
+        """Encode everything ordered since the last flush as one BATCH (``room_seq`` + 1,
+        server time ``now``), once; send the same bytes to every member. None if empty."""
+        if not self._pending:
+            return None
+        self.room_seq += 1
+        frame = encode(Batch(self.room_seq, now, self._pending))
+        self._pending = []
+        self._pending_changes = False
+        return frame
+
+    def answer_again(self, client_id: int, seq: int, now: float) -> bytes | None:
+        """A one-entry BATCH re-sending the answer to ``client_id``'s update ``seq``, for that
+        client only; None if the answer is not kept (older than :data:`ANSWER_RING` answers)
+        or not flushed yet (then it arrives with the next batch anyway).
+
+        Its ``room_seq`` is the *current* room seq, which the client has already counted: it
+        is not a new stream position. A client must take it only as the answer to ``seq``
+        (drop pending writes ≤ seq) and must not apply its changes again, since later
+        entries may have overwritten them.
+        """
+        client = self._clients.get(client_id)
+        if client is None:
+            return None
+        for s, batch_seq, entry in client.answers:
+            if s == seq:
+                if batch_seq > self.room_seq:
+                    return None
+                return encode(Batch(self.room_seq, now, [entry]))
+        return None
+
+    def apply_update(self, client_id: int, update: Update) -> UpdateOutcome:
+        """Sequence and apply one client update; queue its entry for the next flush.
+
+        ``update`` must come from :func:`rtecs.protocol.decode_client_message` (structure
+        checked, ids hashable). Each change is checked where it falls and applied at once, so
+        later changes see it; refused ones are listed in the entry's ``rejected``. Raises
+        :class:`BadUpdate` (``not_joined``) if ``client_id`` is not a member.
+        """
+        client = self._clients.get(client_id)
+        if client is None:
+            raise BadUpdate(ErrorCode.NOT_JOINED, f"client {client_id} is not in room "
+                                                  f"{self.name!r}")
+        seq = update.seq
+        if seq <= client.last_seq:
+            for s, _, kept in client.answers:
+                if s == seq:
+                    return UpdateOutcome(UpdateStatus.DUPLICATE, kept)
+            return UpdateOutcome(UpdateStatus.DUPLICATE, None)
+        if seq != client.last_seq + 1:
+            return UpdateOutcome(UpdateStatus.GAP, None)
+        client.last_seq = seq
+        problems: list[Problem] = []
+        rejected: list[tuple[ModelId, int]] = []
+        changes = self.store.apply_changes(client_id, update.changes, rejected, problems)
+        entry = UpdateEntry(client_id, seq, changes, rejected)
+        self._pending.append(entry)
+        self._pending_changes = True
+        client.answers.append((seq, self.room_seq + 1, entry))
+        return UpdateOutcome(UpdateStatus.APPLIED, entry, tuple(problems))

@@ -1,0 +1,395 @@
+"""The authoritative datastore of one room: model records, authority checks, plugins, size.
+
+The server keeps no model classes: a model is its type (from the room's
+:class:`~rtecs_server.schema.RoomSchema`), owner, flags, parent and ``{property id: value}``.
+:class:`ModelStore` applies a client's change runs one change at a time, each checked where
+it falls (DESIGN §3, §4b), and makes the server's own lifetime changes. It knows nothing of
+members, sequence numbers or frames: that is :class:`~rtecs_server.room.Room`'s job.
+
+Decisions where the design is silent:
+
+- Dynamic models are top level: their parent is not the room model, so owning the room model
+  does not cover them. Declared children (``(parent, pid, …)`` ids) have flags 0.
+- A change that names a model or property the room has never known, a wrong value type, a
+  write to a child-model property, or a create of an id that is not the sender's next one is
+  *bad input*: it is rejected like any other change (the rest of the update still applies)
+  and also reported as a :class:`Problem` (code ``bad_update``) for the host to send. A write
+  to a model that existed and was destroyed is a quiet rejection (a normal race).
+- "Existed" is judged by a per-creator high-water mark of created counters, so creates must
+  arrive in increasing counter order (the client allocates them that way). A create refused
+  for any reason other than a foreign or reused id still uses up its counter, so the writes
+  that follow it in the update are quiet rejections. The marks are not persisted: after a
+  restart a write to a model destroyed before it is reported as never created.
+- Owner changes: ``owner = sender`` is allowed when no ancestor is owned by another client
+  and the model is unowned, already the sender's, or another's without
+  ``PREVENT_OWNERSHIP_TAKEOVER``; ``owner = -1`` when no ancestor is owned by another and the
+  model is unowned or the sender's; any other value is rejected.
+- The size is an estimate (:func:`value_size`, :data:`MODEL_OVERHEAD` per model); a change
+  that would push it over ``limits.max_datastore_bytes`` is rejected and reported with code
+  ``over_limit``. Shrinking writes are always allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from rtecs.protocol import (
+    CREATE,
+    DESTROY,
+    DESTROY_WHEN_LAST_CLIENT_LEAVES,
+    DESTROY_WHEN_OWNER_LEAVES,
+    OWNER,
+    PREVENT_OWNERSHIP_TAKEOVER,
+    Changes,
+    ErrorCode,
+    Limits,
+    ModelId,
+    Value,
+    coerce_value,
+    split_dynamic_model_id,
+)
+from rtecs_server.plugins import Change, Plugin, Reject
+from rtecs_server.schema import ModelType, Prop, RoomSchema, SchemaSpec
+
+if TYPE_CHECKING:
+    from rtecs_server.room import Room
+
+__all__ = ["MODEL_OVERHEAD", "ModelStore", "Problem", "SnapshotRecord", "value_size"]
+
+log = logging.getLogger("rtecs_server.room")
+
+#: Estimated bytes of one model record, and of one property beside its value.
+MODEL_OVERHEAD: Final = 32
+PROP_OVERHEAD: Final = 2
+_MAX_PROBLEMS: Final = 8
+
+_REJECTED: Final = object()
+_ABSENT: Final = object()
+
+SnapshotRecord = tuple[ModelId, str, int, int, dict[int, Value]]
+
+
+def value_size(value: object) -> int:
+    """Cheap size estimate of one stored property: str/bytes length (UTF-8 for non-ASCII
+    text) or 9 for anything else, plus :data:`PROP_OVERHEAD`."""
+    t = type(value)
+    if t is str:
+        s: str = value  # type: ignore[assignment]
+        return PROP_OVERHEAD + (len(s) if s.isascii() else len(s.encode()))
+    if t is bytes:
+        return PROP_OVERHEAD + len(value)  # type: ignore[arg-type]
+    return PROP_OVERHEAD + 9
+
+
+class Problem(NamedTuple):
+    """Bad input found in an update; report it to the sender as ``ERROR code message``."""
+
+    code: ErrorCode
+    message: str
+
+
+class _Model:
+    __slots__ = ("flags", "owner", "parent", "props", "type")
+
+    def __init__(self, mtype: ModelType, parent: _Model | None, flags: int) -> None:
+        self.type = mtype
+        self.owner = -1
+        self.flags = flags
+        self.parent = parent
+        self.props: dict[int, Value] = {}
+
+
+def _child_id(mid: ModelId, pid: int) -> ModelId:
+    return (mid, pid) if type(mid) is int else (*mid, pid)  # type: ignore[misc]
+
+
+def _bad(problems: list[Problem], code: ErrorCode, message: str) -> object:
+    if len(problems) < _MAX_PROBLEMS:
+        problems.append(Problem(code, message))
+    return _REJECTED
+
+
+def _prefix(changes: Changes, ri: int, run: Sequence[Any], i: int) -> list[Any]:
+    """The accepted output so far when the first change that deviates is run ``ri``, key
+    index ``i``: every earlier change went through unchanged."""
+    out: list[Any] = list(changes[:ri])
+    if i > 1:
+        out.append(list(run[:i]))
+    return out
+
+
+def _append(out: list[Any], mid: ModelId, key: int, value: object) -> None:
+    if out:
+        last = out[-1]
+        if last[0] == mid:
+            if type(last) is not list:
+                last = out[-1] = list(last)
+            last.append(key)
+            last.append(value)
+            return
+    out.append([mid, key, value])
+
+
+class ModelStore:
+    """The models of one room, keyed by model id; the room model is id 0."""
+
+    def __init__(self, room: Room, limits: Limits, plugins: tuple[Plugin, ...]) -> None:
+        self._room = room  # passed to plugins
+        self.limits = limits
+        self.plugins = plugins
+        self.schema = RoomSchema()
+        #: Estimated size in bytes (see :func:`value_size`).
+        self.size = 0
+        self._models: dict[ModelId, _Model] = {}
+        self._owned: dict[int, dict[ModelId, None]] = {}   # owner → its models, ordered
+        self._created: dict[int, int] = {}                 # creator → highest counter used
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def record(self, model_id: ModelId) -> SnapshotRecord | None:
+        """``(model_id, type_name, owner, flags, props)`` of one model, or None. ``props``
+        is the live dict: read it, don't keep or change it."""
+        m = self._models.get(model_id)
+        return None if m is None else (model_id, m.type.name, m.owner, m.flags, m.props)
+
+    def snapshot(self) -> list[SnapshotRecord]:
+        """Every model, parents before children (insertion order: a parent is always made
+        first); ``props`` are shallow copies without the properties never written."""
+        return [(mid, m.type.name, m.owner, m.flags, dict(m.props))
+                for mid, m in self._models.items()]
+
+    def merge_schema(self, schema: SchemaSpec, root_type: str) -> None:
+        """Add a joiner's schema (raises :class:`~rtecs.errors.SchemaError`, changing
+        nothing); make the room model on the first join, and new declared children of
+        existing models when the schema grew some (rare: scans the models)."""
+        grown = self.schema.merge(schema, root_type)
+        if not self._models:
+            self._make(0, self.schema.types[root_type], None, 0)
+            return
+        if not grown:
+            return
+        for mid, m in list(self._models.items()):
+            new_pids = grown.get(m.type.name)
+            if new_pids:
+                for pid, child_type in m.type.children:
+                    cid = _child_id(mid, pid)
+                    if pid in new_pids and cid not in self._models:
+                        self._make(cid, child_type, m, 0)
+
+    def release(self, client_id: int, room_empty: bool) -> list[list[Any]]:
+        """Lifetime changes after ``client_id`` left, applied and returned as runs: destroys
+        of its models flagged destroy_when_owner_leaves, owner -1 for its other models
+        (children included), then, if ``room_empty``, destroys of every top-level model
+        flagged destroy_when_last_client_leaves."""
+        changes: list[list[Any]] = []
+        owned = self._owned.pop(client_id, {})
+        models = self._models
+        for mid in owned:
+            m = models.get(mid)
+            if m is not None and m.flags & DESTROY_WHEN_OWNER_LEAVES:
+                self._destroy(mid, m)
+                changes.append([mid, DESTROY, None])
+        for mid in owned:
+            m = models.get(mid)
+            if m is not None:
+                m.owner = -1
+                changes.append([mid, OWNER, -1])
+        if room_empty:
+            doomed = [(mid, m) for mid, m in models.items()
+                      if m.flags & DESTROY_WHEN_LAST_CLIENT_LEAVES and type(mid) is int]
+            for mid, m in doomed:
+                self._destroy(mid, m)
+                changes.append([mid, DESTROY, None])
+        return changes
+
+    def apply_changes(self, sender: int, changes: Changes, rejected: list[tuple[ModelId, int]],
+                       problems: list[Problem]) -> Changes:
+        """Apply in order; return the accepted changes as runs. While every change goes
+        through unchanged the update's own ``changes`` object is returned (no copy)."""
+        models = self._models
+        out: list[Any] | None = None
+        for ri, run in enumerate(changes):
+            mid = run[0]
+            for i in range(1, len(run), 2):
+                key = run[i]
+                value = run[i + 1]
+                if key == CREATE:
+                    result = self._create(sender, mid, value, problems)
+                else:
+                    m = models.get(mid)
+                    if m is None:
+                        result = self._missing(mid, problems)
+                    elif key > 0:
+                        result = self._write(sender, m, mid, key, value, problems)
+                    elif key == OWNER:
+                        result = self._claim(sender, m, mid, value, problems)
+                    else:
+                        result = self._destroy_change(sender, m, mid, value, problems)
+                if result is _REJECTED:
+                    rejected.append((mid, key))
+                    if out is None:
+                        out = _prefix(changes, ri, run, i)
+                elif out is not None:
+                    _append(out, mid, key, result)
+                elif result is not value:
+                    out = _prefix(changes, ri, run, i)
+                    _append(out, mid, key, result)
+        return changes if out is None else out
+
+    def _missing(self, mid: ModelId, problems: list[Problem]) -> object:
+        top = mid if type(mid) is int else mid[0]  # type: ignore[index]
+        if top != 0:
+            creator, counter = split_dynamic_model_id(top)
+            if counter >= 1 and counter <= self._created.get(creator, 0):
+                if top not in self._models:
+                    return _REJECTED  # it existed and was destroyed: a normal race
+            else:
+                return _bad(problems, ErrorCode.BAD_UPDATE, f"model {mid!r} was never created")
+        return _bad(problems, ErrorCode.BAD_UPDATE, f"model {mid!r} does not exist: "
+                                                    f"{top!r} has no such child model")
+
+    def _write(self, sender: int, m: _Model, mid: ModelId, pid: int, value: object,
+               problems: list[Problem]) -> object:
+        mtype = m.type
+        prop = mtype.props.get(pid)
+        if prop is None:
+            return _bad(problems, ErrorCode.BAD_UPDATE,
+                        f"{mtype.name} has no property {pid} (model {mid!r})")
+        if prop.child is not None:
+            return _bad(problems, ErrorCode.BAD_UPDATE,
+                        f"{mtype.name}.{prop.name} (property {pid}) is a child model and "
+                        f"cannot be assigned (model {mid!r})")
+        try:
+            new = coerce_value(prop.tag, value)
+        except TypeError as exc:
+            return _bad(problems, ErrorCode.BAD_UPDATE,
+                        f"{mtype.name}.{prop.name} (model {mid!r}, property {pid}): {exc}")
+        o: _Model | None = m
+        while o is not None:
+            if o.owner != -1 and o.owner != sender:
+                return _REJECTED
+            o = o.parent
+        if self.plugins:
+            result = self._run_plugins(sender, m, mid, pid, prop, new)
+            if result is _REJECTED:
+                return _REJECTED
+            new = result  # type: ignore[assignment]
+        props = m.props
+        old = props.get(pid, _ABSENT)
+        delta = value_size(new) - (0 if old is _ABSENT else value_size(old))
+        if delta > 0 and self.size + delta > self.limits.max_datastore_bytes:
+            return _bad(problems, ErrorCode.OVER_LIMIT,
+                        f"the room's datastore is over its limit of "
+                        f"{self.limits.max_datastore_bytes} bytes: write to "
+                        f"{mtype.name}.{prop.name} of model {mid!r} refused")
+        self.size += delta
+        props[pid] = new
+        return new
+
+    def _run_plugins(self, sender: int, m: _Model, mid: ModelId, pid: int, prop: Prop,
+                     value: Value) -> object:
+        previous = m.props.get(pid)
+        for plugin in self.plugins:
+            change = Change(mid, m.type.name, pid, prop.name, value, previous)
+            try:
+                result = plugin(self._room, sender, change)
+                if result is not value:
+                    result = coerce_value(prop.tag, result)
+            except Reject as r:
+                log.debug("room %r: plugin rejected %s from client %d: %s",
+                          self._room.name, change, sender, r.reason)
+                return _REJECTED
+            except Exception:
+                log.exception("room %r: plugin %r failed on %s from client %d; the write is "
+                              "rejected", self._room.name, plugin, change, sender)
+                return _REJECTED
+            value = result
+        return value
+
+    def _claim(self, sender: int, m: _Model, mid: ModelId, value: object,
+               problems: list[Problem]) -> object:
+        if type(value) is not int:
+            return _bad(problems, ErrorCode.BAD_UPDATE,
+                        f"owner of model {mid!r} must be an int, got {value!r}")
+        p = m.parent
+        while p is not None:
+            if p.owner != -1 and p.owner != sender:
+                return _REJECTED
+            p = p.parent
+        owner = m.owner
+        if value == sender:
+            if owner != -1 and owner != sender and m.flags & PREVENT_OWNERSHIP_TAKEOVER:
+                return _REJECTED
+        elif value != -1 or (owner != -1 and owner != sender):
+            return _REJECTED
+        if owner != value:
+            if owner != -1 and (was := self._owned.get(owner)) is not None:
+                was.pop(mid, None)
+            if value != -1:
+                self._owned.setdefault(value, {})[mid] = None
+            m.owner = value
+        return value
+
+    def _create(self, sender: int, mid: ModelId, value: Any, problems: list[Problem]) -> object:
+        if type(mid) is not int or mid == 0:
+            return _bad(problems, ErrorCode.BAD_UPDATE,
+                        f"model {mid!r} cannot be created: only dynamic models can")
+        creator, counter = split_dynamic_model_id(mid)
+        if creator != sender or counter < 1:
+            return _bad(problems, ErrorCode.BAD_UPDATE, f"client {sender} cannot create model "
+                                                        f"{mid}: the id is not one of its own")
+        if counter <= self._created.get(sender, 0):
+            return _bad(problems, ErrorCode.BAD_UPDATE,
+                        f"model id {mid} (counter {counter}) was already used by client "
+                        f"{sender}: ids are never reused")
+        self._created[sender] = counter
+        type_name, flags = value
+        mtype = self.schema.types.get(type_name)
+        if mtype is None:
+            return _bad(problems, ErrorCode.BAD_UPDATE,
+                        f"model {mid} cannot be created: unknown type {type_name!r}")
+        cost = mtype.subtree_models * MODEL_OVERHEAD
+        if self.size + cost > self.limits.max_datastore_bytes:
+            return _bad(problems, ErrorCode.OVER_LIMIT,
+                        f"the room's datastore is over its limit of "
+                        f"{self.limits.max_datastore_bytes} bytes: model {mid} not created")
+        self._make(mid, mtype, None, flags)
+        return value
+
+    def _destroy_change(self, sender: int, m: _Model, mid: ModelId, value: object,
+                        problems: list[Problem]) -> object:
+        if type(mid) is not int or mid == 0:
+            return _bad(problems, ErrorCode.BAD_UPDATE, f"model {mid!r} cannot be destroyed: "
+                                                        f"only dynamic models can")
+        if m.owner != -1 and m.owner != sender:
+            return _REJECTED
+        self._destroy(mid, m)
+        return value
+
+    # ------------------------------------------------------------------ model tree
+
+    def _make(self, mid: ModelId, mtype: ModelType, parent: _Model | None, flags: int) -> None:
+        m = _Model(mtype, parent, flags)
+        self._models[mid] = m
+        self.size += MODEL_OVERHEAD
+        for pid, child_type in mtype.children:
+            self._make(_child_id(mid, pid), child_type, m, 0)
+
+    def _destroy(self, mid: ModelId, m: _Model) -> None:
+        del self._models[mid]
+        size = MODEL_OVERHEAD
+        for v in m.props.values():
+            size += value_size(v)
+        self.size -= size
+        if m.owner != -1:
+            owned = self._owned.get(m.owner)
+            if owned is not None:
+                owned.pop(mid, None)
+        for pid, _ in m.type.children:
+            cid = _child_id(mid, pid)
+            child = self._models.get(cid)
+            if child is not None:
+                self._destroy(cid, child)

@@ -1,0 +1,90 @@
+"""An in-process room: a RoomHost and Realtime clients over the memory transport, stepped by
+hand with a manual clock. No sockets, threads or sleeps: every interleaving is chosen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rtecs.model import RealtimeModel
+from rtecs.realtime import Realtime
+from rtecs.transport.memory import MemoryClientTransport, MemoryNetwork
+from rtecs_server.host import RoomHost
+from rtecs_server.plugins import Plugin
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class LocalRoom:
+    """A server and clients in one process; ``sync()`` runs until everything is delivered."""
+
+    def __init__(self, model_factory: Callable[[], RealtimeModel], *, clients: int = 2,
+                 plugins: Iterable[Plugin] = (), room: str = "test",
+                 types: Iterable[type[RealtimeModel]] = (), **network: Any) -> None:
+        self.model_factory = model_factory
+        self.room = room
+        self.types = tuple(types)
+        self.clock = ManualClock()
+        self.net = MemoryNetwork(**network)
+        self.host = RoomHost(self.net.server, plugins=plugins)
+        self.clients: list[Realtime] = []
+        self.transports: dict[Realtime, MemoryClientTransport] = {}
+        for _ in range(clients):
+            self.add_client()
+        self.sync()
+
+    def add_client(self) -> Realtime:
+        name = f"client-{len(self.transports) + 1}"
+        transport = self.net.connect(name)
+        rt = Realtime(transport, self.room, self.model_factory(), types=self.types,
+                      frame_duration=0.0, ping_interval=3600.0, clock=self.clock)
+        self.clients.append(rt)
+        self.transports[rt] = transport
+        return rt
+
+    def peer(self, rt: Realtime) -> bytes:
+        return self.transports[rt].peer
+
+    # ----------------------------------------------------------------- stepping
+
+    def send(self, *clients: Realtime) -> None:
+        """Each client (all if none given) sends its pending delta now."""
+        for rt in clients or tuple(self.clients):
+            rt.flush()
+
+    def server_receives(self, *clients: Realtime) -> None:
+        """The server receives what these clients sent, in this order, and relays it."""
+        for rt in clients:
+            self.net.deliver_from(self.peer(rt))
+        self.host.pump(self.clock())
+
+    def deliver(self, *clients: Realtime) -> None:
+        """These clients receive and apply what the server sent them."""
+        for rt in clients or tuple(self.clients):
+            self.net.deliver_to(self.peer(rt))
+            rt.receive()
+
+    def sync(self, max_rounds: int = 100) -> None:
+        """Tick everybody and move every frame until nothing is left in flight."""
+        for _ in range(max_rounds):
+            for rt in self.clients:
+                rt.tick()
+            self.net.step()
+            self.host.pump(self.clock())
+            self.net.step()
+            for rt in self.clients:
+                rt.receive()
+            busy = self.net.in_flight or any(rt.datastore.has_unsent_changes
+                                              for rt in self.clients if rt.connected)
+            if not busy:
+                return
+        raise AssertionError("the room did not settle")
