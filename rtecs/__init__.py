@@ -14,12 +14,36 @@ from rtecs.errors import (
     SchemaError,
 )
 from rtecs.model import Change, ChangeSource, RealtimeModel, prop
-from rtecs.protocol import Limits
+from rtecs.protocol import (
+    DESTROY_WHEN_LAST_CLIENT_LEAVES,
+    DESTROY_WHEN_OWNER_LEAVES,
+    PREVENT_OWNERSHIP_TAKEOVER,
+    Limits,
+)
+from rtecs.realtime import (
+    ConnectionState,
+    DisconnectReason,
+    Presence,
+    Realtime,
+    UpdateOutcome,
+    UpdateStatus,
+    connect,
+)
 
 __all__ = [
+    "DESTROY_WHEN_LAST_CLIENT_LEAVES",
+    "DESTROY_WHEN_OWNER_LEAVES",
+    "PREVENT_OWNERSHIP_TAKEOVER",
     "Change",
     "ChangeSource",
+    "ConnectionState",
+    "DisconnectReason",
     "Limits",
+    "Presence",
+    "Realtime",
+    "UpdateOutcome",
+    "UpdateStatus",
+    "connect",
     "ModelDestroyedError",
     "NotConnectedError",
     "OwnershipError",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -23,7 +24,7 @@ from reactivex import Observable
 from reactivex.subject import BehaviorSubject, Subject
 
 from rtecs.datastore import Datastore
-from rtecs.errors import ProtocolError
+from rtecs.errors import NotConnectedError, ProtocolError
 from rtecs.model import Change, RealtimeModel
 from rtecs.protocol import (
     DEFAULT_LIMITS,
@@ -54,9 +55,10 @@ log = logging.getLogger(__name__)
 
 
 class ConnectionState(enum.Enum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"      # hello sent, waiting for the first welcome
+    CONNECTED = "connected"        # in the room: updates flow
+    RECONNECTING = "reconnecting"  # the session was lost; trying again with backoff
+    DISCONNECTED = "disconnected"  # for good: see Realtime.disconnect_reason
 
 
 class DisconnectReason(enum.Enum):
@@ -109,20 +111,38 @@ class Realtime:
     """A client session: the room's datastore, kept in sync through ``tick()``."""
 
     def __init__(self, transport: ClientTransport, room: str, room_model: RealtimeModel, *,
+                 reconnect: Callable[[], ClientTransport] | None = None,
+                 world: str | None = None,
                  types: Iterable[type[RealtimeModel]] = (), frame_duration: float = 1 / 20,
-                 ping_interval: float = 1.0, token: str | None = None,
-                 limits: Limits = DEFAULT_LIMITS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 ping_interval: float = 1.0, heartbeat_timeout: float = 5.0,
+                 connect_timeout: float = 3.0, reconnect_tries: int = 8,
+                 reconnect_backoff: tuple[float, float] = (0.25, 5.0),
+                 token: str | None = None, limits: Limits = DEFAULT_LIMITS,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
         if frame_duration < 0:
             raise ValueError("frame_duration must be ≥ 0")
         self.room = room
+        self.world = world
+        """The esper world this client's entities live in (see :class:`rtecs.SyncSystem`)."""
         self.frame_duration = frame_duration
         self.ping_interval = ping_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect_tries = reconnect_tries
+        self.reconnect_backoff = reconnect_backoff
         self.limits = limits
         self.datastore = Datastore(room_model, types)
         self._transport = transport
+        self._reconnect = reconnect
         self._token = token
         self._clock = clock
+        self._rng = rng or random.Random()
+        self._tries = 1
+        self._ever_connected = False
+        self._next_attempt = 0.0
+        self._deadline = clock() + connect_timeout
+        self._last_heard = clock()
         self._state: BehaviorSubject[ConnectionState] = BehaviorSubject(
             ConnectionState.CONNECTING)
         self._outcomes: Subject[UpdateOutcome] = Subject()
@@ -202,17 +222,52 @@ class Realtime:
 
     def tick(self) -> None:
         """Send the frame's delta when due, then apply everything that arrived."""
-        if self._state.value is ConnectionState.DISCONNECTED:
+        state = self._state.value
+        if state is ConnectionState.DISCONNECTED:
             return
         now = self._clock()
-        if self._state.value is ConnectionState.CONNECTED:
+        if state is ConnectionState.CONNECTED:
             if now >= self._next_frame:
                 self.flush()
                 self._next_frame = max(self._next_frame + self.frame_duration, now)
             if now >= self._next_ping:
                 self._send(encode(Ping(now)), reliable=False)
                 self._next_ping = now + self.ping_interval
+        elif state is ConnectionState.RECONNECTING and now >= self._next_attempt:
+            self._attempt(now)
         self.receive()
+        state = self._state.value
+        if state is ConnectionState.CONNECTED:
+            if now - self._last_heard > self.heartbeat_timeout:
+                log.warning("no word from the server for %.1f s", now - self._last_heard)
+                self._lost(DisconnectReason.TIMEOUT, now)
+        elif state is not ConnectionState.DISCONNECTED and now > self._deadline:
+            self._lost(DisconnectReason.TIMEOUT, now)
+
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        """Tick until the welcome has arrived (for scripts and tests; a game loop just ticks).
+
+        Raises :class:`~rtecs.errors.NotConnectedError` with the reason if the session ends
+        and :class:`TimeoutError` if ``timeout`` (seconds of this client's clock) passes.
+        """
+        deadline = self._clock() + timeout
+        while True:
+            self.tick()
+            state = self._state.value
+            if state is ConnectionState.CONNECTED:
+                return
+            if state is ConnectionState.DISCONNECTED:
+                raise NotConnectedError(f"could not join room {self.room!r}: "
+                                        f"{self.disconnect_reason} ({self.last_error})")
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise TimeoutError(f"no welcome from the server within {timeout} s")
+            self._wait(min(remaining, 0.05))
+
+    def _wait(self, seconds: float) -> None:
+        poll = getattr(self._transport, "poll", None)
+        if poll is not None:
+            poll(seconds)
 
     def flush(self) -> Update | None:
         """Send the pending delta now, whatever the frame timer says. Returns the update."""
@@ -233,6 +288,8 @@ class Realtime:
     def receive(self) -> int:
         """Apply every message that has arrived; return how many were applied."""
         frames = self._transport.receive()
+        if frames:
+            self._last_heard = self._clock()
         for frame in frames:
             self.bytes_received += len(frame)
             try:
@@ -265,7 +322,10 @@ class Realtime:
         self._sent_sizes.clear()
         log.info("%s room %r as client %d (%d models)", "joined" if first else "resynced",
                  self.room, welcome.client_id, len(welcome.snapshot))
+        self._tries = 1
+        self._ever_connected = True
         if first:
+            self._next_frame = self._next_ping = self._clock()
             self._state.on_next(ConnectionState.CONNECTED)
         self.datastore.flush_emissions()
 
@@ -317,7 +377,10 @@ class Realtime:
 
     def handle_error(self, error: Error) -> None:
         self.last_error = f"{error.code}: {error.message}"
-        if error.fatal:
+        if error.code in (ErrorCode.NOT_JOINED, ErrorCode.SHUTDOWN):
+            log.warning("the server lost this session (%s): reconnecting", self.last_error)
+            self._lost(DisconnectReason.SERVER_GONE, self._clock())
+        elif error.fatal:
             log.error("the server ended the session: %s", self.last_error)
             try:
                 reason = _REASON_OF_CODE.get(ErrorCode(error.code), DisconnectReason.KICKED)
@@ -351,16 +414,58 @@ class Realtime:
         self.bytes_sent += len(frame)
         self._transport.send(frame, reliable)
 
+    def _lost(self, reason: DisconnectReason, now: float) -> None:
+        """The session (or a connection attempt) failed: retry with backoff, or give up."""
+        if self._reconnect is None or self._tries >= self.reconnect_tries:
+            if self._ever_connected and reason is DisconnectReason.TIMEOUT:
+                reason = DisconnectReason.SERVER_GONE
+            log.error("giving up on room %r after %d attempt(s): %s", self.room, self._tries,
+                      reason.value)
+            self._disconnect(reason)
+            return
+        base, cap = self.reconnect_backoff
+        delay = 0.0 if self._tries == 1 else self._rng.uniform(
+            0, min(cap, base * 2 ** (self._tries - 2)))
+        self._next_attempt = now + delay
+        self._deadline = self._next_attempt + self.connect_timeout
+        log.info("reconnecting to room %r in %.2f s (attempt %d of %d)", self.room, delay,
+                 self._tries + 1, self.reconnect_tries)
+        if self._state.value is not ConnectionState.RECONNECTING:
+            self._state.on_next(ConnectionState.RECONNECTING)
+        if delay == 0.0:
+            self._attempt(now)
+
+    def _attempt(self, now: float) -> None:
+        assert self._reconnect is not None
+        self._tries += 1
+        self._transport.close()
+        self._transport = self._reconnect()
+        self._room_seq = 0
+        self._sent_sizes.clear()
+        self._next_attempt = float("inf")
+        self._deadline = now + self.connect_timeout
+        self._last_heard = now
+        self._send_hello()
+
     def _disconnect(self, reason: DisconnectReason) -> None:
         if self._state.value is ConnectionState.DISCONNECTED:
             return
         self.disconnect_reason = reason
         self._state.on_next(ConnectionState.DISCONNECTED)
 
-    def close(self) -> None:
-        """Send what is pending, say goodbye and release the transport."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Send what is pending, wait (at most ``timeout`` s) for the server's answers, say
+        goodbye and release the transport. Answers still show on the change streams."""
         if self._state.value is ConnectionState.CONNECTED:
             self.flush()
+            deadline = self._clock() + timeout
+            while self._sent_sizes and self._state.value is ConnectionState.CONNECTED:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    log.warning("closing with %d update(s) unanswered", len(self._sent_sizes))
+                    break
+                self._wait(min(remaining, 0.05))
+                self.receive()
             self._send(encode(Bye()))
         self._disconnect(DisconnectReason.CLOSED)
         self._transport.close()
@@ -371,3 +476,27 @@ class Realtime:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def connect(endpoint: str, room: str, room_model: RealtimeModel, *, world: str | None = None,
+            types: Iterable[type[RealtimeModel]] = (), frame_duration: float = 1 / 20,
+            token: str | None = None, limits: Limits = DEFAULT_LIMITS,
+            heartbeat_timeout: float = 5.0, connect_timeout: float = 3.0,
+            reconnect_tries: int = 8, ping_interval: float = 1.0) -> Realtime:
+    """Join ``room`` on the room server at ``endpoint`` (e.g. ``"tcp://127.0.0.1:7777"``).
+
+    Returns at once, in the ``connecting`` state: call :meth:`Realtime.tick` every frame (or
+    :meth:`Realtime.wait_connected` in a script). ``room_model`` becomes the room's root model;
+    ``types`` lists other model types this client creates or receives. A lost session
+    reconnects with jittered exponential backoff (the first retry at once) and gives up after
+    ``reconnect_tries`` attempts with :attr:`Realtime.disconnect_reason` set.
+    """
+    from rtecs.transport.zmq import ZmqClientTransport
+
+    def open_transport() -> ClientTransport:
+        return ZmqClientTransport(endpoint, max_message_size=limits.max_frame_bytes)
+
+    return Realtime(open_transport(), room, room_model, reconnect=open_transport, world=world,
+                    types=types, frame_duration=frame_duration, token=token, limits=limits,
+                    heartbeat_timeout=heartbeat_timeout, connect_timeout=connect_timeout,
+                    reconnect_tries=reconnect_tries, ping_interval=ping_interval)

@@ -152,8 +152,10 @@ class Datastore:
         if type(model._id) is not int or model._id == 0 or model._ds is not self:
             raise ValueError(f"only dynamic models of this datastore can be destroyed: {model!r}")
         self._check_owner(model, model._v[0], None)
+        unsent = (model, CREATE) in self._dirty  # created this frame: the server never knew
         self._remove(model)
-        self._dirty[(model, DESTROY)] = None
+        if not unsent:
+            self._dirty[(model, DESTROY)] = None
 
     def _remove(self, model: RealtimeModel) -> None:
         gone = set(self._walk(model))

@@ -114,7 +114,7 @@ class Prop:
         return obj._v[self.slot]
 
     def __set__(self, obj: RealtimeModel, value: Any) -> None:
-        if type(value) is not self.pytype:
+        if type(value) is not self.pytype or (self.pytype is str and not value.isascii()):
             try:
                 value = coerce_value(self.tag, value)
             except TypeError as exc:

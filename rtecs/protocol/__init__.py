@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import enum
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
@@ -277,11 +278,13 @@ def _unpack(data: bytes, limit: int) -> Any:
         raise ProtocolError(f"malformed MessagePack: {exc}") from None
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxtuple, _SHORT.maxdict = 3, 6, 4
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
 def _fail(what: str, got: object) -> ProtocolError:
-    text = repr(got)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return ProtocolError(f"{what} (got {text})")
+    return ProtocolError(f"{what} (got {_SHORT.repr(got)})")
 
 
 def _int(v: object, what: str, low: int = _INT64_MIN) -> int:
@@ -328,6 +331,9 @@ def check_changes(changes: object) -> Changes:
                 if (type(value) is not tuple or len(value) != 2 or type(value[0]) is not str
                         or type(value[1]) is not int or not 0 <= value[1] <= _ALL_FLAGS):
                     raise _fail("a create must carry [type_name, flags]", value)
+            elif key == DESTROY:
+                if value is not None:
+                    raise _fail("a destroy must carry nil", value)
             elif type(value) not in _SCALARS:
                 raise _fail("a value must be nil, bool, int, float, str or bytes", value)
     return runs
@@ -380,6 +386,7 @@ def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Clien
         return Hello(_int(msg[1], "protocol version", 0), _str(msg[2], "room"),
                      _str(msg[3], "root type"), _check_schema(msg[4]), token)
     if kind == _BYE and type(kind) is int:
+        _tuple(msg, "bye", 1)
         return Bye()
     raise _fail("unknown client message kind", kind)
 
@@ -395,6 +402,8 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
         entries: list[UpdateEntry | JoinEntry | LeaveEntry] = []
         for e in _tuple(msg[3], "batch entries"):
             ekind = _tuple(e, "a batch entry")[0] if e else None
+            if type(ekind) is not int:
+                raise _fail("unknown batch entry", e)
             if ekind == _E_UPDATE and len(e) == 5:
                 entries.append(UpdateEntry(_int(e[1], "sender", 0), _int(e[2], "seq", 0),
                                            check_changes(e[3]), _check_rejected(e[4])))
@@ -478,6 +487,12 @@ def coerce_value(tag: str, value: object) -> Value:
             raise TypeError(f"{value} does not fit in 64 bits")
     elif base == "str":
         if isinstance(value, str) and t is str:
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise TypeError(f"{value!r} cannot be sent: it is not valid Unicode "
+                                    "(a lone surrogate?)") from None
             return value
     elif base == "bool":
         if isinstance(value, bool):
