@@ -5,6 +5,7 @@ room server orders, validates and relays every client's writes, and an in-flight
 local writes show at once without ever flashing a stale value.
 """
 
+from rtecs.ecs import Entity, EntityEvent, SyncSystem
 from rtecs.errors import (
     ModelDestroyedError,
     NotConnectedError,
@@ -38,6 +39,8 @@ __all__ = [
     "ChangeSource",
     "ConnectionState",
     "DisconnectReason",
+    "Entity",
+    "EntityEvent",
     "Limits",
     "Presence",
     "Realtime",
@@ -51,6 +54,7 @@ __all__ = [
     "RealtimeModel",
     "RtecsError",
     "SchemaError",
+    "SyncSystem",
     "prop",
 ]
 

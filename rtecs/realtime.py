@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import NamedTuple
 
+import esper
 from reactivex import Observable
 from reactivex.subject import BehaviorSubject, Subject
 
 from rtecs.datastore import Datastore
+from rtecs.ecs import Entities, Entity, EntityEvent
 from rtecs.errors import NotConnectedError, ProtocolError
 from rtecs.model import Change, RealtimeModel
 from rtecs.protocol import (
@@ -123,7 +125,7 @@ class Realtime:
         if frame_duration < 0:
             raise ValueError("frame_duration must be ≥ 0")
         self.room = room
-        self.world = world
+        self.world: str = world if world is not None else esper.current_world
         """The esper world this client's entities live in (see :class:`rtecs.SyncSystem`)."""
         self.frame_duration = frame_duration
         self.ping_interval = ping_interval
@@ -133,6 +135,7 @@ class Realtime:
         self.reconnect_backoff = reconnect_backoff
         self.limits = limits
         self.datastore = Datastore(room_model, types)
+        self._entities = Entities(self, self.world)
         self._transport = transport
         self._reconnect = reconnect
         self._token = token
@@ -394,11 +397,44 @@ class Realtime:
         self._server_time = server_time
         self._server_time_at = self._clock()
 
-    # ----------------------------------------------------------------- models
+    # ----------------------------------------------------------------- entities and models
 
-    def create(self, model: RealtimeModel, flags: int = 0, owned: bool = False) -> ModelId:
-        """Add a dynamic model to the room (sent with the next frame)."""
-        return self.datastore.create(model, flags, owned)
+    def spawn(self, *components: RealtimeModel, owned: bool = True,
+              prevent_ownership_takeover: bool = False, destroy_when_owner_leaves: bool = True,
+              destroy_when_last_client_leaves: bool = True) -> int:
+        """Create a replicated entity with these component models; return its esper entity
+        id in this client's world. It exists here at once and on every other client after
+        the next frame. ``owned`` makes this client its owner (only the owner may write it
+        then); the flags say when the server destroys it. Needs the welcome
+        (:class:`~rtecs.errors.NotConnectedError` before it)."""
+        return self._entities.spawn(
+            *components, owned=owned, prevent_ownership_takeover=prevent_ownership_takeover,
+            destroy_when_owner_leaves=destroy_when_owner_leaves,
+            destroy_when_last_client_leaves=destroy_when_last_client_leaves)
+
+    def destroy(self, entity: int) -> None:
+        """Destroy a replicated entity here at once and everywhere with the next frame. Only
+        its owner may, or anyone if it is unowned
+        (:class:`~rtecs.errors.OwnershipError` otherwise)."""
+        self._entities.destroy(entity)
+
+    @property
+    def entities(self) -> Observable[EntityEvent]:
+        """Replicated entities spawned and destroyed, here and by others."""
+        return self._entities.events
+
+    def entity_of(self, model: RealtimeModel) -> int | None:
+        """The esper entity a replicated component belongs to (None if it is not one)."""
+        return self._entities.entity_of(model)
+
+    def entity_model(self, entity: int) -> Entity | None:
+        """The network record of a replicated entity: its owner and ownership calls."""
+        return self._entities.record(entity)
+
+    def create(self, model: RealtimeModel, flags: int = 0, owned: bool = False,
+               parent: RealtimeModel | None = None) -> ModelId:
+        """Add a dynamic model to the room without an entity (sent with the next frame)."""
+        return self.datastore.create(model, flags, owned, parent)
 
     def destroy_model(self, model: RealtimeModel) -> None:
         self.datastore.destroy(model)

@@ -3,6 +3,7 @@ hand with a manual clock. No sockets, threads or sleeps: every interleaving is c
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,6 +12,9 @@ from rtecs.realtime import Realtime
 from rtecs.transport.memory import MemoryClientTransport, MemoryNetwork
 from rtecs_server.host import RoomHost
 from rtecs_server.plugins import Plugin
+
+
+_WORLDS = itertools.count(1)  # every client gets an esper world of its own
 
 
 class ManualClock:
@@ -46,7 +50,9 @@ class LocalRoom:
         name = f"client-{len(self.transports) + 1}"
         transport = self.net.connect(name)
         rt = Realtime(transport, self.room, self.model_factory(), types=self.types,
-                      frame_duration=0.0, ping_interval=3600.0, clock=self.clock)
+                      world=f"{self.room}-{next(_WORLDS)}-{name}", frame_duration=0.0,
+                      ping_interval=3600.0,
+                      heartbeat_timeout=3600.0, clock=self.clock)
         self.clients.append(rt)
         self.transports[rt] = transport
         return rt

@@ -69,7 +69,7 @@ class Convergence(RuleBasedStateMachine):
         if change.source is not ChangeSource.REMOTE:
             return
         prop = type(change.model)._props_by_name[change.prop]
-        key = (change.model, prop.id)
+        key = (change.model, prop)
         if prop.reliable and (key in rt.datastore.cache or
                               key in rt.datastore._dirty):
             self.violations.append(f"client {rt.client_id} showed remote {change} "

@@ -6,10 +6,11 @@ decoded messages and sends what :meth:`Datastore.collect` returns.
 - Model ids: the room model is 0; declared children extend their parent's id with the
   property id; dynamic models get :func:`rtecs.protocol.dynamic_model_id` of (client id,
   counter), allocated here without a round trip.
-- Dirty tracking: a write records ``(model, prop id)`` in an ordered dict with the value
+- Dirty tracking: a write records ``(model, prop)`` in an ordered dict with the value
   visible before the frame's first write, and moves to the end when written again so the
-  update keeps the order of the last writes. Per-frame cost grows with the changed properties
-  only; the size of the datastore does not matter.
+  update keeps the order of the last writes (the server checks each change where it falls,
+  e.g. after an ownership request). Per-frame cost grows with the changed properties only;
+  the size of the datastore does not matter.
 - Reliable properties go through the :class:`~rtecs.cache.InFlightCache`; unreliable ones
   apply remote values at once and ignore stale echoes of this client's own writes.
 - Emissions from applying server messages are queued and delivered by :meth:`flush_emissions`
@@ -19,7 +20,7 @@ decoded messages and sends what :meth:`Datastore.collect` returns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from reactivex import Observable
@@ -28,7 +29,7 @@ from reactivex.subject import Subject
 from rtecs.cache import InFlightCache
 from rtecs.errors import NotConnectedError, OwnershipError, ProtocolError
 from rtecs.model import Change, ChangeSource, Prop, RealtimeModel
-from rtecs.model._model import DESTROYED
+from rtecs.model._model import _OWNER_PROP, CREATE_MARK, DESTROY_MARK, DESTROYED
 from rtecs.protocol import (
     CREATE,
     DESTROY,
@@ -46,7 +47,7 @@ __all__ = ["Datastore"]
 log = logging.getLogger(__name__)
 
 _MISSING: Any = object()
-Key = tuple[RealtimeModel, int]
+Key = tuple[RealtimeModel, Prop]
 _Emission = tuple[RealtimeModel, Prop, Any, Any, ChangeSource]
 
 
@@ -73,6 +74,12 @@ class Datastore:
         self._dirty: dict[Key, Any] = {}
         self._unreliable_sent: dict[Key, int] = {}
         self._emissions: list[_Emission] = []
+        self._kids: dict[RealtimeModel, list[RealtimeModel]] = {}
+        self._lifecycle: list[tuple[RealtimeModel, bool]] = []
+        self.lifecycle_listeners: list[Callable[[RealtimeModel, bool], None]] = []
+        """Called with ``(model, alive)`` when a dynamic model appears or goes other than by
+        this client's own create()/destroy(): remote creates and destroys, snapshots, and
+        creates the server refused."""
         self._all_changes: Subject[Change] | None = None
         self._next_seq = 1
         self._counter = 0
@@ -121,30 +128,53 @@ class Datastore:
         for p in type(model)._children:
             self._attach(model._v[p.slot], child_id(model_id, p.id), model)
 
+    def _attach_under(self, model: RealtimeModel, model_id: ModelId,
+                      parent: RealtimeModel | None) -> None:
+        """Attach a dynamic model, as a top-level model or under a dynamic parent."""
+        self._attach(model, model_id, parent)
+        if parent is not None:
+            self._kids.setdefault(parent, []).append(model)
+
     def _walk(self, model: RealtimeModel) -> Iterator[RealtimeModel]:
+        """The model, its declared children and the dynamic models under it, parents first."""
         yield model
         for p in type(model)._children:
             yield from self._walk(model._v[p.slot])
+        for kid in self._kids.get(model, ()):
+            yield from self._walk(kid)
 
-    def create(self, model: RealtimeModel, flags: int = 0, owned: bool = False) -> ModelId:
+    def kids(self, model: RealtimeModel) -> list[RealtimeModel]:
+        """The dynamic models created under ``model`` (a copy)."""
+        return list(self._kids.get(model, ()))
+
+    def create(self, model: RealtimeModel, flags: int = 0, owned: bool = False,
+               parent: RealtimeModel | None = None) -> ModelId:
         """Add a dynamic model: it exists locally at once and is created on the server by the
-        next update (with all its current values). Needs a client id."""
+        next update (with all its current values). Needs a client id. Under a ``parent`` (a
+        model of this datastore), the parent's ownership covers it and destroying the parent
+        destroys it."""
         if self.client_id < 1:
             raise NotConnectedError("creating a model needs a client id: wait for the welcome")
+        if model._ds is not None:
+            raise ValueError(f"{model!r} already belongs to a datastore")
+        if parent is not None:
+            if parent._ds is not self:
+                raise ValueError(f"the parent {parent!r} is not a model of this datastore")
+            self._check_owner(parent, parent._v[0], None)
         self.register_type(type(model))
         self._counter += 1
         model_id = dynamic_model_id(self.client_id, self._counter)
         model._flags = flags
-        self._attach(model, model_id, None)
+        self._attach_under(model, model_id, parent)
         dirty = self._dirty
-        dirty[(model, CREATE)] = flags
+        dirty[(model, CREATE_MARK)] = flags
         if owned:
             model._v[0] = self.client_id
-            dirty[(model, OWNER)] = -1
+            dirty[(model, _OWNER_PROP)] = -1
         for m in self._walk(model):
             for p in type(m)._props.values():
                 if p.id != OWNER and p.child_type is None:
-                    dirty[(m, p.id)] = type(m)._template[p.slot]
+                    dirty[(m, p)] = type(m)._template[p.slot]
         return model_id
 
     def destroy(self, model: RealtimeModel) -> None:
@@ -152,16 +182,25 @@ class Datastore:
         if type(model._id) is not int or model._id == 0 or model._ds is not self:
             raise ValueError(f"only dynamic models of this datastore can be destroyed: {model!r}")
         self._check_owner(model, model._v[0], None)
-        unsent = (model, CREATE) in self._dirty  # created this frame: the server never knew
-        self._remove(model)
+        unsent = (model, CREATE_MARK) in self._dirty  # created this frame: the server never knew
+        self._remove(model, notify=False)
         if not unsent:
-            self._dirty[(model, DESTROY)] = None
+            self._dirty[(model, DESTROY_MARK)] = None
 
-    def _remove(self, model: RealtimeModel) -> None:
-        gone = set(self._walk(model))
-        for m in gone:
+    def _remove(self, model: RealtimeModel, notify: bool = True) -> None:
+        order = list(self._walk(model))
+        gone = set(order)
+        parent = model._parent
+        if parent is not None and parent in self._kids:
+            siblings = self._kids[parent]
+            if model in siblings:
+                siblings.remove(model)
+        for m in order:
             self._models.pop(m._id, None)  # type: ignore[arg-type]
+            self._kids.pop(m, None)
             m._ds = DESTROYED
+            if notify and type(m._id) is int:
+                self._lifecycle.append((m, False))
         for key in [k for k in self._dirty if k[0] in gone]:
             del self._dirty[key]
         self.cache.forget([k for k in self.cache if k[0] in gone])  # type: ignore[index]
@@ -170,18 +209,26 @@ class Datastore:
 
     # ----------------------------------------------------------------- local writes
 
-    def local_write(self, model: RealtimeModel, prop: Prop, old: object) -> bool:
-        """Called by a property setter before it stores a new value; raises if the write is
-        not allowed. Returns True if the datastore-wide change stream has subscribers."""
-        if prop.id != OWNER:
-            self._check_owner(model, model._v[0], None)
-        else:
-            self._check_owner(model, -1, model)
-        key = (model, prop.id)
+    def check_write(self, model: RealtimeModel) -> None:
+        """Raise unless this client may write ``model`` as far as it knows (the model and its
+        ancestors unowned or owned by this client). Called by property setters."""
+        self._check_owner(model, model._v[0], None)
+
+    def write_owner(self, model: RealtimeModel, owner: int) -> None:
+        """Set ``model``'s owner locally (request or clear ownership) and send it."""
+        self._check_owner(model, -1, model)
+        values = model._v
+        old = values[0]
+        if old == owner:
+            return
+        key = (model, _OWNER_PROP)
         dirty = self._dirty
-        start = dirty.pop(key, _MISSING)
-        dirty[key] = old if start is _MISSING else start
-        return self._all_changes is not None
+        dirty[key] = dirty.pop(key, old)
+        values[0] = owner
+        if model._subs is not None:
+            model._notify(_OWNER_PROP, old, owner, ChangeSource.LOCAL)
+        if self._all_changes is not None:
+            self._all_changes.on_next(Change(model, "owner_id", old, owner, ChangeSource.LOCAL))
 
     def _check_owner(self, model: RealtimeModel, own: int, requesting: RealtimeModel | None,
                      ) -> None:
@@ -208,25 +255,33 @@ class Datastore:
         if not dirty:
             return None
         seq = self._next_seq
-        cache_write = self.cache.write
+        cache = self.cache
         sent = self._unreliable_sent
+        keys: list[Key] = []
+        starts: list[Any] = []
         runs: list[list[Any]] = []
         run: list[Any] = []
         last: RealtimeModel | None = None
         for key, start in dirty.items():
-            model, pid = key
+            model, p = key
+            pid = p.id
             if pid >= 0:
-                p = type(model)._props[pid]
                 value = model._v[p.slot]
-                if p.reliable:
-                    if not cache_write(key, value, seq, start):
+                if value == start and type(value) is type(start):
+                    # Changed back: nothing to send, unless a remote value arrived meanwhile.
+                    hidden, server = cache.hidden_remote(key)
+                    if not hidden or (value == server and type(value) is type(server)):
+                        cache.drop_hidden(key)
                         continue
-                elif _same(value, start):
-                    continue
+                if p.reliable:
+                    keys.append(key)
+                    starts.append(start)
                 else:
                     sent[key] = seq
             elif pid == CREATE:
-                value = (model.type_name, start)
+                parent = model._parent
+                value = ((model.type_name, start) if parent is None
+                         else (model.type_name, start, parent._id))
             else:
                 value = None
             if model is last:
@@ -239,6 +294,7 @@ class Datastore:
         dirty.clear()
         if not runs:
             return None
+        cache.record(seq, keys, starts)
         self._next_seq = seq + 1
         return Update(seq, runs)
 
@@ -274,7 +330,7 @@ class Datastore:
                 p = type(model)._props.get(pid)
                 if p is None or p.child_type is not None:
                     continue  # a newer peer's property: skip (forward compatibility)
-                key = (model, pid)
+                key = (model, p)
                 if p.reliable:
                     if remote(key, run[i + 1], key in dirty):
                         self._show(model, p, run[i + 1], ChangeSource.REMOTE)
@@ -290,54 +346,70 @@ class Datastore:
             return None
         if model is not None:
             return model  # our own create, or a duplicate
-        type_name, flags = value
+        type_name, flags = value[0], value[1]
         model_type = self._types.get(type_name)
         if model_type is None:
             raise ProtocolError(f"the server created a model of type {type_name!r}, which this "
                                 "client does not know: register the type with the client")
+        parent = None
+        if len(value) == 3:
+            parent = self._models.get(value[2])
+            if parent is None:
+                log.warning("model %r arrived under parent %r, which is gone", model_id,
+                            value[2])
+                return None
         model = model_type()
         model._flags = flags
-        self._attach(model, model_id, None)
+        self._attach_under(model, model_id, parent)
+        self._lifecycle.append((model, True))
         return model
 
     def _apply_answer(self, entry: UpdateEntry) -> None:
         seq = entry.seq
-        models = self._models
-        accepted: dict[Hashable, object] = {}
+        models, dirty = self._models, self._dirty
+        accepted: list[tuple[Hashable, object]] = []
         sent = self._unreliable_sent
         for run in entry.changes:
             model = models.get(run[0])
             if model is None:
                 continue
+            props = model._props
             for i in range(1, len(run), 2):
                 pid = run[i]
-                p = type(model)._props.get(pid) if pid >= 0 else None
+                p = props.get(pid) if pid >= 0 else None
                 if p is None or p.child_type is not None:
                     continue
-                key = (model, pid)
+                key = (model, p)
                 if p.reliable:
-                    accepted[key] = run[i + 1]
+                    accepted.append((key, run[i + 1]))
                     continue
                 latest = sent.get(key)
                 if latest is not None and latest > seq:
                     continue  # a stale echo: a newer write of ours is on its way
                 if latest == seq:
                     del sent[key]
-                if key not in self._dirty:
+                if key not in dirty:
                     self._show(model, p, run[i + 1], ChangeSource.TRANSFORMED)
-        rejected = {(models.get(mid), pid) for mid, pid in entry.rejected}
-        for model, pid in rejected:
-            if pid == CREATE and model is not None:
-                log.warning("the server refused to create %r", model)
-                self._remove(model)
+        rejected: set[Hashable] = set()
+        for mid, pid in entry.rejected:
+            model = models.get(mid)
+            if pid == CREATE:
+                if model is not None:
+                    log.warning("the server refused to create %r", model)
+                    self._remove(model)
             elif pid == DESTROY:
                 log.warning("the server refused to destroy model %r; it stays gone here "
-                            "until the next snapshot", model)
-        for settled, value in self.cache.confirm(seq, accepted, self._dirty):
+                            "until the next snapshot", mid)
+            elif model is not None and (p := model._props.get(pid)) is not None:
+                rejected.add((model, p))
+        for settled, value in self.cache.confirm(seq, accepted, dirty):
             owner_model: RealtimeModel = settled[0]  # type: ignore[index]
-            pid = settled[1]  # type: ignore[index]
+            p = settled[1]  # type: ignore[index]
+            old = owner_model._v[p.slot]
+            if old == value and type(old) is type(value):
+                continue  # confirmed as shown: the common case
             source = ChangeSource.ROLLBACK if settled in rejected else ChangeSource.TRANSFORMED
-            self._show(owner_model, type(owner_model)._props[pid], value, source)
+            self._show(owner_model, p, value, source)
 
     def _show(self, model: RealtimeModel, p: Prop, value: Any, source: ChangeSource) -> None:
         values = model._v
@@ -366,24 +438,28 @@ class Datastore:
         self._dirty.clear()
         self._unreliable_sent.clear()
         seen: set[ModelId] = set()
-        for model_id, type_name, owner, flags, props in welcome.snapshot:
+        for record in welcome.snapshot:
+            model_id, type_name, owner, flags, props = record[:5]
             model = self._models.get(model_id)
             if model is None:
                 if type(model_id) is not int:
                     continue  # a child of a model we could not create
-                model = self._apply_lifecycle(model_id, CREATE, (type_name, flags), None)
-                assert model is not None
+                model = self._apply_lifecycle(model_id, CREATE, (type_name, flags, *record[5:]),
+                                              None)
+                if model is None:
+                    continue
             seen.add(model_id)
             model._flags = flags
             for p in type(model)._props.values():
                 if p.child_type is not None:
                     continue
                 value = owner if p.id == OWNER else props.get(p.id, type(model)._template[p.slot])
-                source = (ChangeSource.ROLLBACK if (model, p.id) in rolled
+                source = (ChangeSource.ROLLBACK if (model, p) in rolled
                           else ChangeSource.SNAPSHOT)
                 self._show(model, p, value, source)
         for model_id, model in list(self._models.items()):
-            if model_id not in seen and type(model_id) is int and model_id != 0:
+            if (model_id not in seen and type(model_id) is int and model_id != 0
+                    and model._ds is self):
                 self._remove(model)
 
     # ----------------------------------------------------------------- emissions
@@ -400,7 +476,13 @@ class Datastore:
             self._all_changes.on_next(change)
 
     def flush_emissions(self) -> None:
-        """Deliver the changes queued while applying server messages, in order."""
+        """Deliver what applying server messages queued: first the dynamic models that
+        appeared or went (to the lifecycle listeners), then the changes, in order."""
+        if self._lifecycle:
+            events, self._lifecycle = self._lifecycle, []
+            for model, alive in events:
+                for listener in self.lifecycle_listeners:
+                    listener(model, alive)
         pending = self._emissions
         if not pending:
             return

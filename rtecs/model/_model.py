@@ -27,7 +27,7 @@ from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.subject import Subject
 
 from rtecs.errors import ModelDestroyedError, NotConnectedError, OwnershipError, SchemaError
-from rtecs.protocol import OWNER, PREVENT_OWNERSHIP_TAKEOVER, ModelId, coerce_value
+from rtecs.protocol import CREATE, DESTROY, OWNER, PREVENT_OWNERSHIP_TAKEOVER, ModelId, coerce_value
 
 __all__ = ["Change", "ChangeSource", "Prop", "RealtimeModel", "prop"]
 
@@ -56,23 +56,37 @@ class _Owner(Protocol):
     """What a model needs from the datastore it is attached to."""
 
     client_id: int
+    _dirty: dict[tuple[RealtimeModel, Prop], Any]
+    _all_changes: Subject[Change] | None
 
-    def local_write(self, model: RealtimeModel, prop: Prop, old: object) -> bool: ...
+    def check_write(self, model: RealtimeModel) -> None: ...
 
-    def notify_local(self, change: Change) -> None: ...
+    def write_owner(self, model: RealtimeModel, owner: int) -> None: ...
+
+
+class _Tomb(dict[tuple["RealtimeModel", "Prop"], Any]):
+    """The dirty set of a destroyed model's stand-in datastore: any write raises."""
+
+    def pop(self, key: tuple[RealtimeModel, Prop], default: Any = None) -> Any:
+        model = key[0]
+        raise ModelDestroyedError(
+            f"{type(model).__name__} {model._id} was destroyed; drop references to it")
 
 
 class _Destroyed:
     """Stands in for the datastore of a destroyed model: every write raises."""
 
     client_id = -1
+    _all_changes: Subject[Change] | None = None
 
-    def local_write(self, model: RealtimeModel, prop: Prop, old: object) -> bool:
-        raise ModelDestroyedError(
-            f"{type(model).__name__} {model._id} was destroyed; drop references to it")
+    def __init__(self) -> None:
+        self._dirty: dict[tuple[RealtimeModel, Prop], Any] = _Tomb()
 
-    def notify_local(self, change: Change) -> None:
-        pass
+    def check_write(self, model: RealtimeModel) -> None:
+        self._dirty.pop((model, _OWNER_PROP))
+
+    def write_owner(self, model: RealtimeModel, owner: int) -> None:
+        self._dirty.pop((model, _OWNER_PROP))
 
 
 DESTROYED: _Owner = _Destroyed()
@@ -114,27 +128,42 @@ class Prop:
         return obj._v[self.slot]
 
     def __set__(self, obj: RealtimeModel, value: Any) -> None:
-        if type(value) is not self.pytype or (self.pytype is str and not value.isascii()):
-            try:
-                value = coerce_value(self.tag, value)
-            except TypeError as exc:
-                raise TypeError(f"{type(obj).__name__}.{self.name}: {exc}") from None
+        # The hot path of every write: keep it to a few attribute reads and dict operations.
+        pytype = self.pytype
+        if type(value) is not pytype or (
+                pytype is str and not value.isascii()):  # type: ignore[attr-defined]
+            value = self._coerce(obj, value)
         v = obj._v
-        old = v[self.slot]
+        slot = self.slot
+        old = v[slot]
         if old == value and type(old) is type(value):
             return
         ds = obj._ds
-        if ds is None:
-            v[self.slot] = value
+        if ds is not None:
+            owner = v[0]
+            if obj._parent is not None or (owner != -1 and owner != ds.client_id):
+                ds.check_write(obj)  # ownership of the model or an ancestor: may raise
+            key = (obj, self)
+            dirty = ds._dirty
+            dirty[key] = dirty.pop(key, old)  # keep the frame-start value; move to the end
+            v[slot] = value
             if obj._subs is not None:
                 obj._notify(self, old, value, ChangeSource.LOCAL)
+            if ds._all_changes is not None:
+                ds._all_changes.on_next(Change(obj, self.name, old, value, ChangeSource.LOCAL))
             return
-        watched = ds.local_write(obj, self, old)
-        v[self.slot] = value
+        v[slot] = value
         if obj._subs is not None:
             obj._notify(self, old, value, ChangeSource.LOCAL)
-        if watched:
-            ds.notify_local(Change(obj, self.name, old, value, ChangeSource.LOCAL))
+
+    def _coerce(self, obj: RealtimeModel, value: object) -> Any:
+        if self.id == OWNER:
+            raise AttributeError("owner_id is read-only: use request_ownership() or "
+                                 "clear_ownership()")
+        try:
+            return coerce_value(self.tag, value)
+        except TypeError as exc:
+            raise TypeError(f"{type(obj).__name__}.{self.name}: {exc}") from None
 
 
 def prop(prop_id: int, *, default: Any = _UNSET, reliable: bool = True) -> Any:
@@ -308,14 +337,17 @@ class RealtimeModel:
         ds = self._ds
         if ds is None or ds.client_id < 1:
             raise NotConnectedError("request_ownership() needs a client id: connect first")
-        _OWNER_PROP.__set__(self, ds.client_id)
+        ds.write_owner(self, ds.client_id)
 
     def clear_ownership(self) -> None:
         """Give up ownership: the model becomes writable by anyone."""
         if self._v[0] != -1 and not self.is_owned_locally:
             raise OwnershipError(f"{type(self).__name__} {self._id} is owned by client "
                                  f"{self._v[0]}; only the owner can clear ownership")
-        _OWNER_PROP.__set__(self, -1)
+        if self._ds is None:
+            self._v[0] = -1
+        else:
+            self._ds.write_owner(self, -1)
 
     # ----------------------------------------------------------------- streams
 
@@ -366,4 +398,11 @@ class RealtimeModel:
 
 
 _OWNER_PROP = Prop(OWNER, -1)
-_OWNER_PROP.name, _OWNER_PROP.tag, _OWNER_PROP.slot, _OWNER_PROP.pytype = "owner_id", "int", 0, int
+_OWNER_PROP.name, _OWNER_PROP.tag, _OWNER_PROP.slot = "owner_id", "int", 0
+_OWNER_PROP.pytype = type(None)  # never the type of a value: __set__ always refuses
+
+# Markers in a datastore's dirty set for a model's creation and destruction.
+CREATE_MARK = Prop(CREATE)
+CREATE_MARK.name = "<create>"
+DESTROY_MARK = Prop(DESTROY)
+DESTROY_MARK.name = "<destroy>"

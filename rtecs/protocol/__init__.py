@@ -18,7 +18,8 @@ Server → client
     ``WELCOME [10, client_id, room_seq, server_time, snapshot, clients]``
         Sent on join and again whenever the client must resync. ``snapshot`` is a list of
         model records ``[model_id, type_name, owner_id, flags, {property id: value}]``,
-        parents before children; properties never written are absent (the client keeps its
+        parents before children, with the parent's id as a sixth element for a dynamic model
+        created under a parent; properties never written are absent (the client keeps its
         defaults). ``clients`` lists the client ids present. ``room_seq`` is the sequence
         number of the last batch the snapshot includes.
     ``BATCH   [11, room_seq, server_time, entries]``
@@ -46,8 +47,10 @@ Changes
     - ``0`` (:data:`OWNER`) the model's owner id (-1 = unowned).
     - ``-1`` (:data:`CREATE`) creates a dynamic model; the value is ``[type_name, flags]``
       (flags: :data:`PREVENT_OWNERSHIP_TAKEOVER`, :data:`DESTROY_WHEN_OWNER_LEAVES`,
-      :data:`DESTROY_WHEN_LAST_CLIENT_LEAVES`). Its initial values follow as ordinary
-      changes; its declared children exist with it.
+      :data:`DESTROY_WHEN_LAST_CLIENT_LEAVES`), or ``[type_name, flags, parent_id]`` for a
+      dynamic model that belongs to another (an entity's component, a collection's element):
+      the parent's ownership covers it and destroying the parent destroys it. Its initial
+      values follow as ordinary changes; its declared children exist with it.
     - ``-2`` (:data:`DESTROY`) destroys a dynamic model and its children; the value is nil.
 
 Model ids
@@ -67,6 +70,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
 import msgpack
+import msgspec
 
 from rtecs.errors import ProtocolError
 
@@ -158,7 +162,7 @@ class Welcome(NamedTuple):
     client_id: int
     room_seq: int
     server_time: float
-    snapshot: Sequence[tuple[ModelId, str, int, int, Mapping[int, Any]]]
+    snapshot: Sequence[tuple[Any, ...]]  # (model_id, type, owner, flags, props[, parent])
     clients: Sequence[int]
 
 
@@ -231,8 +235,10 @@ def is_model_id(value: object) -> bool:
 
 # ----------------------------------------------------------------------------- encoding
 
-def _pack_default(obj: object) -> object:
-    raise TypeError(f"rtecs cannot send a value of type {type(obj).__name__}: {obj!r}")
+# msgspec writes the same bytes as msgpack, about four times faster. One shared encoder: its
+# encode() runs entirely under the GIL (we give it no Python hooks), so threads cannot
+# interleave inside it.
+_ENCODER = msgspec.msgpack.Encoder()
 
 
 def encode(message: tuple[Any, ...]) -> bytes:
@@ -243,8 +249,10 @@ def encode(message: tuple[Any, ...]) -> bytes:
         payload[3] = [_encode_entry(e) for e in message[2]]
     elif kind == _BYE:
         payload = [_BYE]
-    result: bytes = msgpack.packb(payload, use_bin_type=True, default=_pack_default)
-    return result
+    try:
+        return _ENCODER.encode(payload)
+    except (TypeError, OverflowError) as exc:
+        raise TypeError(f"rtecs cannot send this message: {exc}") from None
 
 
 def _encode_entry(entry: UpdateEntry | JoinEntry | LeaveEntry) -> list[Any]:
@@ -328,9 +336,12 @@ def check_changes(changes: object) -> Changes:
             if type(key) is not int or key < DESTROY:
                 raise _fail("a change key must be an int ≥ -2", key)
             if key == CREATE:
-                if (type(value) is not tuple or len(value) != 2 or type(value[0]) is not str
-                        or type(value[1]) is not int or not 0 <= value[1] <= _ALL_FLAGS):
-                    raise _fail("a create must carry [type_name, flags]", value)
+                if (type(value) is not tuple or not 2 <= len(value) <= 3
+                        or type(value[0]) is not str or type(value[1]) is not int
+                        or not 0 <= value[1] <= _ALL_FLAGS
+                        or (len(value) == 3 and not is_model_id(value[2]))):
+                    raise _fail("a create must carry [type_name, flags] or [type_name, flags, "
+                                "parent_id]", value)
             elif key == DESTROY:
                 if value is not None:
                     raise _fail("a destroy must carry nil", value)
@@ -421,9 +432,10 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
         _tuple(msg, "welcome", 6)
         records = _tuple(msg[4], "snapshot")
         for rec in records:
-            _tuple(rec, "a snapshot record", 5)
-            if not is_model_id(rec[0]):
-                raise _fail("invalid model id in snapshot", rec[0])
+            if type(rec) is not tuple or not 5 <= len(rec) <= 6:
+                raise _fail("a snapshot record must be an array of 5 or 6", rec)
+            if not is_model_id(rec[0]) or (len(rec) == 6 and not is_model_id(rec[5])):
+                raise _fail("invalid model id in snapshot", rec)
             _str(rec[1], "snapshot type name")
             _int(rec[2], "snapshot owner", -1)
             _int(rec[3], "snapshot flags", 0)

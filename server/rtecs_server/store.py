@@ -31,6 +31,7 @@ Decisions where the design is silent:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -68,7 +69,9 @@ _MAX_PROBLEMS: Final = 8
 _REJECTED: Final = object()
 _ABSENT: Final = object()
 
-SnapshotRecord = tuple[ModelId, str, int, int, dict[int, Value]]
+#: ``(model_id, type_name, owner, flags, props)``, plus the parent's id for a dynamic model
+#: created under a parent.
+SnapshotRecord = tuple[Any, ...]
 
 
 def value_size(value: object) -> int:
@@ -91,7 +94,7 @@ class Problem(NamedTuple):
 
 
 class _Model:
-    __slots__ = ("flags", "owner", "parent", "props", "type")
+    __slots__ = ("flags", "kids", "owner", "parent", "parent_id", "props", "type")
 
     def __init__(self, mtype: ModelType, parent: _Model | None, flags: int) -> None:
         self.type = mtype
@@ -99,6 +102,8 @@ class _Model:
         self.flags = flags
         self.parent = parent
         self.props: dict[int, Value] = {}
+        self.parent_id: ModelId | None = None   # set for a dynamic model under a parent
+        self.kids: list[ModelId] | None = None  # dynamic models created under this one
 
 
 def _child_id(mid: ModelId, pid: int) -> ModelId:
@@ -153,12 +158,17 @@ class ModelStore:
         """``(model_id, type_name, owner, flags, props)`` of one model, or None. ``props``
         is the live dict: read it, don't keep or change it."""
         m = self._models.get(model_id)
-        return None if m is None else (model_id, m.type.name, m.owner, m.flags, m.props)
+        if m is None:
+            return None
+        if m.parent_id is not None:
+            return (model_id, m.type.name, m.owner, m.flags, m.props, m.parent_id)
+        return (model_id, m.type.name, m.owner, m.flags, m.props)
 
     def snapshot(self) -> list[SnapshotRecord]:
         """Every model, parents before children (insertion order: a parent is always made
         first); ``props`` are shallow copies without the properties never written."""
-        return [(mid, m.type.name, m.owner, m.flags, dict(m.props))
+        return [(mid, m.type.name, m.owner, m.flags, dict(m.props)) if m.parent_id is None
+                else (mid, m.type.name, m.owner, m.flags, dict(m.props), m.parent_id)
                 for mid, m in self._models.items()]
 
     def merge_schema(self, schema: SchemaSpec, root_type: str) -> None:
@@ -201,8 +211,9 @@ class ModelStore:
             doomed = [(mid, m) for mid, m in models.items()
                       if m.flags & DESTROY_WHEN_LAST_CLIENT_LEAVES and type(mid) is int]
             for mid, m in doomed:
-                self._destroy(mid, m)
-                changes.append([mid, DESTROY, None])
+                if mid in models:  # not already gone with a destroyed parent
+                    self._destroy(mid, m)
+                    changes.append([mid, DESTROY, None])
         return changes
 
     def apply_changes(self, sender: int, changes: Changes, rejected: list[tuple[ModelId, int]],
@@ -346,17 +357,33 @@ class ModelStore:
                         f"model id {mid} (counter {counter}) was already used by client "
                         f"{sender}: ids are never reused")
         self._created[sender] = counter
-        type_name, flags = value
+        type_name, flags = value[0], value[1]
         mtype = self.schema.types.get(type_name)
         if mtype is None:
             return _bad(problems, ErrorCode.BAD_UPDATE,
                         f"model {mid} cannot be created: unknown type {type_name!r}")
+        parent: _Model | None = None
+        if len(value) == 3:
+            parent_id = value[2]
+            parent = self._models.get(parent_id)
+            if parent is None:
+                return self._missing(parent_id, problems)
+            o: _Model | None = parent
+            while o is not None:  # creating under a parent is writing to it
+                if o.owner != -1 and o.owner != sender:
+                    return _REJECTED
+                o = o.parent
         cost = mtype.subtree_models * MODEL_OVERHEAD
         if self.size + cost > self.limits.max_datastore_bytes:
             return _bad(problems, ErrorCode.OVER_LIMIT,
                         f"the room's datastore is over its limit of "
                         f"{self.limits.max_datastore_bytes} bytes: model {mid} not created")
-        self._make(mid, mtype, None, flags)
+        self._make(mid, mtype, parent, flags)
+        if parent is not None:
+            self._models[mid].parent_id = value[2]
+            if parent.kids is None:
+                parent.kids = []
+            parent.kids.append(mid)
         return value
 
     def _destroy_change(self, sender: int, m: _Model, mid: ModelId, value: object,
@@ -364,8 +391,11 @@ class ModelStore:
         if type(mid) is not int or mid == 0:
             return _bad(problems, ErrorCode.BAD_UPDATE, f"model {mid!r} cannot be destroyed: "
                                                         f"only dynamic models can")
-        if m.owner != -1 and m.owner != sender:
-            return _REJECTED
+        o: _Model | None = m
+        while o is not None:
+            if o.owner != -1 and o.owner != sender:
+                return _REJECTED
+            o = o.parent
         self._destroy(mid, m)
         return value
 
@@ -393,3 +423,11 @@ class ModelStore:
             child = self._models.get(cid)
             if child is not None:
                 self._destroy(cid, child)
+        kids, m.kids = m.kids, None
+        for kid_id in kids or ():
+            kid = self._models.get(kid_id)
+            if kid is not None:
+                self._destroy(kid_id, kid)
+        if m.parent_id is not None and m.parent is not None and m.parent.kids:
+            with contextlib.suppress(ValueError):
+                m.parent.kids.remove(mid)

@@ -1,0 +1,171 @@
+"""Replicated entities in esper worlds: spawn, destroy, late joiners, lifetime flags,
+SyncSystem, two clients in one process each in its own world."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import esper
+import pytest
+
+import rtecs
+from harness import LocalRoom
+from rtecs.ecs import in_world
+
+
+class Player(rtecs.RealtimeModel):
+    name: str = rtecs.prop(1, default="")
+    hp: int = rtecs.prop(2, default=100)
+
+
+class Position(rtecs.RealtimeModel):
+    x: float = rtecs.prop(1, reliable=False)
+    y: float = rtecs.prop(2, reliable=False)
+
+
+class Velocity:  # a plain, local (non-replicated) component
+    def __init__(self, dx: float) -> None:
+        self.dx = dx
+
+
+class Lobby(rtecs.RealtimeModel):
+    topic: str = rtecs.prop(1, default="")
+
+
+def room_of(clients: int = 3) -> LocalRoom:
+    return LocalRoom(Lobby, clients=clients, types=[Player, Position])
+
+
+def players(rt: rtecs.Realtime) -> dict[str, tuple[int, Any]]:
+    with in_world(rt.world):
+        return {p.name: (p.hp, (pos.x, pos.y))
+                for _, (p, pos) in esper.get_components(Player, Position)}
+
+
+def test_spawn_appears_everywhere_with_equal_components() -> None:
+    room = room_of()
+    a, b, c = room.clients
+    events: list[rtecs.EntityEvent] = []
+    b.entities.subscribe(events.append)
+    e = a.spawn(Player(name="ann"), Position(x=1.0, y=2.0))
+    with in_world(a.world):
+        esper.add_component(e, Velocity(3.0))  # local only
+    room.sync()
+    for rt in (a, b, c):
+        assert players(rt) == {"ann": (100, (1.0, 2.0))}
+    assert [(ev.spawned, ev.remote, len(ev.components)) for ev in events] == [(True, True, 2)]
+    with in_world(b.world):
+        assert esper.get_component(Velocity) == []
+    theirs = events[0].components[0]
+    assert isinstance(theirs, Player) and b.entity_of(theirs) == events[0].entity
+
+
+def test_writes_sync_and_only_the_owner_may_write() -> None:
+    room = room_of(2)
+    a, b = room.clients
+    player = Player(name="ann")
+    a.spawn(player, Position())
+    room.sync()
+    with in_world(b.world):
+        [(_, theirs)] = esper.get_component(Player)
+    player.hp = 42
+    room.sync()
+    assert theirs.hp == 42
+    with pytest.raises(rtecs.OwnershipError):
+        theirs.hp = 1
+    with pytest.raises(rtecs.OwnershipError):
+        b.destroy(b.entity_of(theirs))  # type: ignore[arg-type]
+
+
+def test_destroy_removes_it_everywhere_and_stale_writes_raise() -> None:
+    room = room_of()
+    a, b, c = room.clients
+    player = Player(name="ann")
+    e = a.spawn(player, Position())
+    room.sync()
+    gone: list[rtecs.EntityEvent] = []
+    c.entities.subscribe(gone.append)
+    a.destroy(e)
+    room.sync()
+    for rt in (a, b, c):
+        assert players(rt) == {}
+    assert [(ev.spawned, ev.remote) for ev in gone] == [(False, True)]
+    with pytest.raises(rtecs.ModelDestroyedError):
+        player.hp = 3
+
+
+def test_late_joiner_sees_spawned_entities_and_initial_values_emit() -> None:
+    room = room_of(1)
+    (a,) = room.clients
+    a.spawn(Player(name="ann", hp=7), Position(x=5.0))
+    room.sync()
+    seen: list[rtecs.EntityEvent] = []
+    late = room.add_client()
+    late.entities.subscribe(seen.append)
+    room.sync()
+    assert players(late) == {"ann": (7, (5.0, 0.0))}
+    assert len(seen) == 1 and seen[0].remote
+
+
+def test_owner_leaving_destroys_its_entities_unless_told_otherwise() -> None:
+    room = room_of(2)
+    a, b = room.clients
+    a.spawn(Player(name="doomed"), Position())
+    a.spawn(Player(name="kept"), Position(), destroy_when_owner_leaves=False)
+    room.sync()
+    assert set(players(b)) == {"doomed", "kept"}
+    a.close()
+    room.sync()
+    assert set(players(b)) == {"kept"}
+    with in_world(b.world):
+        [(e, _)] = esper.get_component(Player)
+    record = b.entity_model(e)
+    assert record is not None and record.is_unowned
+
+
+def test_room_emptying_keeps_only_entities_that_outlive_their_clients() -> None:
+    room = room_of(1)
+    (a,) = room.clients
+    a.spawn(Player(name="temp"), Position())
+    a.spawn(Player(name="stays"), Position(), destroy_when_owner_leaves=False,
+            destroy_when_last_client_leaves=False)
+    room.sync()
+    a.close()
+    room.sync()
+    b = room.add_client()
+    room.sync()
+    assert set(players(b)) == {"stays"}
+
+
+def test_sync_system_runs_the_tick_inside_esper_process() -> None:
+    room = room_of(2)
+    a, b = room.clients
+    for rt in (a, b):
+        with in_world(rt.world):
+            esper.add_processor(rtecs.SyncSystem(rt), priority=100)
+    a.spawn(Player(name="ann"), Position())
+    with in_world(a.world):
+        esper.process()  # sends
+    room.net.step()
+    room.host.pump(room.clock())
+    room.net.step()
+    with in_world(b.world):
+        esper.process()  # receives and applies, in b's world
+    assert set(players(b)) == {"ann"}
+    assert esper.current_world == "default"
+
+
+def test_spawn_before_the_welcome_is_refused() -> None:
+    room = room_of(0)
+    rt = room.add_client()
+    with pytest.raises(rtecs.NotConnectedError):
+        rt.spawn(Player())
+
+
+def test_spawning_an_unregistered_type_says_how_to_fix_it() -> None:
+    class Stranger(rtecs.RealtimeModel):
+        v: int = rtecs.prop(1)
+
+    room = room_of(1)
+    with pytest.raises(rtecs.RtecsError, match="types="):
+        room.clients[0].spawn(Stranger())
