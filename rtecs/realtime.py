@@ -260,8 +260,9 @@ class Realtime:
             if state is ConnectionState.CONNECTED:
                 return
             if state is ConnectionState.DISCONNECTED:
-                raise NotConnectedError(f"could not join room {self.room!r}: "
-                                        f"{self.disconnect_reason} ({self.last_error})")
+                reason = self.disconnect_reason.value if self.disconnect_reason else "?"
+                detail = f" ({self.last_error})" if self.last_error else ""
+                raise NotConnectedError(f"could not join room {self.room!r}: {reason}{detail}")
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise TimeoutError(f"no welcome from the server within {timeout} s")

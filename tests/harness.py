@@ -13,7 +13,6 @@ from rtecs.transport.memory import MemoryClientTransport, MemoryNetwork
 from rtecs_server.host import RoomHost
 from rtecs_server.plugins import Plugin
 
-
 _WORLDS = itertools.count(1)  # every client gets an esper world of its own
 
 

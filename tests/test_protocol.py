@@ -174,7 +174,7 @@ def test_bye_encodes_as_a_one_element_array() -> None:
 
 def test_encode_accepts_a_raw_array_and_refuses_unsendable_values() -> None:
     assert decode_client_message(encode((2, 1, [[0, 1, 2]]))) == Update(1, ((0, 1, 2),))
-    with pytest.raises(TypeError, match="cannot send.*object"):
+    with pytest.raises(TypeError, match=r"cannot send.*object"):
         encode(Update(1, [[0, 1, object()]]))
 
 

@@ -1,12 +1,17 @@
 """rtecs_server: the rtecs room server.
 
-:class:`Room` is the pure room core (members, sequencing, the batch stream; no I/O) over its
+:class:`RoomServer` runs rooms on a ZeroMQ ROUTER socket (``rtecs-server`` on the command
+line, :mod:`rtecs_server.cli`). Underneath, :class:`RoomHost` handles sessions, rooms,
+heartbeats, rate limits and bad input over any transport; :class:`Room` is the pure room core
+(members, sequencing, the batch stream; no I/O) over its
 :class:`~rtecs_server.store.ModelStore` (authority, validation, lifetime, size) and
 :class:`~rtecs_server.schema.RoomSchema` (the union of the joiners' schemas). Plugins
 (:class:`Plugin`, :class:`Change`, :class:`Reject`) validate or transform writes.
 """
 
+from rtecs_server.host import RoomHost
 from rtecs_server.plugins import Change, Plugin, Reject
+from rtecs_server.ratelimit import RateLimit
 from rtecs_server.room import (
     ANSWER_RING,
     BadUpdate,
@@ -15,9 +20,11 @@ from rtecs_server.room import (
     UpdateOutcome,
     UpdateStatus,
 )
+from rtecs_server.server import RoomServer
 from rtecs_server.store import Problem, SnapshotRecord, value_size
 
 __all__ = [
-    "ANSWER_RING", "BadUpdate", "Change", "JoinRefused", "Plugin", "Problem", "Reject", "Room",
-    "SnapshotRecord", "UpdateOutcome", "UpdateStatus", "value_size",
+    "ANSWER_RING", "BadUpdate", "Change", "JoinRefused", "Plugin", "Problem", "RateLimit",
+    "Reject", "Room", "RoomHost", "RoomServer", "SnapshotRecord", "UpdateOutcome",
+    "UpdateStatus", "value_size",
 ]

@@ -1,17 +1,47 @@
 """RoomHost: the server's message handling over any transport, with no sockets and no clock.
 
 The socket loop (or a test over :mod:`rtecs.transport.memory`) gives it frames with
-:meth:`RoomHost.handle` / :meth:`RoomHost.pump` and calls :meth:`RoomHost.tick` once per
-server tick with the current time. It keeps one session per peer, creates rooms on first
-join, answers pings, fans each room's batch out (the same bytes to every member), removes
-clients that went silent past the heartbeat timeout, and drops rooms that stayed empty.
+:meth:`RoomHost.handle` and calls :meth:`RoomHost.flush` (fan out) and
+:meth:`RoomHost.expire` (housekeeping) with the current time; :meth:`RoomHost.tick` does both
+and :meth:`RoomHost.pump` receives, handles and ticks in one call. It keeps one session per
+peer, creates rooms on first join, answers pings, fans each room's batch out (one encode, the
+same bytes to every member), removes clients that went silent past the heartbeat timeout,
+drops rooms that stayed empty and rate-limits every peer (:mod:`rtecs_server.ratelimit`).
+
+Bad input never raises: it is answered with ``ERROR`` to that peer and logged (at most
+:data:`LOG_BURST` warnings per peer per :data:`LOG_WINDOW` seconds; the rest at debug level,
+counted), and it changes nothing in any room:
+
+==============================================  ================  ======================
+input                                           error code        session
+==============================================  ================  ======================
+undecodable frame, several frame parts          ``protocol``      kept
+frame over the update / hello size limit        ``over_limit``    kept
+an update or ping before a hello                ``not_joined``    (none)
+wrong protocol version, schema conflict, full   ``version`` …     refused (fatal)
+unknown model ids, wrong value types            ``bad_update``    kept (changes rejected)
+a write that would grow the datastore too big   ``over_limit``    kept (change rejected)
+a gap in update sequence numbers                ``sequence``      kept, resynced
+over the rate limit / sustained                 ``rate_limit``    kept / ended (fatal)
+==============================================  ================  ======================
+
+A frame that was an update but could not be decoded (malformed, or over 125 KB) breaks the
+client's sequence, so that client is resynced as for a gap: its refused writes roll back.
+
+Resyncs (a fresh ``WELCOME`` with the full snapshot) happen at most once per
+:data:`RESYNC_COOLDOWN` seconds per client, so a client cannot make the server send snapshots
+in a loop; a resync that has to wait happens at that client's next ping. A client whose send
+queue is full (``transport.send`` returned False) is *stalled*: it gets no more batches
+until its resync, which is tried at each of its pings; it is never skipped silently.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from rtecs.errors import ProtocolError
 from rtecs.protocol import (
@@ -29,45 +59,99 @@ from rtecs.protocol import (
 )
 from rtecs.transport import ServerTransport
 from rtecs_server.plugins import Plugin
+from rtecs_server.ratelimit import RateLimit, TokenBucket, Verdict
 from rtecs_server.room import BadUpdate, JoinRefused, Room, UpdateStatus
 
-__all__ = ["RoomHost"]
+__all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
 
 log = logging.getLogger(__name__)
+
+#: Minimum seconds between two resyncs of one client.
+RESYNC_COOLDOWN: Final = 1.0
+#: Bad-input warnings logged per peer per window; the rest go to debug level and are counted.
+LOG_BURST: Final = 5
+LOG_WINDOW: Final = 10.0
+#: Seconds after its last frame that an unjoined peer's rate-limit state is forgotten.
+PEER_IDLE: Final = 10.0
+
+_UPDATE_KIND: Final = 2  # see rtecs.protocol: UPDATE [2, seq, changes]
 
 
 @dataclass(eq=False)
 class _Session:
     peer: bytes
-    room: Room
+    hosted: _HostedRoom
     client_id: int
     last_seen: float
     awaiting_restart: bool = False   # resynced: drop old-numbered updates until seq 1
-    needs_resync: bool = False       # a send failed (queue full): resync once it drains
+    needs_resync: bool = False       # resync when the cooldown allows (at the latest: a ping)
+    stalled: bool = False            # a send failed (queue full): no batches until resynced
+    last_resync: float = -math.inf
+
+    @property
+    def room(self) -> Room:
+        return self.hosted.room
 
 
 @dataclass(eq=False)
 class _HostedRoom:
     room: Room
-    peers: dict[int, bytes] = field(default_factory=dict)  # client id → peer
+    members: dict[int, _Session] = field(default_factory=dict)  # client id → session
     empty_since: float | None = None
 
 
+class _Peer:
+    """Per-peer state that outlives sessions: the rate limit and the log throttle."""
+
+    __slots__ = ("bucket", "last_frame", "log_start", "logged", "suppressed")
+
+    def __init__(self, bucket: TokenBucket | None, now: float) -> None:
+        self.bucket = bucket
+        self.last_frame = now
+        self.log_start = now
+        self.logged = 0
+        self.suppressed = 0
+
+
+def _peek_kind(frame: bytes) -> int | None:
+    """The message kind of a frame that starts like a MessagePack array, else None."""
+    if not frame:
+        return None
+    head = frame[0]
+    i = 1 if 0x91 <= head <= 0x9F else 3 if head == 0xDC else 5 if head == 0xDD else 0
+    if i and len(frame) > i and frame[i] <= 0x7F:
+        return frame[i]
+    return None
+
+
 class RoomHost:
-    """Sessions and rooms of one server instance, driven by frames and ticks."""
+    """Sessions and rooms of one server instance, driven by frames and ticks.
+
+    ``rate_limit`` None (the default here; :class:`~rtecs_server.server.RoomServer` turns it
+    on) disables rate limiting, which suits tests on a manual clock.
+    """
 
     def __init__(self, transport: ServerTransport, *, plugins: Iterable[Plugin] = (),
                  limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
                  empty_room_timeout: float = 30.0,
-                 max_clients_per_room: int | None = None) -> None:
+                 max_clients_per_room: int | None = None,
+                 rate_limit: RateLimit | None = None) -> None:
         self.transport = transport
         self.plugins = tuple(plugins)
         self.limits = limits
         self.heartbeat_timeout = heartbeat_timeout
         self.empty_room_timeout = empty_room_timeout
         self.max_clients_per_room = max_clients_per_room
+        self.rate_limit = rate_limit
         self.rooms: dict[str, _HostedRoom] = {}
         self.sessions: dict[bytes, _Session] = {}
+        self._peers: dict[bytes, _Peer] = {}
+        self._dirty: dict[str, _HostedRoom] = {}   # rooms with entries waiting for flush()
+
+    @property
+    def has_pending(self) -> bool:
+        """True if some room has entries waiting for :meth:`flush`."""
+        return bool(self._dirty)
 
     # ----------------------------------------------------------------- input
 
@@ -81,12 +165,12 @@ class RoomHost:
 
     def handle(self, peer: bytes, frame: bytes, now: float) -> None:
         """Handle one frame from ``peer``. Bad input is answered with an error, never raised."""
+        if not self._admit(peer, now):
+            return
         try:
             message = decode_client_message(frame, self.limits)
         except ProtocolError as exc:
-            log.warning("peer %s sent a bad frame: %s", peer.hex(), exc)
-            code = ErrorCode.OVER_LIMIT if "over the limit" in str(exc) else ErrorCode.PROTOCOL
-            self._error(peer, code, str(exc), fatal=False)
+            self._bad_frame(peer, frame, exc, now)
             return
         session = self.sessions.get(peer)
         if session is not None:
@@ -100,61 +184,76 @@ class RoomHost:
         elif isinstance(message, Bye):
             self.handle_bye(peer, session, now)
 
+    def handle_malformed(self, peer: bytes, reason: str, now: float) -> None:
+        """A message the transport could not even turn into one frame (several parts)."""
+        if self._admit(peer, now):
+            self._error(peer, ErrorCode.PROTOCOL, reason, fatal=False, now=now)
+
     def handle_hello(self, peer: bytes, session: _Session | None, hello: Hello,
                      now: float) -> None:
         if session is not None:
             self._end_session(session, now)
         hosted = self.rooms.get(hello.room)
+        created = hosted is None
         if hosted is None:
             room = Room(hello.room, self.plugins, self.limits, self.max_clients_per_room)
             hosted = self.rooms[hello.room] = _HostedRoom(room)
-            log.info("room %r created", hello.room)
         self._fan_out(hosted, now)  # join() needs the room's pending entries sent first
         try:
             welcome = hosted.room.join(hello, now)
         except JoinRefused as exc:
-            log.warning("peer %s refused from room %r: %s", peer.hex(), hello.room, exc.message)
-            self._error(peer, exc.code, exc.message, fatal=True)
+            if created:
+                del self.rooms[hello.room]
+            self._error(peer, exc.code, f"cannot join room {hello.room!r}: {exc.message}",
+                        fatal=True, now=now)
             return
-        hosted.peers[welcome.client_id] = peer
+        if created:
+            log.info("room %r created", hello.room)
+        new = _Session(peer, hosted, welcome.client_id, now)
+        hosted.members[welcome.client_id] = new
         hosted.empty_since = None
-        self.sessions[peer] = _Session(peer, hosted.room, welcome.client_id, now)
-        log.info("client %d joined room %r", welcome.client_id, hello.room)
+        self.sessions[peer] = new
+        self._dirty[hello.room] = hosted
+        log.info("client %d joined room %r (%d members)", welcome.client_id, hello.room,
+                 len(hosted.members))
         if not self.transport.send(peer, encode(welcome)):
-            self.sessions[peer].needs_resync = True
+            self._stall(new)
 
     def handle_update(self, peer: bytes, session: _Session | None, update: Update,
                       now: float) -> None:
         if session is None:
-            self._error(peer, ErrorCode.NOT_JOINED, "send a hello before updates", fatal=False)
+            self._error(peer, ErrorCode.NOT_JOINED, "send a hello before updates", fatal=False,
+                        now=now)
             return
         if session.awaiting_restart:
             if update.seq != 1:
                 return  # sent before the client saw its resync; it rolled these back
             session.awaiting_restart = False
-        room = session.room
+        hosted = session.hosted
+        room = hosted.room
         try:
             outcome = room.apply_update(session.client_id, update)
         except BadUpdate as exc:
-            self._error(peer, exc.code, exc.message, fatal=False)
+            self._error(peer, exc.code, exc.message, fatal=False, now=now)
             return
-        if outcome.status is UpdateStatus.DUPLICATE:
+        if outcome.status is UpdateStatus.APPLIED:
+            self._dirty[room.name] = hosted
+        elif outcome.status is UpdateStatus.DUPLICATE:
             again = room.answer_again(session.client_id, update.seq, now)
             if again is not None:
                 self.transport.send(peer, again)
-        elif outcome.status is UpdateStatus.GAP:
-            log.warning("client %d of room %r skipped to update %d: resync", session.client_id,
-                        room.name, update.seq)
-            self._resync(session, now)
+        else:  # GAP
+            self._error(peer, ErrorCode.SEQUENCE,
+                        f"update {update.seq} skips a sequence number: resyncing", fatal=False,
+                        now=now)
+            self._request_resync(session, now)
         for problem in outcome.problems:
-            log.warning("client %d of room %r: %s", session.client_id, room.name,
-                        problem.message)
-            self._error(peer, problem.code, problem.message, fatal=False)
+            self._error(peer, problem.code, problem.message, fatal=False, now=now)
 
     def handle_ping(self, peer: bytes, session: _Session | None, ping: Ping,
                     now: float) -> None:
         if session is not None and session.needs_resync:
-            self._resync(session, now)
+            self._request_resync(session, now)
         self.transport.send(peer, encode(Pong(ping.client_time, now)), False)
 
     def handle_bye(self, peer: bytes, session: _Session | None, now: float) -> None:
@@ -164,54 +263,164 @@ class RoomHost:
     # ----------------------------------------------------------------- output
 
     def tick(self, now: float) -> None:
-        """Fan out every room's batch, expire silent clients and empty rooms."""
-        for session in [s for s in self.sessions.values()
-                        if now - s.last_seen > self.heartbeat_timeout]:
-            log.warning("client %d of room %r timed out (silent for %.1f s)", session.client_id,
-                        session.room.name, now - session.last_seen)
+        """:meth:`expire`, then :meth:`flush`."""
+        self.expire(now)
+        self.flush(now)
+
+    def flush(self, now: float) -> None:
+        """Fan out every room's pending entries: one encode per room, the same bytes to every
+        member (except stalled ones, which will be resynced)."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        for hosted in dirty.values():
+            self._fan_out(hosted, now)
+
+    def expire(self, now: float) -> None:
+        """Remove clients silent past the heartbeat timeout (their lifetime flags apply),
+        close rooms empty past the empty-room timeout, forget idle unjoined peers."""
+        timeout = self.heartbeat_timeout
+        for session in [s for s in self.sessions.values() if now - s.last_seen > timeout]:
+            log.warning("client %d of room %r timed out (silent for %.1f s)",
+                        session.client_id, session.room.name, now - session.last_seen)
             self._end_session(session, now)
         for name, hosted in list(self.rooms.items()):
-            self._fan_out(hosted, now)
-            if hosted.empty_since is not None and (
-                    now - hosted.empty_since >= self.empty_room_timeout):
+            if (hosted.empty_since is not None and not hosted.members
+                    and now - hosted.empty_since >= self.empty_room_timeout):
                 log.info("room %r closed after %.1f s empty", name, now - hosted.empty_since)
                 del self.rooms[name]
+                self._dirty.pop(name, None)
+        limit = self.rate_limit
+        sessions = self.sessions
+        for peer, state in list(self._peers.items()):
+            if peer in sessions or now - state.last_frame < PEER_IDLE:
+                continue
+            if limit is None or state.bucket is None or state.bucket.idle(limit, now):
+                del self._peers[peer]
+
+    def close(self, now: float) -> int:
+        """Shut down: tell every client (``ERROR shutdown``, fatal) and end its session.
+        Returns how many clients were told."""
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            self._error(session.peer, ErrorCode.SHUTDOWN, "the server is shutting down",
+                        fatal=True, now=now, quiet=True)
+        self._dirty.clear()
+        if sessions:
+            log.info("told %d clients that the server is shutting down", len(sessions))
+        return len(sessions)
 
     def _fan_out(self, hosted: _HostedRoom, now: float) -> None:
         frame = hosted.room.flush(now)
         if frame is None:
             return
         send = self.transport.send
-        for client_id, peer in hosted.peers.items():
-            if not send(peer, frame):
-                session = self.sessions.get(peer)
-                if session is not None and not session.needs_resync:
-                    log.warning("client %d of room %r cannot keep up: resync when it drains",
-                                client_id, hosted.room.name)
-                    session.needs_resync = True
+        for session in hosted.members.values():
+            if not session.stalled and not send(session.peer, frame):
+                self._stall(session)
+
+    def _stall(self, session: _Session) -> None:
+        log.warning("client %d of room %r cannot keep up (send queue full): no batches until "
+                    "it is resynced at its next ping", session.client_id, session.room.name)
+        session.stalled = True
+        session.needs_resync = True
+
+    def _request_resync(self, session: _Session, now: float) -> None:
+        session.needs_resync = True
+        if now - session.last_resync >= RESYNC_COOLDOWN:
+            self._resync(session, now)
 
     def _resync(self, session: _Session, now: float) -> None:
-        hosted = self.rooms[session.room.name]
-        self._fan_out(hosted, now)
+        self._fan_out(session.hosted, now)
         welcome = session.room.resync(session.client_id, now)
+        session.awaiting_restart = True  # the room expects seq 1 next, sent or not
+        session.last_resync = now
         if self.transport.send(session.peer, encode(welcome)):
             session.needs_resync = False
-            session.awaiting_restart = True
+            session.stalled = False
+            log.info("client %d of room %r resynced (%d models)", session.client_id,
+                     session.room.name, len(welcome.snapshot))
+        else:
+            session.stalled = True
 
     def _end_session(self, session: _Session, now: float) -> None:
-        self.sessions.pop(session.peer, None)
-        hosted = self.rooms.get(session.room.name)
-        if hosted is None:
+        if self.sessions.get(session.peer) is session:
+            del self.sessions[session.peer]
+        hosted = session.hosted
+        if hosted.members.get(session.client_id) is not session:
             return
-        hosted.peers.pop(session.client_id, None)
+        del hosted.members[session.client_id]
         session.room.leave(session.client_id, now)
+        self._dirty[session.room.name] = hosted
         log.info("client %d left room %r", session.client_id, session.room.name)
-        if not hosted.peers:
+        if not hosted.members:
             hosted.empty_since = now
 
-    def _error(self, peer: bytes, code: ErrorCode, message: str, *, fatal: bool,
-               now: float = 0.0) -> None:
-        self.transport.send(peer, encode(Error(code.value, message, fatal)))
+    # ----------------------------------------------------------------- bad input
+
+    def _admit(self, peer: bytes, now: float) -> bool:
+        state = self._peers.get(peer)
+        limit = self.rate_limit
+        if state is None:
+            bucket = TokenBucket(limit, now) if limit is not None else None
+            state = self._peers[peer] = _Peer(bucket, now)
+        state.last_frame = now
+        if state.bucket is None or limit is None:
+            return True
+        verdict = state.bucket.take(limit, now)
+        if verdict is Verdict.ADMIT:
+            return True
+        if verdict is Verdict.WARN:
+            self._error(peer, ErrorCode.RATE_LIMIT,
+                        f"over the rate limit of {limit.rate:g} messages/s (burst "
+                        f"{limit.burst}): messages are dropped; send less often", fatal=False,
+                        now=now)
+        elif verdict is Verdict.FATAL:
+            b = state.bucket
+            self._error(peer, ErrorCode.RATE_LIMIT,
+                        f"over the rate limit of {limit.rate:g} messages/s for "
+                        f"{now - b.episode_start:.1f} s ({b.dropped} messages dropped): "
+                        f"session ended", fatal=True, now=now)
+        return False
+
+    def _bad_frame(self, peer: bytes, frame: bytes, exc: ProtocolError, now: float) -> None:
+        text = str(exc)
+        code = ErrorCode.OVER_LIMIT if "over the limit" in text else ErrorCode.PROTOCOL
         session = self.sessions.get(peer)
+        if session is not None:
+            session.last_seen = now
+        self._error(peer, code, text, fatal=False, now=now)
+        if session is not None and _peek_kind(frame) == _UPDATE_KIND:
+            self._request_resync(session, now)  # its update was lost: repair the sequence
+
+    def _error(self, peer: bytes, code: ErrorCode, message: str, *, fatal: bool, now: float,
+               quiet: bool = False) -> None:
+        """Send ``ERROR`` to ``peer``, log it (throttled per peer); end its session if fatal."""
+        session = self.sessions.get(peer)
+        who = (f"client {session.client_id} of room {session.room.name!r}"
+               if session is not None else f"peer {peer.hex()}")
+        if not quiet:
+            self._log_bad_input(peer, now, "%s: %s%s (%s)", who, "fatal: " if fatal else "",
+                                message, code.value)
+        self.transport.send(peer, encode(Error(code.value, message, fatal)))
         if fatal and session is not None:
             self._end_session(session, now)
+
+    def _log_bad_input(self, peer: bytes, now: float, fmt: str, *args: object) -> None:
+        state = self._peers.get(peer)
+        if state is None:
+            log.warning(fmt, *args)
+            return
+        if now - state.log_start >= LOG_WINDOW:
+            if state.suppressed:
+                log.warning("peer %s: %d more bad-input messages in the last %.0f s (logged at "
+                            "debug level)", peer.hex(), state.suppressed, now - state.log_start)
+            state.log_start = now
+            state.logged = 0
+            state.suppressed = 0
+        if state.logged < LOG_BURST:
+            state.logged += 1
+            log.warning(fmt, *args)
+        else:
+            state.suppressed += 1
+            log.debug(fmt, *args)

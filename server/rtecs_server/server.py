@@ -1,0 +1,282 @@
+"""RoomServer: the socket loop. Only I/O and timing here; :class:`RoomHost` does the rest.
+
+The loop, in a background thread (:meth:`RoomServer.start`; :meth:`RoomServer.serve_forever`
+starts it and waits)::
+
+    poll the ROUTER and the wake-up socket (timeout: until the next flush or housekeeping,
+        rounded *up* to whole ms: zmq.Poller truncates fractions to 0 and would spin)
+    receive every waiting frame            → host.handle(peer, frame, now)
+    every HOUSEKEEPING_INTERVAL            → host.expire(now)   (heartbeats, empty rooms)
+    if a room has entries and the last flush was ≥ tick_interval ago
+                                           → host.flush(now)    (one encode per room)
+
+**Tick interval** (``tick_interval``, default :data:`DEFAULT_TICK_INTERVAL` = 5 ms). A room's
+batch goes out *at once* when the server was idle (nothing flushed in the last
+``tick_interval``) and otherwise at ``last flush + tick_interval``. A lone update is relayed
+with no added delay, and under load the server flushes at most ``1/tick_interval`` times a
+second, which bounds the fan-out sends (members x flushes) however fast updates arrive.
+Measured with ``python -m bench.server_tick`` (one room, N raw clients each sending a position
+at 20 Hz, server pinned to core 0 and load generator to core 1, 2-core machine; server CPU in
+% of one core, relay latency p50/p99 in ms)::
+
+    tick      N=20                N=100               N=300
+    0 ms      10 %  0.3 / 0.5     48 %  2.5 / 10.5    82 %  9.9 / 22.8
+    2 ms       9 %  0.3 / 2.4     35 %  2.5 / 4.5     93 %  8.5 / 17.0
+    5 ms       5 %  3.4 / 6.1     23 %  4.2 / 7.0     60 %  5.4 / 9.4
+    10 ms      4 %  5.6 / 11.3    16 %  6.1 / 11.8    40 %  7.8 / 14.2
+    20 ms      4 %  10.7 / 21.0   13 %  11.3 / 21.7   32 %  13.3 / 25.6
+
+Flushing after every receive (0) or every 1-2 ms is cheapest in latency for small rooms but
+its CPU grows fast with N (every update becomes a batch to N members): at N=300 it nears a
+full core and queues, so latency ends up *worse* than at 5 ms (the load generator nears a
+core there too, so part of that latency is its own). 5 ms is the lowest setting
+that stays efficient at a few hundred clients, costs a small room about 3 ms (p50) and less
+than a tenth of a 20 Hz client frame, and 10-20 ms buy a third to a half less CPU only by
+adding 2.5-8 ms. Fan-out costs about 7 µs of server CPU per member per flush here, so for
+rooms approaching 1,000 clients raise ``--tick-ms`` (20-50).
+
+**Time**: the ``now`` passed to the host (and sent to clients as ``server_time``) is seconds
+since the Unix epoch, read from the wall clock once when the server is created and advanced by
+``time.monotonic()``: it never jumps while the server runs (heartbeats stay correct if the
+wall clock is stepped) and roughly agrees across restarts and instances, so a room time stored
+in a model stays meaningful.
+
+:meth:`RoomServer.stop` wakes the loop through a local socket pair (safe from any thread and
+from a signal handler), so it does not wait for a poll timeout; the loop then sends
+``ERROR shutdown`` (fatal) to every client, waits at most :data:`SHUTDOWN_LINGER` for those
+frames to leave, and closes its sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Final
+
+import zmq
+
+from rtecs.protocol import DEFAULT_LIMITS, Limits
+from rtecs_server.host import RoomHost
+from rtecs_server.plugins import Plugin
+from rtecs_server.ratelimit import RateLimit
+from rtecs_server.zmq_transport import ZmqServerTransport
+
+__all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_TICK_INTERVAL", "HOUSEKEEPING_INTERVAL",
+           "SHUTDOWN_LINGER", "RoomServer"]
+
+log = logging.getLogger(__name__)
+
+#: Minimum time between two flushes of the rooms' batches (see the module docs).
+DEFAULT_TICK_INTERVAL: Final = 0.005
+#: 200 messages/s per client, bursts of 400, disconnected after 2 s over it.
+DEFAULT_RATE_LIMIT: Final = RateLimit()
+#: How often silent clients and empty rooms are looked for.
+HOUSEKEEPING_INTERVAL: Final = 0.1
+#: Longest wait, at shutdown, for the goodbye frames to leave.
+SHUTDOWN_LINGER: Final = 0.2
+
+
+class RoomServer:
+    """The rtecs room server on a ZeroMQ ROUTER socket, embeddable or run by the CLI.
+
+    It binds ``bind`` when created (``.endpoint`` is then the endpoint actually bound, e.g.
+    ``tcp://127.0.0.1:54321`` for ``tcp://127.0.0.1:0``); :meth:`start` runs the loop in a
+    background thread, :meth:`serve_forever` in the calling thread; :meth:`stop` ends it and
+    closes the sockets. As a context manager it starts on entry and stops on exit.
+
+    ``plugins``: server plugins (:mod:`rtecs_server.plugins`). ``limits``: size limits (125 KB
+    per update, 10 MB per datastore by default). ``heartbeat_timeout``: seconds of silence
+    after which a client is removed and its lifetime flags apply. ``empty_room_timeout``:
+    seconds a room stays open after its last client left. ``max_clients_per_room``: None for
+    no cap. ``tick_interval``: minimum seconds between two flushes (see the module docs; 0
+    flushes after every receive). ``rate_limit``: per-client message rate (None: no limit).
+    ``sndhwm``: frames queued per client before it counts as not keeping up.
+    ``socket_options``: extra ``{zmq option: value}`` for the ROUTER (tests, tuning).
+    """
+
+    def __init__(self, bind: str = "tcp://127.0.0.1:0", *, plugins: Iterable[Plugin] = (),
+                 limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
+                 empty_room_timeout: float = 30.0, max_clients_per_room: int | None = None,
+                 tick_interval: float = DEFAULT_TICK_INTERVAL,
+                 rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT, sndhwm: int = 1000,
+                 socket_options: Mapping[int, int] | None = None) -> None:
+        if tick_interval < 0:
+            raise ValueError(f"tick_interval must be ≥ 0 s, got {tick_interval}")
+        if not heartbeat_timeout > 0:
+            raise ValueError(f"heartbeat_timeout must be > 0 s, got {heartbeat_timeout}")
+        if empty_room_timeout < 0:
+            raise ValueError(f"empty_room_timeout must be ≥ 0 s, got {empty_room_timeout}")
+        if max_clients_per_room is not None and max_clients_per_room < 1:
+            raise ValueError(f"max_clients_per_room must be ≥ 1, got {max_clients_per_room}")
+        self.tick_interval = tick_interval
+        self._epoch = time.time() - time.monotonic()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            self.transport = ZmqServerTransport(self._context, bind, limits=limits,
+                                                sndhwm=sndhwm, socket_options=socket_options)
+        except zmq.ZMQError as exc:
+            self._context.term()
+            raise OSError(f"cannot bind {bind}: {exc}") from exc
+        self.host = RoomHost(self.transport, plugins=plugins, limits=limits,
+                             heartbeat_timeout=heartbeat_timeout,
+                             empty_room_timeout=empty_room_timeout,
+                             max_clients_per_room=max_clients_per_room, rate_limit=rate_limit)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopping = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint actually bound, e.g. ``tcp://127.0.0.1:54321``."""
+        return self.transport.endpoint
+
+    def now(self) -> float:
+        """The server's clock (see the module docs)."""
+        return time.monotonic() + self._epoch
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> RoomServer:
+        """Run the loop in a background (daemon) thread; returns self."""
+        if self._stopping or self._closed:
+            raise RuntimeError("this RoomServer was stopped; create a new one")
+        if self._thread is not None:
+            raise RuntimeError("this RoomServer is already running")
+        self._thread = threading.Thread(target=self._run, name="rtecs-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Run until :meth:`stop` (e.g. called from a signal handler), blocking the calling
+        thread. The loop itself runs in the background thread, so signal handlers of the main
+        thread run promptly; if the wait is interrupted (KeyboardInterrupt), the server stops
+        before the exception propagates."""
+        self.start()
+        try:
+            self._done.wait()
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and close the sockets; returns once that is done (at most
+        ``timeout`` s). Safe from any thread, from a signal handler, and more than once."""
+        self._stopping = True
+        with contextlib.suppress(OSError):  # closed, or the buffer is full: it wakes anyway
+            self._wake_w.send(b"x")
+        thread = self._thread
+        if thread is None:
+            self._close()
+        elif thread is not threading.current_thread() and not self._done.wait(timeout):
+            log.error("the server loop did not stop within %.1f s", timeout)
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until the loop has finished."""
+        return self._thread is not None and not self._done.is_set()
+
+    def __enter__(self) -> RoomServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.close()
+        self._context.term()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # ----------------------------------------------------------------- the loop
+
+    def _run(self) -> None:
+        log.info("serving on %s", self.endpoint)
+        try:
+            self._loop()
+        except Exception:
+            log.exception("the server loop failed")
+        finally:
+            try:
+                told = self.host.close(self.now())
+            except Exception:
+                log.exception("error while saying goodbye to the clients")
+                told = 0
+            self.transport.close(SHUTDOWN_LINGER if told else 0.0)
+            self._close()
+            self._done.set()
+            log.info("stopped")
+
+    def _loop(self) -> None:
+        host = self.host
+        router = self.transport.socket
+        wake = self._wake_r
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        interval = self.tick_interval
+        next_flush = -math.inf
+        now = self.now()
+        next_housekeeping = now + HOUSEKEEPING_INTERVAL
+        while not self._stopping:
+            deadline = min(next_flush, next_housekeeping) if host.has_pending else (
+                next_housekeeping)
+            wait = deadline - now
+            # zmq.Poller truncates fractional milliseconds: round up, or we would spin
+            events = dict(poller.poll(math.ceil(wait * 1000) if wait > 0 else 0))
+            if wake in events:
+                self._drain_wake()
+                if self._stopping:
+                    break
+            now = self.now()
+            if router in events:
+                self._receive(now)
+            if now >= next_housekeeping:
+                self._guard(host.expire, now)
+                next_housekeeping = now + HOUSEKEEPING_INTERVAL
+            if host.has_pending and now >= next_flush:
+                self._guard(host.flush, now)
+                next_flush = now + interval
+
+    def _receive(self, now: float) -> None:
+        host = self.host
+        transport = self.transport
+        for peer, frame in transport.receive():
+            try:
+                host.handle(peer, frame, now)
+            except Exception:
+                log.exception("internal error handling a frame from peer %s; frame dropped",
+                              peer.hex())
+        for peer, reason in transport.take_malformed():
+            try:
+                host.handle_malformed(peer, reason, now)
+            except Exception:
+                log.exception("internal error handling a bad message from peer %s",
+                              peer.hex())
+
+    @staticmethod
+    def _guard(step: Callable[[float], None], now: float) -> None:
+        try:
+            step(now)
+        except Exception:
+            log.exception("internal error in the server loop (%s); continuing",
+                          getattr(step, "__name__", step))
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass

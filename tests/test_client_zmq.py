@@ -1,0 +1,210 @@
+"""Real clients (rtecs.connect) against a real embedded RoomServer over ZeroMQ on loopback."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import rtecs
+from rtecs.model import Change, ChangeSource
+from rtecs_server import RoomServer
+from rtecs_server.plugins import Change as ServerChange
+from rtecs_server.plugins import Reject
+from rtecs_server.room import Room
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Pos(rtecs.RealtimeModel):
+    x: float = rtecs.prop(1, reliable=False)
+    y: float = rtecs.prop(2, reliable=False)
+
+
+class Game(rtecs.RealtimeModel):
+    team_name: str = rtecs.prop(1, default="")
+    score: int = rtecs.prop(2)
+    ball: Pos = rtecs.prop(3)
+
+
+def wait_until(predicate: Callable[[], bool], *clients: rtecs.Realtime,
+               timeout: float = 10.0) -> None:
+    """Tick the clients until ``predicate`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        for rt in clients:
+            rt.tick()
+        for rt in clients:
+            rt._wait(0.002)
+
+
+def answered(rt: rtecs.Realtime) -> bool:
+    return not rt._sent_sizes and not rt.datastore.has_unsent_changes
+
+
+@pytest.fixture
+def server() -> Iterator[RoomServer]:
+    with RoomServer(bind="tcp://127.0.0.1:0") as srv:
+        yield srv
+
+
+def join(endpoint: str, model: rtecs.RealtimeModel | None = None, room: str = "lobby",
+         **kwargs: Any) -> rtecs.Realtime:
+    rt = rtecs.connect(endpoint, room, model or Game(), frame_duration=0.0, **kwargs)
+    rt.wait_connected(timeout=10)
+    return rt
+
+
+def test_three_clients_sync_and_a_late_joiner_gets_the_snapshot(server: RoomServer) -> None:
+    a, b, c = (join(server.endpoint) for _ in range(3))
+    try:
+        assert len({a.client_id, b.client_id, c.client_id}) == 3
+        ga: Any = a.room_model
+        ga.team_name = "Blue Team"
+        ga.ball.x = 1.5
+        b.room_model.score = 7  # type: ignore[attr-defined]
+        clients = (a, b, c)
+        wait_until(lambda: all(rt.room_model.team_name == "Blue Team"  # type: ignore[attr-defined]
+                               and rt.room_model.ball.x == 1.5  # type: ignore[attr-defined]
+                               and rt.room_model.score == 7  # type: ignore[attr-defined]
+                               for rt in clients), *clients)
+        late_model = Game()
+        initial: list[Any] = []
+        late_model.observe("team_name").subscribe(initial.append)
+        d = join(server.endpoint, late_model)
+        assert initial == ["", "Blue Team"]
+        assert (late_model.score, late_model.ball.x) == (7, 1.5)
+        assert d.clients == {a.client_id, b.client_id, c.client_id, d.client_id}
+        d.close()
+    finally:
+        for rt in (a, b, c):
+            rt.close()
+
+
+def test_blue_red_over_real_sockets(server: RoomServer) -> None:
+    a, b = join(server.endpoint), join(server.endpoint)
+    try:
+        b_seen: list[Any] = []
+        b.room_model.observe("team_name").subscribe(b_seen.append)
+        a.room_model.team_name = "Blue Team"  # type: ignore[attr-defined]
+        b.room_model.team_name = "Red Team"  # type: ignore[attr-defined]
+        a.flush()
+        wait_until(lambda: answered(a), a)      # the server has ordered A's update first
+        b.flush()                               # B has not heard of it yet
+        wait_until(lambda: answered(b), b)
+        wait_until(lambda: a.room_model.team_name == "Red Team", a)  # type: ignore[attr-defined]
+        assert b.room_model.team_name == "Red Team"  # type: ignore[attr-defined]
+        assert "Blue Team" not in b_seen
+    finally:
+        a.close()
+        b.close()
+
+
+def test_rejected_red_rewinds_to_blue_over_real_sockets() -> None:
+    def refuse_red(room: Room, sender: int, change: ServerChange) -> Any:
+        if change.value == "Red Team":
+            raise Reject("taken")
+        return change.value
+
+    with RoomServer(bind="tcp://127.0.0.1:0", plugins=[refuse_red]) as srv:
+        a, b = join(srv.endpoint), join(srv.endpoint)
+        try:
+            changes: list[Change] = []
+            b.room_model.changes.subscribe(changes.append)
+            a.room_model.team_name = "Blue Team"  # type: ignore[attr-defined]
+            b.room_model.team_name = "Red Team"  # type: ignore[attr-defined]
+            a.flush()
+            wait_until(lambda: answered(a), a)
+            b.flush()
+            wait_until(lambda: answered(b), b)
+            assert b.room_model.team_name == "Blue Team"  # type: ignore[attr-defined]
+            assert [(c.new, c.source) for c in changes] == [
+                ("Red Team", ChangeSource.LOCAL), ("Blue Team", ChangeSource.ROLLBACK)]
+        finally:
+            a.close()
+            b.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_server_restart_clients_reconnect_and_resync() -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    first = RoomServer(bind=endpoint)
+    first.start()
+    a = join(endpoint, heartbeat_timeout=1.0, connect_timeout=1.0)
+    b = join(endpoint, heartbeat_timeout=1.0, connect_timeout=1.0)
+    states: list[rtecs.ConnectionState] = []
+    a.connection_state.subscribe(states.append)
+    try:
+        a.room_model.team_name = "before"  # type: ignore[attr-defined]
+        wait_until(lambda: b.room_model.team_name == "before", a, b)  # type: ignore[attr-defined]
+        first.stop()
+        wait_until(lambda: a.state is rtecs.ConnectionState.RECONNECTING, a, b)
+        with RoomServer(bind=endpoint):
+            wait_until(lambda: a.connected and b.connected, a, b, timeout=20)
+            # The new server has an empty room: both resynced from its snapshot.
+            assert a.room_model.team_name == ""  # type: ignore[attr-defined]
+            a.room_model.team_name = "after"  # type: ignore[attr-defined]
+            wait_until(lambda: b.room_model.team_name == "after", a, b)  # type: ignore[attr-defined]
+        assert states[-2:] == [rtecs.ConnectionState.RECONNECTING,
+                               rtecs.ConnectionState.CONNECTED]
+    finally:
+        a.close(timeout=0.1)
+        b.close(timeout=0.1)
+        first.stop()
+
+
+def test_gives_up_with_a_reason_when_no_server_answers() -> None:
+    rt = rtecs.connect(f"tcp://127.0.0.1:{free_port()}", "lobby", Game(),
+                       connect_timeout=0.2, reconnect_tries=3)
+    with pytest.raises(rtecs.NotConnectedError, match="timeout"):
+        rt.wait_connected(timeout=10)
+    assert rt.disconnect_reason is rtecs.DisconnectReason.TIMEOUT
+
+
+def test_schema_conflict_is_refused_with_a_clear_reason(server: RoomServer) -> None:
+    a = join(server.endpoint)
+
+    class Game(rtecs.RealtimeModel):  # same type name, property 2 with another type
+        team_name: str = rtecs.prop(1, default="")
+        score: str = rtecs.prop(2, default="")
+
+    rt = rtecs.connect(server.endpoint, "lobby", Game())
+    with pytest.raises(rtecs.NotConnectedError):
+        rt.wait_connected(timeout=10)
+    assert rt.disconnect_reason is rtecs.DisconnectReason.SCHEMA_CONFLICT
+    assert rt.last_error is not None and "score" in rt.last_error
+    a.close()
+
+
+def test_close_waits_for_the_answer(server: RoomServer) -> None:
+    a, b = join(server.endpoint), join(server.endpoint)
+    outcomes: list[rtecs.UpdateOutcome] = []
+    a.outcomes.subscribe(outcomes.append)
+    a.room_model.score = 42  # type: ignore[attr-defined]
+    a.close()
+    assert [o.status for o in outcomes] == [rtecs.UpdateStatus.SENT,
+                                            rtecs.UpdateStatus.CONFIRMED]
+    wait_until(lambda: b.room_model.score == 42, b)  # type: ignore[attr-defined]
+    wait_until(lambda: b.clients == {b.client_id}, b)
+    b.close()
+
+
+def test_ping_and_room_time(server: RoomServer) -> None:
+    rt = join(server.endpoint, ping_interval=0.05)
+    try:
+        wait_until(lambda: rt.ping is not None, rt)
+        assert rt.ping is not None and 0 <= rt.ping < 1000
+        assert abs(rt.room_time - time.time()) < 1.0  # the server clock: epoch-based
+    finally:
+        rt.close()
