@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -53,9 +54,14 @@ def server() -> Iterator[RoomServer]:
         yield srv
 
 
+_WORLDS = itertools.count(1)
+
+
 def join(endpoint: str, model: rtecs.RealtimeModel | None = None, room: str = "lobby",
          **kwargs: Any) -> rtecs.Realtime:
-    rt = rtecs.connect(endpoint, room, model or Game(), frame_duration=0.0, **kwargs)
+    """A client in an esper world of its own (several clients share this thread)."""
+    rt = rtecs.connect(endpoint, room, model or Game(), frame_duration=0.0,
+                       world=f"zmq-client-{next(_WORLDS)}", **kwargs)
     rt.wait_connected(timeout=10)
     return rt
 

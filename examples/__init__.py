@@ -1,0 +1,1 @@
+"""Examples built on rtecs's public API."""

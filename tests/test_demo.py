@@ -1,0 +1,90 @@
+"""The pygame demo: headless with bots against its embedded server, and two demo processes
+against one rtecs-server, driven by scripted input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_headless_demo_draws_every_avatar(tmp_path: Path) -> None:
+    os.environ["SDL_VIDEODRIVER"] = "dummy"
+    os.environ["SDL_AUDIODRIVER"] = "dummy"
+    import pygame
+
+    from examples.pygame_demo.game import Options, run
+
+    shot = tmp_path / "demo.png"
+    report = run(Options(name="tester", bots=2, headless=True, frames=90, fps=120,
+                         screenshot=str(shot)))
+    assert set(report["avatars"]) == {"tester", "bot1", "bot2"}
+    image = pygame.image.load(str(shot))
+    assert image.get_size() == (812, 368)
+    assert set(report["drawn"]) == {"tester", "bot1", "bot2"}
+    for name, (x, y, color) in report["drawn"].items():
+        expected = ((color >> 16) & 255, (color >> 8) & 255, color & 255)
+        assert tuple(image.get_at((x, y)))[:3] == expected, f"{name} is not drawn at {x},{y}"
+
+
+def free_endpoint(server: subprocess.Popen[str]) -> str:
+    assert server.stdout is not None
+    for _ in range(50):
+        line = server.stdout.readline()
+        found = re.search(r"listening on (tcp://\S+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError("rtecs-server did not report its endpoint")
+
+
+def test_two_demo_processes_converge_on_positions_and_team_name(tmp_path: Path) -> None:
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rtecs_server", "--bind", "tcp://127.0.0.1:0",
+         "--plugin", "examples.pygame_demo.models:referee"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        endpoint = free_endpoint(server)
+
+        def demo(name: str, script: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "examples.pygame_demo", "--headless", "--connect",
+                 endpoint, "--name", name, "--frames", "400", "--fps", "100",
+                 "--report-frame", "250", "--report", str(tmp_path / f"{name}.json"),
+                 "--script", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True)
+
+        ann = demo("ann", "wait 20; move 1 0 40; move 0 1 20; type Blue Team")
+        bob = demo("bob", "wait 30; move -1 0 30")
+        for proc in (ann, bob):
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0, out
+        a = json.loads((tmp_path / "ann.json").read_text())
+        b = json.loads((tmp_path / "bob.json").read_text())
+        assert a["team_name"] == b["team_name"] == "Blue Team"
+        assert set(a["avatars"]) == set(b["avatars"]) == {"ann", "bob"}
+        for name in ("ann", "bob"):
+            assert a["avatars"][name] == pytest.approx(b["avatars"][name], abs=1e-6)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_readme_quickstart_is_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.+?)\n```", quickstart, re.S)
+    assert len(commands) == 2, "the quickstart has exactly two commands"
+    demo, tests = commands
+    assert "examples.pygame_demo" in demo and "pip install" in demo
+    assert "pytest" in tests
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests.strip() in ci, ".ci/run must run the README's test command verbatim"
