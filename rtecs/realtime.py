@@ -174,10 +174,12 @@ class Realtime:
 
     @property
     def room_model(self) -> RealtimeModel:
+        """The room's root model (the one passed to connect), kept in sync."""
         return self.datastore.room_model
 
     @property
     def connected(self) -> bool:
+        """True while in the room (welcomed, not reconnecting or disconnected)."""
         return self._state.value is ConnectionState.CONNECTED
 
     @property
@@ -187,6 +189,7 @@ class Realtime:
 
     @property
     def state(self) -> ConnectionState:
+        """The current :class:`ConnectionState` (``connection_state`` streams its changes)."""
         return self._state.value
 
     @property
@@ -274,20 +277,25 @@ class Realtime:
             poll(seconds)
 
     def flush(self) -> Update | None:
-        """Send the pending delta now, whatever the frame timer says. Returns the update."""
+        """Send the pending delta now, whatever the frame timer says. Returns the (last)
+        update sent. A delta larger than the update size limit goes out as several updates."""
         if self._state.value is not ConnectionState.CONNECTED:
             return None
-        update = self.datastore.collect()
-        if update is not None:
+        budget = self.limits.max_update_bytes * 3 // 4  # the estimate errs high; keep margin
+        update = last = self.datastore.collect(budget)
+        while update is not None:
             frame = encode(update)
             if len(frame) > self.limits.max_update_bytes:
-                log.error("update %d is %d bytes, over the %d-byte limit; the server will "
-                          "refuse it", update.seq, len(frame), self.limits.max_update_bytes)
+                log.error("update %d is %d bytes, over the %d-byte limit (one value too "
+                          "large?); the server will refuse it", update.seq, len(frame),
+                          self.limits.max_update_bytes)
             self._send(frame)
             count = sum((len(run) - 1) // 2 for run in update.changes)
             self._sent_sizes[update.seq] = count
             self._outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.SENT, count))
-        return update
+            last = update
+            update = self.datastore.collect(budget) if self.datastore.has_unsent_changes else None
+        return last
 
     def receive(self) -> int:
         """Apply every message that has arrived; return how many were applied."""

@@ -169,3 +169,17 @@ def test_spawning_an_unregistered_type_says_how_to_fix_it() -> None:
     room = room_of(1)
     with pytest.raises(rtecs.RtecsError, match="types="):
         room.clients[0].spawn(Stranger())
+
+
+def test_a_frame_too_big_for_one_update_goes_out_as_several() -> None:
+    room = room_of(2)
+    a, b = room.clients
+    outcomes: list[rtecs.UpdateOutcome] = []
+    a.outcomes.subscribe(outcomes.append)
+    for i in range(3000):
+        a.spawn(Player(name=f"p{i}" + "x" * 20), Position(x=float(i)))
+    room.sync()
+    sent = [o for o in outcomes if o.status is rtecs.UpdateStatus.SENT]
+    assert len(sent) > 1, "one frame of 3,000 spawns must be split under the update limit"
+    assert all(o.status is not rtecs.UpdateStatus.REJECTED for o in outcomes)
+    assert len(players(b)) == 3000

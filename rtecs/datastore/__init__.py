@@ -1,4 +1,4 @@
-"""The client's datastore: the model tree of one room, dirty tracking, deltas and snapshots.
+r"""The client's datastore: the model tree of one room, dirty tracking, deltas and snapshots.
 
 Pure and deterministic: no sockets, no clocks, no threads. :class:`rtecs.Realtime` feeds it
 decoded messages and sends what :meth:`Datastore.collect` returns.
@@ -15,10 +15,23 @@ decoded messages and sends what :meth:`Datastore.collect` returns.
   apply remote values at once and ignore stale echoes of this client's own writes.
 - Emissions from applying server messages are queued and delivered by :meth:`flush_emissions`
   once the whole message is applied (DESIGN §4b).
+- Collections (:mod:`rtecs.collections`) are models that follow their dynamic kids
+  (``_follows_kids``). The datastore keeps the *server's* structure for them — which
+  elements exist, which element is at each key (a keyed create replaces the element at its
+  key, for everyone, at its place in the stream) — and reports what happens to their kids as
+  :class:`~rtecs.model._model.KidEvent`\ s: this client's own creates and destroy requests at
+  once, everything from the stream (remote creates and destroys, answers to this client's
+  creates and destroys, snapshots) when the message's emissions are flushed. The collection
+  keeps its pending operations on top and decides what shows.
+- Destroying a collection's element is *deferred*: the model stays (hidden or shown, as its
+  collection decides) until the server answers; accepted, it goes; refused, it stays, so a
+  refused remove rolls back instead of diverging. Other dynamic models go at once.
 """
 
 from __future__ import annotations
 
+import enum
+import itertools
 import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
@@ -29,7 +42,7 @@ from reactivex.subject import Subject
 from rtecs.cache import InFlightCache
 from rtecs.errors import NotConnectedError, OwnershipError, ProtocolError
 from rtecs.model import Change, ChangeSource, Prop, RealtimeModel
-from rtecs.model._model import _OWNER_PROP, CREATE_MARK, DESTROY_MARK, DESTROYED
+from rtecs.model._model import _OWNER_PROP, CREATE_MARK, DESTROY_MARK, DESTROYED, KidEvent
 from rtecs.protocol import (
     CREATE,
     DESTROY,
@@ -42,17 +55,47 @@ from rtecs.protocol import (
     dynamic_model_id,
 )
 
-__all__ = ["Datastore"]
+__all__ = ["UNCHECKED", "Datastore"]
 
 log = logging.getLogger(__name__)
 
 _MISSING: Any = object()
 Key = tuple[RealtimeModel, Prop]
 _Emission = tuple[RealtimeModel, Prop, Any, Any, ChangeSource]
+_KidRecord = tuple[RealtimeModel, KidEvent, RealtimeModel, Any]  # parent, event, kid, key
+
+
+class _Unchecked(enum.Enum):
+    UNCHECKED = "unchecked"
+
+
+UNCHECKED = _Unchecked.UNCHECKED
+"""``expected`` of :meth:`Datastore.create` when the create must not check the key."""
 
 
 def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
+
+
+def _estimate(value: object) -> int:
+    """A cheap upper estimate of a value's MessagePack size."""
+    if isinstance(value, str):
+        return 5 + (len(value) if value.isascii() else 4 * len(value))
+    if isinstance(value, bytes):
+        return 5 + len(value)
+    if isinstance(value, tuple):
+        return 40 + len(value[0])
+    return 9
+
+
+def _same_runs(received: Any, sent: list[list[Any]]) -> bool:
+    """True if the runs of an answer are exactly the runs this client sent."""
+    if len(received) != len(sent):
+        return False
+    for mine, theirs in zip(sent, received, strict=True):
+        if len(mine) != len(theirs) or tuple(mine) != theirs:
+            return False
+    return True
 
 
 def child_id(parent: ModelId, prop_id: int) -> ModelId:
@@ -73,8 +116,22 @@ class Datastore:
         self._types: dict[str, type[RealtimeModel]] = {}
         self._dirty: dict[Key, Any] = {}
         self._unreliable_sent: dict[Key, int] = {}
+        # What each unanswered update carried: its runs, its reliable (key, value) pairs and
+        # its unreliable keys, so an answer that accepts it as sent is settled in bulk.
+        self._inflight: dict[int, tuple[list[list[Any]], list[tuple[Key, Any]],
+                                        list[tuple[Key, Any]]]] = {}
         self._emissions: list[_Emission] = []
         self._kids: dict[RealtimeModel, list[RealtimeModel]] = {}
+        # Keyed collections: the server's element at each key, and every keyed kid's key.
+        self._keyed: dict[RealtimeModel, dict[Any, RealtimeModel]] = {}
+        self._key_of: dict[RealtimeModel, Any] = {}
+        # This client's destroys not yet answered (sent or about to be): the model, whether
+        # it is deferred (a collection's element, still attached), and the ids the stream
+        # destroyed first (a race: the refusal that follows is no news).
+        self._destroying: dict[ModelId, RealtimeModel] = {}
+        self._deferred: set[ModelId] = set()
+        self._raced: set[ModelId] = set()
+        self._kid_reports: list[_KidRecord] = []
         self._lifecycle: list[tuple[RealtimeModel, bool]] = []
         self.lifecycle_listeners: list[Callable[[RealtimeModel, bool], None]] = []
         """Called with ``(model, alive)`` when a dynamic model appears or goes other than by
@@ -102,6 +159,8 @@ class Datastore:
         for p in model_type._children:
             assert p.child_type is not None
             self.register_type(p.child_type)
+        for kid_type in model_type._kid_types:
+            self.register_type(kid_type)
 
     def schema(self) -> dict[str, dict[int, tuple[str, str, bool]]]:
         """Every known type's properties, as the hello carries them."""
@@ -144,30 +203,55 @@ class Datastore:
             yield from self._walk(kid)
 
     def kids(self, model: RealtimeModel) -> list[RealtimeModel]:
-        """The dynamic models created under ``model`` (a copy)."""
+        """The dynamic models created under ``model`` (a copy), in the order they came here
+        (after a snapshot: the room's order of creation)."""
         return list(self._kids.get(model, ()))
 
+    def keyed_kids(self, parent: RealtimeModel) -> dict[Any, RealtimeModel]:
+        """The server's element at each key of a keyed collection (a live view: do not
+        mutate). This client's unanswered creates are not in it."""
+        return self._keyed.get(parent) or {}
+
+    def key_of(self, model: RealtimeModel) -> Any:
+        """The key of a keyed collection's element (None if it has none)."""
+        return self._key_of.get(model)
+
     def create(self, model: RealtimeModel, flags: int = 0, owned: bool = False,
-               parent: RealtimeModel | None = None) -> ModelId:
+               parent: RealtimeModel | None = None, *, key: int | str | None = None,
+               expected: ModelId | _Unchecked | None = UNCHECKED) -> ModelId:
         """Add a dynamic model: it exists locally at once and is created on the server by the
         next update (with all its current values). Needs a client id. Under a ``parent`` (a
         model of this datastore), the parent's ownership covers it and destroying the parent
-        destroys it."""
+        destroys it. ``key`` (and ``expected``, the id of the element this client believes is
+        at ``key``, None for none) create an element of a keyed collection: see
+        :mod:`rtecs.protocol`; collections call this for you."""
         if self.client_id < 1:
             raise NotConnectedError("creating a model needs a client id: wait for the welcome")
         if model._ds is not None:
             raise ValueError(f"{model!r} already belongs to a datastore")
+        value: tuple[Any, ...] = (model.type_name, flags)
+        follows = False
         if parent is not None:
             if parent._ds is not self:
                 raise ValueError(f"the parent {parent!r} is not a model of this datastore")
             self._check_owner(parent, parent._v[0], None)
+            follows = type(parent)._follows_kids
+            if follows:
+                parent._check_kid(model, key, expected)
+            elif key is not None or expected is not UNCHECKED:
+                raise ValueError("only a keyed collection's elements have keys")
+            value = (model.type_name, flags, parent._id)
+            if key is not None:
+                value = (*value, key) if expected is UNCHECKED else (*value, key, expected)
         self.register_type(type(model))
         self._counter += 1
         model_id = dynamic_model_id(self.client_id, self._counter)
         model._flags = flags
         self._attach_under(model, model_id, parent)
+        if key is not None:
+            self._key_of[model] = key
         dirty = self._dirty
-        dirty[(model, CREATE_MARK)] = flags
+        dirty[(model, CREATE_MARK)] = value
         if owned:
             model._v[0] = self.client_id
             dirty[(model, _OWNER_PROP)] = -1
@@ -175,19 +259,50 @@ class Datastore:
             for p in type(m)._props.values():
                 if p.id != OWNER and p.child_type is None:
                     dirty[(m, p)] = type(m)._template[p.slot]
+        if follows:
+            assert parent is not None
+            self._tell(parent, KidEvent.CREATED, model, key)
         return model_id
 
     def destroy(self, model: RealtimeModel) -> None:
-        """Destroy a dynamic model (and its children) here at once and on the server."""
+        """Destroy a dynamic model (and its children) here at once and on the server.
+
+        An element of a collection is the exception: it stays until the server answers (its
+        collection hides it meanwhile, or keeps showing it if transactional) and goes then;
+        if the server refuses, it stays. Asking again while it waits does nothing."""
         if type(model._id) is not int or model._id == 0 or model._ds is not self:
             raise ValueError(f"only dynamic models of this datastore can be destroyed: {model!r}")
         self._check_owner(model, model._v[0], None)
+        parent = model._parent
+        if parent is not None and type(parent)._follows_kids:
+            if model._id in self._destroying:
+                return
+            # Sent even if the create is still unsent: the server creates, then destroys it
+            # (a keyed create has effects — it replaces — that a cancel would lose).
+            self._dirty[(model, DESTROY_MARK)] = None
+            self._destroying[model._id] = model
+            self._deferred.add(model._id)
+            self._tell(parent, KidEvent.DESTROYING, model, self._key_of.get(model))
+            return
         unsent = (model, CREATE_MARK) in self._dirty  # created this frame: the server never knew
         self._remove(model, notify=False)
         if not unsent:
             self._dirty[(model, DESTROY_MARK)] = None
+            self._destroying[model._id] = model
 
-    def _remove(self, model: RealtimeModel, notify: bool = True) -> None:
+    def _tell(self, parent: RealtimeModel, event: KidEvent, kid: RealtimeModel,
+              key: Any) -> None:
+        """Report this client's own create or destroy request to the kid's collection; its
+        streams emit at once."""
+        emit = parent._kids_changed([(event, kid, key)], True)
+        if emit is not None:
+            emit()
+
+    def _remove(self, model: RealtimeModel, notify: bool = True,
+                event: KidEvent | None = KidEvent.GONE) -> None:
+        """Detach ``model`` and everything under it. ``notify``: it went other than by this
+        client's own destroy (lifecycle listeners hear of it). ``event``: what to report to
+        the model's collection, if it is in one (None: nothing)."""
         order = list(self._walk(model))
         gone = set(order)
         parent = model._parent
@@ -195,17 +310,59 @@ class Datastore:
             siblings = self._kids[parent]
             if model in siblings:
                 siblings.remove(model)
+        reports = self._kid_reports
+        if parent is not None and event is not None and type(parent)._follows_kids:
+            reports.append((parent, event, model, self._key_of.get(model)))
+        destroying = self._destroying
         for m in order:
-            self._models.pop(m._id, None)  # type: ignore[arg-type]
+            mid: ModelId = m._id  # type: ignore[assignment]
+            self._models.pop(mid, None)
             self._kids.pop(m, None)
             m._ds = DESTROYED
-            if notify and type(m._id) is int:
+            if notify and type(mid) is int:
                 self._lifecycle.append((m, False))
-        for key in [k for k in self._dirty if k[0] in gone]:
-            del self._dirty[key]
+            key = self._key_of.pop(m, None)
+            if key is not None:
+                truth = self._keyed.get(m._parent)  # type: ignore[arg-type]
+                if truth is not None and truth.get(key) is m:
+                    del truth[key]
+            self._keyed.pop(m, None)
+            if mid in destroying:
+                if (m, DESTROY_MARK) in self._dirty:  # never sent: no answer will come
+                    del destroying[mid]
+                    self._deferred.discard(mid)
+                    if m is model and parent is not None and type(parent)._follows_kids:
+                        reports.append((parent, KidEvent.KEPT, m, key))
+                else:
+                    self._raced.add(mid)
+        if notify and destroying:
+            self._mark_raced(gone)
+        for dirty_key in [k for k in self._dirty if k[0] in gone]:
+            del self._dirty[dirty_key]
         self.cache.forget([k for k in self.cache if k[0] in gone])  # type: ignore[index]
         for key in [k for k in self._unreliable_sent if k[0] in gone]:
             del self._unreliable_sent[key]
+
+    def _mark_raced(self, gone: set[RealtimeModel]) -> None:
+        """The stream removed ``gone``: this client's unanswered destroys of models in it
+        (already detached here) lost a race, and their refusals are no news."""
+        for mid, m in self._destroying.items():
+            p: RealtimeModel | None = m
+            while p is not None:
+                if p in gone:
+                    self._raced.add(mid)
+                    break
+                p = p._parent
+
+    def _place(self, parent: RealtimeModel, key: Any, model: RealtimeModel) -> None:
+        """The stream put ``model`` at ``key`` of ``parent``: the element there goes."""
+        truth = self._keyed.get(parent)
+        if truth is None:
+            truth = self._keyed[parent] = {}
+        previous = truth.get(key)
+        if previous is not None and previous is not model:
+            self._remove(previous)
+        truth[key] = model
 
     # ----------------------------------------------------------------- local writes
 
@@ -249,8 +406,13 @@ class Datastore:
                                      f"{type(p).__name__} {p._id}, owned by client {owner}")
             p = p._parent
 
-    def collect(self) -> Update | None:
-        """The frame's delta as the next update, or None if nothing needs sending."""
+    def collect(self, max_bytes: int | None = None) -> Update | None:
+        """The frame's delta as the next update, or None if nothing needs sending.
+
+        With ``max_bytes``, the update stops before its estimated size passes it and the rest
+        stays dirty for the next update (call again while :attr:`has_unsent_changes`): a frame
+        that spawns thousands of models goes out as several updates under the size limit.
+        """
         dirty = self._dirty
         if not dirty:
             return None
@@ -259,12 +421,20 @@ class Datastore:
         sent = self._unreliable_sent
         keys: list[Key] = []
         starts: list[Any] = []
+        values: list[Any] = []
+        unreliable: list[tuple[Key, Any]] = []
         runs: list[list[Any]] = []
         run: list[Any] = []
         last: RealtimeModel | None = None
+        budget = max_bytes if max_bytes is not None else -1
+        size = consumed = 0
         for key, start in dirty.items():
             model, p = key
             pid = p.id
+            if budget >= 0:
+                if size > budget and runs:
+                    break
+                consumed += 1
             if pid >= 0:
                 value = model._v[p.slot]
                 if value == start and type(value) is type(start):
@@ -276,14 +446,18 @@ class Datastore:
                 if p.reliable:
                     keys.append(key)
                     starts.append(start)
+                    values.append(value)
                 else:
                     sent[key] = seq
+                    unreliable.append((key, value))
             elif pid == CREATE:
-                parent = model._parent
-                value = ((model.type_name, start) if parent is None
-                         else (model.type_name, start, parent._id))
+                value = start  # the whole create, made by create()
             else:
                 value = None
+            if budget >= 0:
+                t = type(value)
+                size += ((9 if t is float or t is int or t is bool else _estimate(value))
+                         + (2 if model is last else 14))
             if model is last:
                 run.append(pid)
                 run.append(value)
@@ -291,10 +465,15 @@ class Datastore:
                 run = [model._id, pid, value]
                 runs.append(run)
                 last = model
-        dirty.clear()
+        if budget < 0 or consumed == len(dirty):
+            dirty.clear()
+        else:
+            for key in list(itertools.islice(dirty, consumed)):
+                del dirty[key]
         if not runs:
             return None
         cache.record(seq, keys, starts)
+        self._inflight[seq] = (runs, list(zip(keys, values, strict=True)), unreliable)
         self._next_seq = seq + 1
         return Update(seq, runs)
 
@@ -343,6 +522,8 @@ class Datastore:
         if key == DESTROY:
             if model is not None:
                 self._remove(model)
+            elif model_id in self._destroying:
+                self._raced.add(model_id)
             return None
         if model is not None:
             return model  # our own create, or a duplicate
@@ -352,30 +533,50 @@ class Datastore:
             raise ProtocolError(f"the server created a model of type {type_name!r}, which this "
                                 "client does not know: register the type with the client")
         parent = None
-        if len(value) == 3:
+        if len(value) >= 3:
             parent = self._models.get(value[2])
             if parent is None:
-                log.warning("model %r arrived under parent %r, which is gone", model_id,
-                            value[2])
+                # The server had the parent when it ordered this create, so this client
+                # destroyed it and the destroy is on its way: a normal race.
+                log.debug("model %r arrived under parent %r, which is gone here", model_id,
+                          value[2])
                 return None
         model = model_type()
         model._flags = flags
         self._attach_under(model, model_id, parent)
+        if len(value) >= 4:
+            assert parent is not None
+            self._key_of[model] = value[3]
+            self._place(parent, value[3], model)
         self._lifecycle.append((model, True))
+        if parent is not None and type(parent)._follows_kids:
+            self._kid_reports.append((parent, KidEvent.ADDED, model, self._key_of.get(model)))
         return model
 
     def _apply_answer(self, entry: UpdateEntry) -> None:
         seq = entry.seq
         models, dirty = self._models, self._dirty
+        sent_with = self._inflight.pop(seq, None)
+        if (sent_with is not None and not entry.rejected
+                and _same_runs(entry.changes, sent_with[0])):
+            self._settle_as_sent(seq, sent_with[1], sent_with[2])
+            return
         accepted: list[tuple[Hashable, object]] = []
         sent = self._unreliable_sent
         for run in entry.changes:
             model = models.get(run[0])
             if model is None:
+                self._destroyed(run[0], True)
                 continue
             props = model._props
             for i in range(1, len(run), 2):
                 pid = run[i]
+                if pid == CREATE:
+                    self._created(model, True)
+                    continue
+                if pid == DESTROY:
+                    self._destroyed(run[0], True)
+                    break  # nothing of it can follow
                 p = props.get(pid) if pid >= 0 else None
                 if p is None or p.child_type is not None:
                     continue
@@ -395,11 +596,9 @@ class Datastore:
             model = models.get(mid)
             if pid == CREATE:
                 if model is not None:
-                    log.warning("the server refused to create %r", model)
-                    self._remove(model)
+                    self._created(model, False)
             elif pid == DESTROY:
-                log.warning("the server refused to destroy model %r; it stays gone here "
-                            "until the next snapshot", mid)
+                self._destroyed(mid, False)
             elif model is not None and (p := model._props.get(pid)) is not None:
                 rejected.add((model, p))
         for settled, value in self.cache.confirm(seq, accepted, dirty):
@@ -410,6 +609,71 @@ class Datastore:
                 continue  # confirmed as shown: the common case
             source = ChangeSource.ROLLBACK if settled in rejected else ChangeSource.TRANSFORMED
             self._show(owner_model, p, value, source)
+
+    def _settle_as_sent(self, seq: int, reliable: list[tuple[Key, Any]],
+                        unreliable: list[tuple[Key, Any]]) -> None:
+        """The server accepted update ``seq`` exactly as sent (the common case)."""
+        sent, dirty = self._unreliable_sent, self._dirty
+        for key, value in unreliable:
+            if sent.get(key) == seq:
+                del sent[key]
+                if key not in dirty:  # our value is the latest: show it again if a remote
+                    model, p = key    # value ordered before ours replaced it here meanwhile
+                    old = model._v[p.slot]
+                    if model._ds is self and (old != value or type(old) is not type(value)):
+                        self._show(model, p, value, ChangeSource.REMOTE)
+        for settled, value in self.cache.confirm(seq, reliable, dirty):
+            target: RealtimeModel = settled[0]  # type: ignore[index]
+            prop: Prop = settled[1]  # type: ignore[index]
+            old = target._v[prop.slot]
+            if target._ds is self and (old != value or type(old) is not type(value)):
+                self._show(target, prop, value, ChangeSource.TRANSFORMED)
+
+    def _created(self, model: RealtimeModel, accepted: bool) -> None:
+        """The server answered this client's create of ``model``."""
+        parent = model._parent
+        follows = parent is not None and type(parent)._follows_kids
+        if not accepted:
+            # Under a collection a refusal is a normal outcome (a transactional key that
+            # another client changed first; ownership taken meanwhile): its streams say so.
+            (log.debug if follows else log.warning)("the server refused to create %r", model)
+            self._remove(model, event=KidEvent.REFUSED)
+            return
+        if not follows:
+            return
+        assert parent is not None
+        key = self._key_of.get(model)
+        if key is not None:
+            self._place(parent, key, model)
+        self._kid_reports.append((parent, KidEvent.CONFIRMED, model, key))
+
+    def _destroyed(self, model_id: ModelId, accepted: bool) -> None:
+        """The server answered this client's destroy of ``model_id`` (accepted: the change
+        list holds it; a run of a model no longer here may be one)."""
+        model = self._destroying.pop(model_id, None)
+        raced = model_id in self._raced
+        self._raced.discard(model_id)
+        deferred = model_id in self._deferred
+        self._deferred.discard(model_id)
+        if model is None:
+            return
+        if deferred:
+            parent = model._parent
+            if accepted and model._ds is self:
+                self._remove(model, notify=False, event=KidEvent.DESTROYED)
+            elif parent is not None and parent._ds is self:
+                if not accepted:
+                    log.debug("the server did not destroy %r (%s)", model,
+                              "another change came first" if raced else "refused; it stays")
+                event = KidEvent.DESTROYED if accepted else KidEvent.KEPT
+                self._kid_reports.append((parent, event, model, self._key_of.get(model)))
+        elif not accepted:
+            if raced:
+                log.debug("the server did not destroy model %r: another change destroyed it "
+                          "first", model_id)
+            else:
+                log.warning("the server refused to destroy model %r; it stays gone here "
+                            "until the next snapshot", model_id)
 
     def _show(self, model: RealtimeModel, p: Prop, value: Any, source: ChangeSource) -> None:
         values = model._v
@@ -437,6 +701,7 @@ class Datastore:
         self._welcomed = True
         self._dirty.clear()
         self._unreliable_sent.clear()
+        self._inflight.clear()
         seen: set[ModelId] = set()
         for record in welcome.snapshot:
             model_id, type_name, owner, flags, props = record[:5]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import types
 import typing
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol, Union
 
 import reactivex
@@ -29,7 +30,7 @@ from reactivex.subject import Subject
 from rtecs.errors import ModelDestroyedError, NotConnectedError, OwnershipError, SchemaError
 from rtecs.protocol import CREATE, DESTROY, OWNER, PREVENT_OWNERSHIP_TAKEOVER, ModelId, coerce_value
 
-__all__ = ["Change", "ChangeSource", "Prop", "RealtimeModel", "prop"]
+__all__ = ["Change", "ChangeSource", "KidEvent", "Prop", "RealtimeModel", "prop"]
 
 
 class ChangeSource(enum.Enum):
@@ -50,6 +51,27 @@ class Change(NamedTuple):
     old: Any
     new: Any
     source: ChangeSource
+
+
+class KidEvent(enum.IntEnum):
+    """What happened to a dynamic model under a parent that follows its kids (a collection:
+    see :attr:`RealtimeModel._follows_kids`). The datastore reports these in stream order."""
+
+    CREATED = 0     # this client created it (reported at once)
+    DESTROYING = 1  # this client asked to destroy it; it stays until answered (at once)
+    ADDED = 2       # the stream created it: another client, or a snapshot
+    GONE = 3        # the stream destroyed it: another client, the server, a keyed replace,
+    #                 a snapshot without it
+    CONFIRMED = 4   # the server accepted this client's create
+    REFUSED = 5     # the server refused this client's create; the model is gone
+    DESTROYED = 6   # the server accepted this client's destroy; the model is gone
+    KEPT = 7        # this client's destroy did not happen (refused, or the model went first);
+    #                 the model stays unless it is gone
+    RESET = 8       # a snapshot replaced the state (the kid is the parent itself)
+
+
+#: ``(event, kid, key)``: key is the kid's collection key (None if unkeyed).
+KidReport = tuple[KidEvent, "RealtimeModel", Any]
 
 
 class _Owner(Protocol):
@@ -140,9 +162,16 @@ class Prop:
             return
         ds = obj._ds
         if ds is not None:
+            me = ds.client_id
             owner = v[0]
-            if obj._parent is not None or (owner != -1 and owner != ds.client_id):
-                ds.check_write(obj)  # ownership of the model or an ancestor: may raise
+            if owner != -1 and owner != me:
+                ds.check_write(obj)  # owned by another client: raises
+            parent = obj._parent
+            while parent is not None:  # the owner of any ancestor covers this model
+                owner = parent._v[0]
+                if owner != -1 and owner != me:
+                    ds.check_write(obj)
+                parent = parent._parent
             key = (obj, self)
             dirty = ds._dirty
             dirty[key] = dirty.pop(key, old)  # keep the frame-start value; move to the end
@@ -215,6 +244,13 @@ class RealtimeModel:
     __slots__ = ("_ds", "_flags", "_id", "_parent", "_subs", "_v")
 
     type_name: ClassVar[str] = "RealtimeModel"
+    _follows_kids: ClassVar[bool] = False
+    """True for model types that follow the dynamic models created under them (the
+    collections): the datastore then calls :meth:`_check_kid` before such a create and
+    :meth:`_kids_changed` with what happened to them. Internal; other models pay nothing."""
+    _kid_types: ClassVar[tuple[type[RealtimeModel], ...]] = ()
+    """Model types created under this one (a collection's element type): registering this
+    type with a datastore registers them too."""
     _props: ClassVar[dict[int, Prop]] = {}
     _props_by_name: ClassVar[dict[str, Prop]] = {}
     _children: ClassVar[tuple[Prop, ...]] = ()
@@ -382,6 +418,20 @@ class RealtimeModel:
         if subs.changes is None:
             subs.changes = Subject()
         return subs.changes
+
+    # ----------------------------------------------------------------- kids (collections)
+
+    def _check_kid(self, kid: RealtimeModel, key: Any, expected: Any) -> None:
+        """Raise unless ``kid`` may be created under this model with ``key`` and ``expected``
+        (see :meth:`Datastore.create <rtecs.datastore.Datastore.create>`)."""
+
+    def _kids_changed(self, reports: Sequence[KidReport], local: bool,
+                      ) -> Callable[[], None] | None:
+        """Take ``reports`` (in stream order) into account and return a function that emits
+        the resulting visible changes, or None. ``local``: they come from this client's own
+        create or destroy call (the caller emits at once); otherwise from the server stream
+        (emitted once the whole message is applied)."""
+        return None
 
     def _make_subjects(self) -> _Subjects:
         self._subs = _Subjects()

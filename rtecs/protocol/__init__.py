@@ -18,10 +18,12 @@ Server → client
     ``WELCOME [10, client_id, room_seq, server_time, snapshot, clients]``
         Sent on join and again whenever the client must resync. ``snapshot`` is a list of
         model records ``[model_id, type_name, owner_id, flags, {property id: value}]``,
-        parents before children, with the parent's id as a sixth element for a dynamic model
-        created under a parent; properties never written are absent (the client keeps its
-        defaults). ``clients`` lists the client ids present. ``room_seq`` is the sequence
-        number of the last batch the snapshot includes.
+        parents before children and dynamic models in the order the room created them, with
+        the parent's id as a sixth element for a dynamic model created under a parent and
+        its key as a seventh for an element of a keyed collection (see *Collections*);
+        properties never written are absent (the client keeps its defaults). ``clients``
+        lists the client ids present. ``room_seq`` is the sequence number of the last batch
+        the snapshot includes.
     ``BATCH   [11, room_seq, server_time, entries]``
         What the room ordered in one server tick, encoded once and sent to every member.
         ``room_seq`` grows by one per batch. Entries, in order:
@@ -51,7 +53,22 @@ Changes
       dynamic model that belongs to another (an entity's component, a collection's element):
       the parent's ownership covers it and destroying the parent destroys it. Its initial
       values follow as ordinary changes; its declared children exist with it.
+      ``[type_name, flags, parent_id, key]`` creates an element of a keyed collection at
+      ``key`` (an int or a string), replacing — destroying, in the same change — the element
+      at that key, if any; ``[type_name, flags, parent_id, key, expected]`` does so only if
+      the element at ``key`` is ``expected`` (a model id, or nil for "no element"), and is
+      rejected otherwise. Everyone who sees an accepted keyed create applies the same rule.
     - ``-2`` (:data:`DESTROY`) destroys a dynamic model and its children; the value is nil.
+
+Collections
+    A collection is a declared child model with no properties whose type is named
+    ``rtecs.<Kind><<Element>>`` (:func:`collection_type_name`): ``rtecs.Set<Item>``,
+    ``rtecs.Array<Item>``, ``rtecs.Dict<Item>``, ``rtecs.StrDict<Item>``. Its elements are
+    dynamic models of exactly the element type created under it; removing one is a
+    ``DESTROY`` of it. The server accepts, under a collection, only creates of its element
+    type: unkeyed under a ``Set`` or ``Array``, ``[…, key]`` with an int key under a
+    ``Dict`` (last writer wins), ``[…, key, expected]`` with a string key under a
+    ``StrDict`` (transactional); keyed creates anywhere else are bad input.
 
 Model ids
     ``0`` is the room model; dynamic models have the int :func:`dynamic_model_id` of
@@ -82,6 +99,7 @@ __all__ = [
     "UpdateEntry", "JoinEntry", "LeaveEntry", "ClientMessage", "ServerMessage",
     "encode", "decode_client_message", "decode_server_message",
     "dynamic_model_id", "split_dynamic_model_id", "is_model_id",
+    "COLLECTION_KINDS", "collection_type_name", "split_collection_type",
 ]
 
 PROTOCOL_VERSION = 1
@@ -162,7 +180,7 @@ class Welcome(NamedTuple):
     client_id: int
     room_seq: int
     server_time: float
-    snapshot: Sequence[tuple[Any, ...]]  # (model_id, type, owner, flags, props[, parent])
+    snapshot: Sequence[tuple[Any, ...]]  # (model_id, type, owner, flags, props[, parent[, key]])
     clients: Sequence[int]
 
 
@@ -231,6 +249,29 @@ def is_model_id(value: object) -> bool:
             return False
         return all(type(k) is int and k >= 1 for k in value[1:])
     return False
+
+
+#: Kinds of collection type (see *Collections* in the module docs) and the key each takes:
+#: None (unkeyed), int, or str with an ``expected`` element id.
+COLLECTION_KINDS: dict[str, type | None] = {"Set": None, "Array": None, "Dict": int,
+                                            "StrDict": str}
+
+
+def collection_type_name(kind: str, element_type_name: str) -> str:
+    """The wire type name of a collection of ``kind`` holding ``element_type_name`` models."""
+    if kind not in COLLECTION_KINDS:
+        raise ValueError(f"unknown collection kind {kind!r}")
+    return f"rtecs.{kind}<{element_type_name}>"
+
+
+def split_collection_type(type_name: str) -> tuple[str, str] | None:
+    """``(kind, element type name)`` if ``type_name`` names a collection, else None."""
+    if not type_name.startswith("rtecs.") or not type_name.endswith(">"):
+        return None
+    kind, sep, element = type_name[6:-1].partition("<")
+    if not sep or not element or kind not in COLLECTION_KINDS:
+        return None
+    return kind, element
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -323,6 +364,10 @@ def _tuple(v: object, what: str, length: int | None = None) -> tuple[Any, ...]:
 _SCALARS = (type(None), bool, int, float, str, bytes)
 
 
+_SCALAR_TYPES = frozenset(_SCALARS)
+_INT_ONLY = frozenset((int,))
+
+
 def check_changes(changes: object) -> Changes:
     """Check the structure of a change list (see the module docs); return it unchanged."""
     runs = _tuple(changes, "changes")
@@ -331,23 +376,37 @@ def check_changes(changes: object) -> Changes:
             raise _fail("a change run must be [model_id, key, value, ...] of odd length", run)
         if not is_model_id(run[0]):
             raise _fail("invalid model id", run[0])
+        keys = run[1::2]
+        # The common run, property writes only, is checked in C-speed bulk operations.
+        if (set(map(type, keys)) <= _INT_ONLY and min(keys) >= 0
+                and set(map(type, run[2::2])) <= _SCALAR_TYPES):
+            continue
         for i in range(1, len(run), 2):
             key, value = run[i], run[i + 1]
             if type(key) is not int or key < DESTROY:
                 raise _fail("a change key must be an int ≥ -2", key)
             if key == CREATE:
-                if (type(value) is not tuple or not 2 <= len(value) <= 3
+                if (type(value) is not tuple or not 2 <= len(value) <= 5
                         or type(value[0]) is not str or type(value[1]) is not int
                         or not 0 <= value[1] <= _ALL_FLAGS
-                        or (len(value) == 3 and not is_model_id(value[2]))):
-                    raise _fail("a create must carry [type_name, flags] or [type_name, flags, "
-                                "parent_id]", value)
+                        or (len(value) >= 3 and not is_model_id(value[2]))
+                        or (len(value) >= 4 and not _is_key(value[3]))
+                        or (len(value) == 5 and value[4] is not None
+                            and (type(value[4]) is not int or value[4] < 1))):
+                    raise _fail("a create must carry [type_name, flags], [type_name, flags, "
+                                "parent_id], [type_name, flags, parent_id, key] or [type_name, "
+                                "flags, parent_id, key, expected]", value)
             elif key == DESTROY:
                 if value is not None:
                     raise _fail("a destroy must carry nil", value)
             elif type(value) not in _SCALARS:
                 raise _fail("a value must be nil, bool, int, float, str or bytes", value)
     return runs
+
+
+def _is_key(value: object) -> bool:
+    """A collection key: an int (not a bool) or a string."""
+    return type(value) is int or type(value) is str
 
 
 def _check_rejected(rejected: object) -> Sequence[tuple[ModelId, int]]:
@@ -432,10 +491,12 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
         _tuple(msg, "welcome", 6)
         records = _tuple(msg[4], "snapshot")
         for rec in records:
-            if type(rec) is not tuple or not 5 <= len(rec) <= 6:
-                raise _fail("a snapshot record must be an array of 5 or 6", rec)
-            if not is_model_id(rec[0]) or (len(rec) == 6 and not is_model_id(rec[5])):
+            if type(rec) is not tuple or not 5 <= len(rec) <= 7:
+                raise _fail("a snapshot record must be an array of 5 to 7", rec)
+            if not is_model_id(rec[0]) or (len(rec) >= 6 and not is_model_id(rec[5])):
                 raise _fail("invalid model id in snapshot", rec)
+            if len(rec) == 7 and not _is_key(rec[6]):
+                raise _fail("a snapshot key must be an int or a string", rec[6])
             _str(rec[1], "snapshot type name")
             _int(rec[2], "snapshot owner", -1)
             _int(rec[3], "snapshot flags", 0)
