@@ -371,16 +371,32 @@ _INT_ONLY = frozenset((int,))
 def check_changes(changes: object) -> Changes:
     """Check the structure of a change list (see the module docs); return it unchanged."""
     runs = _tuple(changes, "changes")
+    scalar = _SCALAR_TYPES
     for run in runs:
-        if type(run) is not tuple or len(run) < 3 or len(run) % 2 == 0:
+        if type(run) is not tuple:
             raise _fail("a change run must be [model_id, key, value, ...] of odd length", run)
-        if not is_model_id(run[0]):
-            raise _fail("invalid model id", run[0])
-        keys = run[1::2]
-        # The common run, property writes only, is checked in C-speed bulk operations.
-        if (set(map(type, keys)) <= _INT_ONLY and min(keys) >= 0
-                and set(map(type, run[2::2])) <= _SCALAR_TYPES):
-            continue
+        n = len(run)
+        if n < 3 or not n & 1:
+            raise _fail("a change run must be [model_id, key, value, ...] of odd length", run)
+        mid = run[0]
+        if (type(mid) is not int or mid < 0) and not is_model_id(mid):
+            raise _fail("invalid model id", mid)
+        # Fast paths for the common runs (property writes only); anything else is checked
+        # change by change below, which also words the error.
+        if n == 3:
+            key = run[1]
+            if type(key) is int and key >= 0 and type(run[2]) in scalar:
+                continue
+        elif n == 5:
+            k1, k2 = run[1], run[3]
+            if (type(k1) is int and type(k2) is int and k1 >= 0 and k2 >= 0
+                    and type(run[2]) in scalar and type(run[4]) in scalar):
+                continue
+        else:
+            keys = run[1::2]
+            if (set(map(type, keys)) <= _INT_ONLY and min(keys) >= 0
+                    and set(map(type, run[2::2])) <= scalar):
+                continue
         for i in range(1, len(run), 2):
             key, value = run[i], run[i + 1]
             if type(key) is not int or key < DESTROY:
