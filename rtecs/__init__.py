@@ -5,6 +5,13 @@ room server orders, validates and relays every client's writes, and an in-flight
 local writes show at once without ever flashing a stale value.
 """
 
+from rtecs.collections import (
+    CollectionChange,
+    RealtimeArray,
+    RealtimeDictionary,
+    RealtimeSet,
+    StringKeyDictionary,
+)
 from rtecs.ecs import Entity, EntityEvent, SyncSystem
 from rtecs.errors import (
     ModelDestroyedError,
@@ -37,6 +44,7 @@ __all__ = [
     "PREVENT_OWNERSHIP_TAKEOVER",
     "Change",
     "ChangeSource",
+    "CollectionChange",
     "ConnectionState",
     "DisconnectReason",
     "Entity",
@@ -51,9 +59,13 @@ __all__ = [
     "NotConnectedError",
     "OwnershipError",
     "ProtocolError",
+    "RealtimeArray",
+    "RealtimeDictionary",
     "RealtimeModel",
+    "RealtimeSet",
     "RtecsError",
     "SchemaError",
+    "StringKeyDictionary",
     "SyncSystem",
     "prop",
 ]

@@ -121,17 +121,20 @@ class Datastore:
         self._inflight: dict[int, tuple[list[list[Any]], list[tuple[Key, Any]],
                                         list[tuple[Key, Any]]]] = {}
         self._emissions: list[_Emission] = []
-        self._kids: dict[RealtimeModel, list[RealtimeModel]] = {}
+        self._kids: dict[RealtimeModel, dict[RealtimeModel, None]] = {}  # ordered sets
         # Keyed collections: the server's element at each key, and every keyed kid's key.
         self._keyed: dict[RealtimeModel, dict[Any, RealtimeModel]] = {}
         self._key_of: dict[RealtimeModel, Any] = {}
         # This client's destroys not yet answered (sent or about to be): the model, whether
-        # it is deferred (a collection's element, still attached), and the ids the stream
-        # destroyed first (a race: the refusal that follows is no news).
+        # it is deferred (a collection's element, still attached), and the ids of detached
+        # ones the stream destroyed too (a race: the refusal that follows is no news).
         self._destroying: dict[ModelId, RealtimeModel] = {}
         self._deferred: set[ModelId] = set()
         self._raced: set[ModelId] = set()
         self._kid_reports: list[_KidRecord] = []
+        # Per unanswered update: the creates under collections and the destroys it carried,
+        # as (model id, key), so their answers are heard on the fast path too.
+        self._lifecycle_sent: dict[int, list[tuple[ModelId, int]]] = {}
         self._lifecycle: list[tuple[RealtimeModel, bool]] = []
         self.lifecycle_listeners: list[Callable[[RealtimeModel, bool], None]] = []
         """Called with ``(model, alive)`` when a dynamic model appears or goes other than by
@@ -192,7 +195,10 @@ class Datastore:
         """Attach a dynamic model, as a top-level model or under a dynamic parent."""
         self._attach(model, model_id, parent)
         if parent is not None:
-            self._kids.setdefault(parent, []).append(model)
+            siblings = self._kids.get(parent)
+            if siblings is None:
+                siblings = self._kids[parent] = {}
+            siblings[model] = None
 
     def _walk(self, model: RealtimeModel) -> Iterator[RealtimeModel]:
         """The model, its declared children and the dynamic models under it, parents first."""
@@ -307,9 +313,7 @@ class Datastore:
         gone = set(order)
         parent = model._parent
         if parent is not None and parent in self._kids:
-            siblings = self._kids[parent]
-            if model in siblings:
-                siblings.remove(model)
+            self._kids[parent].pop(model, None)
         reports = self._kid_reports
         if parent is not None and event is not None and type(parent)._follows_kids:
             reports.append((parent, event, model, self._key_of.get(model)))
@@ -327,32 +331,16 @@ class Datastore:
                 if truth is not None and truth.get(key) is m:
                     del truth[key]
             self._keyed.pop(m, None)
-            if mid in destroying:
-                if (m, DESTROY_MARK) in self._dirty:  # never sent: no answer will come
-                    del destroying[mid]
-                    self._deferred.discard(mid)
-                    if m is model and parent is not None and type(parent)._follows_kids:
-                        reports.append((parent, KidEvent.KEPT, m, key))
-                else:
-                    self._raced.add(mid)
-        if notify and destroying:
-            self._mark_raced(gone)
+            if mid in destroying and (m, DESTROY_MARK) in self._dirty:
+                del destroying[mid]  # never sent: no answer will come
+                self._deferred.discard(mid)
+                if m is model and parent is not None and type(parent)._follows_kids:
+                    reports.append((parent, KidEvent.KEPT, m, key))
         for dirty_key in [k for k in self._dirty if k[0] in gone]:
             del self._dirty[dirty_key]
         self.cache.forget([k for k in self.cache if k[0] in gone])  # type: ignore[index]
         for key in [k for k in self._unreliable_sent if k[0] in gone]:
             del self._unreliable_sent[key]
-
-    def _mark_raced(self, gone: set[RealtimeModel]) -> None:
-        """The stream removed ``gone``: this client's unanswered destroys of models in it
-        (already detached here) lost a race, and their refusals are no news."""
-        for mid, m in self._destroying.items():
-            p: RealtimeModel | None = m
-            while p is not None:
-                if p in gone:
-                    self._raced.add(mid)
-                    break
-                p = p._parent
 
     def _place(self, parent: RealtimeModel, key: Any, model: RealtimeModel) -> None:
         """The stream put ``model`` at ``key`` of ``parent``: the element there goes."""
@@ -427,6 +415,7 @@ class Datastore:
         run: list[Any] = []
         last: RealtimeModel | None = None
         budget = max_bytes if max_bytes is not None else -1
+        lifecycle: list[tuple[ModelId, int]] = []
         size = consumed = 0
         for key, start in dirty.items():
             model, p = key
@@ -452,8 +441,12 @@ class Datastore:
                     unreliable.append((key, value))
             elif pid == CREATE:
                 value = start  # the whole create, made by create()
+                parent = model._parent
+                if parent is not None and type(parent)._follows_kids:
+                    lifecycle.append((model._id, pid))  # type: ignore[arg-type]
             else:
                 value = None
+                lifecycle.append((model._id, pid))  # type: ignore[arg-type]
             if budget >= 0:
                 t = type(value)
                 size += ((9 if t is float or t is int or t is bool else _estimate(value))
@@ -474,6 +467,8 @@ class Datastore:
             return None
         cache.record(seq, keys, starts)
         self._inflight[seq] = (runs, list(zip(keys, values, strict=True)), unreliable)
+        if lifecycle:
+            self._lifecycle_sent[seq] = lifecycle
         self._next_seq = seq + 1
         return Update(seq, runs)
 
@@ -557,8 +552,14 @@ class Datastore:
         seq = entry.seq
         models, dirty = self._models, self._dirty
         sent_with = self._inflight.pop(seq, None)
+        lifecycle = self._lifecycle_sent.pop(seq, None)
         if (sent_with is not None and not entry.rejected
                 and _same_runs(entry.changes, sent_with[0])):
+            for mid, pid in lifecycle or ():  # all accepted as sent
+                if pid == DESTROY:
+                    self._destroyed(mid, True)
+                elif (created := models.get(mid)) is not None:
+                    self._created(created, True)
             self._settle_as_sent(seq, sent_with[1], sent_with[2])
             return
         accepted: list[tuple[Hashable, object]] = []
@@ -566,7 +567,8 @@ class Datastore:
         for run in entry.changes:
             model = models.get(run[0])
             if model is None:
-                self._destroyed(run[0], True)
+                if DESTROY in run[1::2]:
+                    self._destroyed(run[0], True)  # an immediate destroy (already gone here)
                 continue
             props = model._props
             for i in range(1, len(run), 2):
@@ -657,6 +659,11 @@ class Datastore:
         self._deferred.discard(model_id)
         if model is None:
             return
+        # Refused after the stream destroyed it (or an ancestor) first: a race, no news.
+        p: RealtimeModel | None = None if accepted else model if deferred else model._parent
+        while p is not None and not raced:
+            raced = p._ds is not self
+            p = p._parent
         if deferred:
             parent = model._parent
             if accepted and model._ds is self:
@@ -702,8 +709,13 @@ class Datastore:
         self._dirty.clear()
         self._unreliable_sent.clear()
         self._inflight.clear()
-        seen: set[ModelId] = set()
-        for record in welcome.snapshot:
+        self._lifecycle_sent.clear()
+        self._destroying.clear()  # unanswered destroys: the snapshot says what exists
+        self._deferred.clear()
+        self._raced.clear()
+        self._keyed.clear()       # rebuilt from the records' keys
+        seen: dict[ModelId, int] = {}
+        for position, record in enumerate(welcome.snapshot):
             model_id, type_name, owner, flags, props = record[:5]
             model = self._models.get(model_id)
             if model is None:
@@ -713,7 +725,10 @@ class Datastore:
                                               None)
                 if model is None:
                     continue
-            seen.add(model_id)
+            elif len(record) == 7 and model._parent is not None:
+                self._key_of[model] = record[6]
+                self._place(model._parent, record[6], model)
+            seen[model_id] = position
             model._flags = flags
             for p in type(model)._props.values():
                 if p.child_type is not None:
@@ -726,6 +741,13 @@ class Datastore:
             if (model_id not in seen and type(model_id) is int and model_id != 0
                     and model._ds is self):
                 self._remove(model)
+        last = len(seen)
+        for parent, kids in self._kids.items():  # the room's order of creation
+            order = sorted(kids, key=lambda kid: seen.get(kid._id, last))  # type: ignore[arg-type]
+            self._kids[parent] = dict.fromkeys(order)
+        for model in self._models.values():
+            if type(model)._follows_kids:
+                self._kid_reports.append((model, KidEvent.RESET, model, None))
 
     # ----------------------------------------------------------------- emissions
 
@@ -741,13 +763,28 @@ class Datastore:
             self._all_changes.on_next(change)
 
     def flush_emissions(self) -> None:
-        """Deliver what applying server messages queued: first the dynamic models that
-        appeared or went (to the lifecycle listeners), then the changes, in order."""
+        """Deliver what applying server messages queued: first the collections take in what
+        happened to their elements (all of them, before anybody hears of it), then the
+        lifecycle listeners hear of dynamic models that appeared or went, then the
+        collections' streams emit, then the property changes, in order."""
+        emits: list[Callable[[], None]] = []
+        if self._kid_reports:
+            reports, self._kid_reports = self._kid_reports, []
+            by_parent: dict[RealtimeModel, list[Any]] = {}
+            for parent, event, kid, key in reports:
+                by_parent.setdefault(parent, []).append((event, kid, key))
+            for parent, events in by_parent.items():
+                if parent._ds is self:
+                    emit = parent._kids_changed(events, False)
+                    if emit is not None:
+                        emits.append(emit)
         if self._lifecycle:
-            events, self._lifecycle = self._lifecycle, []
-            for model, alive in events:
+            lifecycle, self._lifecycle = self._lifecycle, []
+            for model, alive in lifecycle:
                 for listener in self.lifecycle_listeners:
                     listener(model, alive)
+        for emit in emits:
+            emit()
         pending = self._emissions
         if not pending:
             return

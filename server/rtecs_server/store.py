@@ -27,16 +27,23 @@ Decisions where the design is silent:
 - The size is an estimate (:func:`value_size`, :data:`MODEL_OVERHEAD` per model); a change
   that would push it over ``limits.max_datastore_bytes`` is rejected and reported with code
   ``over_limit``. Shrinking writes are always allowed.
+- Collections (see :mod:`rtecs.protocol`): under a model whose type names a collection only
+  creates of its element type are accepted, keyed as its kind requires; anything else is bad
+  input. Each parent keeps key → element id. A keyed create replaces — destroys, in the same
+  change — the element at its key; it is refused (quietly: a normal race) when it carries an
+  ``expected`` element id that is not the one at the key, or when the element it would
+  replace is owned by another client (replacing is destroying). A transactional remove is an
+  ordinary destroy of the element: refused quietly if the element is already gone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from rtecs.protocol import (
+    COLLECTION_KINDS,
     CREATE,
     DESTROY,
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
@@ -49,6 +56,7 @@ from rtecs.protocol import (
     ModelId,
     Value,
     coerce_value,
+    split_collection_type,
     split_dynamic_model_id,
 )
 from rtecs_server.plugins import Change, Plugin, Reject
@@ -70,8 +78,11 @@ _REJECTED: Final = object()
 _ABSENT: Final = object()
 
 #: ``(model_id, type_name, owner, flags, props)``, plus the parent's id for a dynamic model
-#: created under a parent.
+#: created under a parent, plus its key for an element of a keyed collection.
 SnapshotRecord = tuple[Any, ...]
+
+#: What a collection type accepts under it: (element type name, key type or None).
+_NOT_A_COLLECTION: Final = ("", None)
 
 
 def value_size(value: object) -> int:
@@ -94,7 +105,8 @@ class Problem(NamedTuple):
 
 
 class _Model:
-    __slots__ = ("flags", "kids", "owner", "parent", "parent_id", "props", "type")
+    __slots__ = ("flags", "key", "keyed", "kids", "owner", "parent", "parent_id", "props",
+                 "type")
 
     def __init__(self, mtype: ModelType, parent: _Model | None, flags: int) -> None:
         self.type = mtype
@@ -103,7 +115,16 @@ class _Model:
         self.parent = parent
         self.props: dict[int, Value] = {}
         self.parent_id: ModelId | None = None   # set for a dynamic model under a parent
-        self.kids: list[ModelId] | None = None  # dynamic models created under this one
+        self.kids: dict[ModelId, None] | None = None  # dynamic models under it, in order
+        self.key: int | str | None = None       # its key, in a keyed collection
+        self.keyed: dict[int | str, ModelId] | None = None  # key → element, for a collection
+
+    def record(self, mid: ModelId, props: dict[int, Value]) -> SnapshotRecord:
+        if self.parent_id is None:
+            return (mid, self.type.name, self.owner, self.flags, props)
+        if self.key is None:
+            return (mid, self.type.name, self.owner, self.flags, props, self.parent_id)
+        return (mid, self.type.name, self.owner, self.flags, props, self.parent_id, self.key)
 
 
 def _child_id(mid: ModelId, pid: int) -> ModelId:
@@ -150,6 +171,7 @@ class ModelStore:
         self._models: dict[ModelId, _Model] = {}
         self._owned: dict[int, dict[ModelId, None]] = {}   # owner → its models, ordered
         self._created: dict[int, int] = {}                 # creator → highest counter used
+        self._collections: dict[str, tuple[str, type | None]] = {}  # type name → what it takes
 
     def __len__(self) -> int:
         return len(self._models)
@@ -160,15 +182,14 @@ class ModelStore:
         m = self._models.get(model_id)
         if m is None:
             return None
-        if m.parent_id is not None:
-            return (model_id, m.type.name, m.owner, m.flags, m.props, m.parent_id)
-        return (model_id, m.type.name, m.owner, m.flags, m.props)
+        return m.record(model_id, m.props)
 
     def snapshot(self) -> list[SnapshotRecord]:
-        """Every model, parents before children (insertion order: a parent is always made
-        first); ``props`` are shallow copies without the properties never written."""
+        """Every model, parents before children and in the order they were created
+        (insertion order: a parent is always made first); ``props`` are shallow copies
+        without the properties never written."""
         return [(mid, m.type.name, m.owner, m.flags, dict(m.props)) if m.parent_id is None
-                else (mid, m.type.name, m.owner, m.flags, dict(m.props), m.parent_id)
+                else m.record(mid, dict(m.props))
                 for mid, m in self._models.items()]
 
     def merge_schema(self, schema: SchemaSpec, root_type: str) -> None:
@@ -363,28 +384,71 @@ class ModelStore:
             return _bad(problems, ErrorCode.BAD_UPDATE,
                         f"model {mid} cannot be created: unknown type {type_name!r}")
         parent: _Model | None = None
-        if len(value) == 3:
+        replaced: ModelId | None = None
+        if len(value) >= 3:
             parent_id = value[2]
             parent = self._models.get(parent_id)
             if parent is None:
                 return self._missing(parent_id, problems)
+            problem = self._check_element(parent, mid, value)
+            if problem:
+                return _bad(problems, ErrorCode.BAD_UPDATE, problem)
             o: _Model | None = parent
             while o is not None:  # creating under a parent is writing to it
                 if o.owner != -1 and o.owner != sender:
                     return _REJECTED
                 o = o.parent
+            if len(value) >= 4:
+                replaced = parent.keyed.get(value[3]) if parent.keyed else None
+                if len(value) == 5 and value[4] != replaced:
+                    return _REJECTED  # another client changed the key first
+                if replaced is not None:
+                    owner = self._models[replaced].owner
+                    if owner != -1 and owner != sender:
+                        return _REJECTED  # replacing is destroying it
         cost = mtype.subtree_models * MODEL_OVERHEAD
         if self.size + cost > self.limits.max_datastore_bytes:
             return _bad(problems, ErrorCode.OVER_LIMIT,
                         f"the room's datastore is over its limit of "
                         f"{self.limits.max_datastore_bytes} bytes: model {mid} not created")
+        if replaced is not None:
+            self._destroy(replaced, self._models[replaced])
         self._make(mid, mtype, parent, flags)
         if parent is not None:
-            self._models[mid].parent_id = value[2]
+            m = self._models[mid]
+            m.parent_id = value[2]
             if parent.kids is None:
-                parent.kids = []
-            parent.kids.append(mid)
+                parent.kids = {}
+            parent.kids[mid] = None
+            if len(value) >= 4:
+                m.key = value[3]
+                if parent.keyed is None:
+                    parent.keyed = {}
+                parent.keyed[value[3]] = mid
         return value
+
+    def _check_element(self, parent: _Model, mid: ModelId, value: Any) -> str | None:
+        """What is wrong with creating ``value`` under ``parent``, as a collection element
+        (None: nothing)."""
+        name = parent.type.name
+        takes = self._collections.get(name)
+        if takes is None:
+            split = split_collection_type(name)
+            takes = self._collections[name] = _NOT_A_COLLECTION if split is None else (
+                split[1], COLLECTION_KINDS[split[0]])
+        element, key_type = takes
+        if not element:
+            if len(value) > 3:
+                return f"model {mid} cannot be created with a key: {name} is not a keyed " \
+                       f"collection"
+            return None
+        if value[0] != element:
+            return f"model {mid}: a {name} holds {element} models, not {value[0]}"
+        want = 3 if key_type is None else 4 if key_type is int else 5
+        if len(value) != want or (key_type is not None and type(value[3]) is not key_type):
+            shape = {3: "no key", 4: "an int key", 5: "a string key and the expected element"}
+            return f"model {mid}: an element of a {name} is created with {shape[want]}"
+        return None
 
     def _destroy_change(self, sender: int, m: _Model, mid: ModelId, value: object,
                         problems: list[Problem]) -> object:
@@ -423,11 +487,14 @@ class ModelStore:
             child = self._models.get(cid)
             if child is not None:
                 self._destroy(cid, child)
+        m.keyed = None
+        owner_keys = m.parent.keyed if m.parent is not None else None
+        if m.key is not None and owner_keys is not None and owner_keys.get(m.key) == mid:
+            del owner_keys[m.key]
         kids, m.kids = m.kids, None
         for kid_id in kids or ():
             kid = self._models.get(kid_id)
             if kid is not None:
                 self._destroy(kid_id, kid)
         if m.parent_id is not None and m.parent is not None and m.parent.kids:
-            with contextlib.suppress(ValueError):
-                m.parent.kids.remove(mid)
+            m.parent.kids.pop(mid, None)
