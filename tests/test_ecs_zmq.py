@@ -1,0 +1,121 @@
+"""Entities, collections and ownership across real sockets: three rtecs clients, each in
+its own esper world, against an embedded RoomServer over ZeroMQ on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from typing import cast
+
+import esper
+import pytest
+
+import rtecs
+from rtecs.ecs import in_world
+from rtecs_server import RoomServer
+
+pytestmark = pytest.mark.timeout(30)
+_WORLDS = itertools.count(1)
+
+
+class Item(rtecs.RealtimeModel):
+    name: str = rtecs.prop(1, default="")
+
+
+class Tank(rtecs.RealtimeModel):
+    hp: int = rtecs.prop(1, default=100)
+    x: float = rtecs.prop(2, reliable=False)
+
+
+class Hall(rtecs.RealtimeModel):
+    bag: rtecs.RealtimeSet[Item] = rtecs.prop(1)
+    log: rtecs.RealtimeArray[Item] = rtecs.prop(2)
+    names: rtecs.StringKeyDictionary[Item] = rtecs.prop(3)
+
+
+class Hosted:
+    """An embedded server and the clients joined to it (closed at the end)."""
+
+    def __init__(self, server: RoomServer) -> None:
+        self.server = server
+        self.clients: list[rtecs.Realtime] = []
+
+    def join(self) -> rtecs.Realtime:
+        rt = rtecs.connect(self.server.endpoint, "hall", Hall(), types=[Tank],
+                           world=f"ecs-zmq-{next(_WORLDS)}", frame_duration=0.0)
+        rt.wait_connected(timeout=10)
+        self.clients.append(rt)
+        return rt
+
+
+@pytest.fixture
+def hosted() -> Iterator[Hosted]:
+    with RoomServer(bind="tcp://127.0.0.1:0") as server:
+        room = Hosted(server)
+        try:
+            yield room
+        finally:
+            for rt in room.clients:
+                rt.close(timeout=0.2)
+
+
+def settle(predicate: Callable[[], bool], *rts: rtecs.Realtime, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        for rt in rts:
+            rt.tick()
+            rt._wait(0.002)
+
+
+def tanks(rt: rtecs.Realtime) -> list[tuple[int, float]]:
+    with in_world(rt.world):
+        return sorted((t.hp, t.x) for _, t in esper.get_component(Tank))
+
+
+def test_spawn_write_destroy_and_a_late_joiner(hosted: Hosted) -> None:
+    a, b, c = hosted.join(), hosted.join(), hosted.join()
+    tank = Tank(hp=50, x=1.5)
+    e = a.spawn(tank)
+    settle(lambda: tanks(b) == tanks(c) == [(50, 1.5)], a, b, c)
+    tank.hp, tank.x = 40, 2.5
+    settle(lambda: tanks(b) == tanks(c) == [(40, 2.5)], a, b, c)
+    d = hosted.join()
+    assert tanks(d) == [(40, 2.5)]
+    a.destroy(e)
+    settle(lambda: tanks(b) == tanks(c) == tanks(d) == [], a, b, c, d)
+
+
+def test_takeover_of_a_known_prevented_owner_is_refused_at_once(hosted: Hosted) -> None:
+    a, b = hosted.join(), hosted.join()
+    e = a.spawn(Tank(), prevent_ownership_takeover=True)
+    settle(lambda: tanks(b) == [(100, 0.0)], a, b)
+    with in_world(b.world):
+        [(theirs_e, theirs)] = esper.get_component(Tank)
+    record = b.entity_model(theirs_e)
+    assert record is not None
+    with pytest.raises(rtecs.OwnershipError, match="prevents ownership takeover"):
+        record.request_ownership()
+    with pytest.raises(rtecs.OwnershipError):
+        theirs.hp = 1  # a component: covered by the entity's owner
+    assert a.entity_model(e) is not None and a.entity_model(e).is_owned_locally  # type: ignore[union-attr]
+
+
+def test_collections_converge_and_string_keys_are_transactional(hosted: Hosted) -> None:
+    a, b, c = hosted.join(), hosted.join(), hosted.join()
+    ha, hb, hc = (cast(Hall, rt.room_model) for rt in (a, b, c))
+    ha.bag.add(Item(name="sword"))
+    hb.log.append(Item(name="first"))
+    settle(lambda: [i.name for i in hc.log] == ["first"] and len(hc.bag) == 1, a, b, c)
+    ha.log.append(Item(name="second"))
+    settle(lambda: all([i.name for i in h.log] == ["first", "second"]
+                       for h in (ha, hb, hc)), a, b, c)
+    # Both write the same string key at once: exactly one succeeds.
+    fa = ha.names.set("king", Item(name="ann"))
+    fb = hb.names.set("king", Item(name="bob"))
+    settle(lambda: fa.done() and fb.done(), a, b, c)
+    assert sorted([fa.result(), fb.result()]) == [False, True]
+    winner = "ann" if fa.result() else "bob"
+    settle(lambda: all("king" in h.names and h.names["king"].name == winner
+                       for h in (ha, hb, hc)), a, b, c)
