@@ -33,19 +33,19 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from reactivex import Observable
 from reactivex.subject import Subject
 
 from rtecs.cache import InFlightCache
-from rtecs.errors import NotConnectedError, OwnershipError, ProtocolError
+from rtecs.datastore import _receive
+from rtecs.errors import NotConnectedError, OwnershipError
 from rtecs.model import Change, ChangeSource, Prop, RealtimeModel
 from rtecs.model._model import _OWNER_PROP, CREATE_MARK, DESTROY_MARK, DESTROYED, KidEvent
 from rtecs.protocol import (
     CREATE,
-    DESTROY,
     OWNER,
     PREVENT_OWNERSHIP_TAKEOVER,
     ModelId,
@@ -86,16 +86,6 @@ def _estimate(value: object) -> int:
     if isinstance(value, tuple):
         return 40 + len(value[0])
     return 9
-
-
-def _same_runs(received: Any, sent: list[list[Any]]) -> bool:
-    """True if the runs of an answer are exactly the runs this client sent."""
-    if len(received) != len(sent):
-        return False
-    for mine, theirs in zip(sent, received, strict=True):
-        if len(mine) != len(theirs) or tuple(mine) != theirs:
-            return False
-    return True
 
 
 def child_id(parent: ModelId, prop_id: int) -> ModelId:
@@ -484,212 +474,7 @@ class Datastore:
 
     def apply_entry(self, entry: UpdateEntry) -> None:
         """Apply one entry of the server stream (queue its emissions)."""
-        if entry.sender == self.client_id and entry.seq > 0:
-            self._apply_answer(entry)
-        else:
-            self._apply_changes(entry.changes)
-
-    def _apply_changes(self, changes: Iterable[Any]) -> None:
-        models, dirty, remote = self._models, self._dirty, self.cache.remote
-        for run in changes:
-            model = models.get(run[0])
-            for i in range(1, len(run), 2):
-                pid = run[i]
-                if pid < 0:
-                    model = self._apply_lifecycle(run[0], pid, run[i + 1], model)
-                    continue
-                if model is None:
-                    log.debug("change to unknown model %r skipped", run[0])
-                    break
-                p = type(model)._props.get(pid)
-                if p is None or p.child_type is not None:
-                    continue  # a newer peer's property: skip (forward compatibility)
-                key = (model, p)
-                if p.reliable:
-                    if remote(key, run[i + 1], key in dirty):
-                        self._show(model, p, run[i + 1], ChangeSource.REMOTE)
-                else:
-                    dirty.pop(key, None)
-                    self._show(model, p, run[i + 1], ChangeSource.REMOTE)
-
-    def _apply_lifecycle(self, model_id: ModelId, key: int, value: Any,
-                         model: RealtimeModel | None) -> RealtimeModel | None:
-        if key == DESTROY:
-            if model is not None:
-                self._remove(model)
-            elif model_id in self._destroying:
-                self._raced.add(model_id)
-            return None
-        if model is not None:
-            return model  # our own create, or a duplicate
-        type_name, flags = value[0], value[1]
-        model_type = self._types.get(type_name)
-        if model_type is None:
-            raise ProtocolError(f"the server created a model of type {type_name!r}, which this "
-                                "client does not know: register the type with the client")
-        parent = None
-        if len(value) >= 3:
-            parent = self._models.get(value[2])
-            if parent is None:
-                # The server had the parent when it ordered this create, so this client
-                # destroyed it and the destroy is on its way: a normal race.
-                log.debug("model %r arrived under parent %r, which is gone here", model_id,
-                          value[2])
-                return None
-        model = model_type()
-        model._flags = flags
-        self._attach_under(model, model_id, parent)
-        if len(value) >= 4:
-            assert parent is not None
-            self._key_of[model] = value[3]
-            self._place(parent, value[3], model)
-        self._lifecycle.append((model, True))
-        if parent is not None and type(parent)._follows_kids:
-            self._kid_reports.append((parent, KidEvent.ADDED, model, self._key_of.get(model)))
-        return model
-
-    def _apply_answer(self, entry: UpdateEntry) -> None:
-        seq = entry.seq
-        models, dirty = self._models, self._dirty
-        sent_with = self._inflight.pop(seq, None)
-        lifecycle = self._lifecycle_sent.pop(seq, None)
-        if (sent_with is not None and not entry.rejected
-                and _same_runs(entry.changes, sent_with[0])):
-            for mid, pid in lifecycle or ():  # all accepted as sent
-                if pid == DESTROY:
-                    self._destroyed(mid, True)
-                elif (created := models.get(mid)) is not None:
-                    self._created(created, True)
-            self._settle_as_sent(seq, sent_with[1], sent_with[2])
-            return
-        accepted: list[tuple[Hashable, object]] = []
-        sent = self._unreliable_sent
-        for run in entry.changes:
-            model = models.get(run[0])
-            if model is None:
-                if DESTROY in run[1::2]:
-                    self._destroyed(run[0], True)  # an immediate destroy (already gone here)
-                continue
-            props = model._props
-            for i in range(1, len(run), 2):
-                pid = run[i]
-                if pid == CREATE:
-                    self._created(model, True)
-                    continue
-                if pid == DESTROY:
-                    self._destroyed(run[0], True)
-                    break  # nothing of it can follow
-                p = props.get(pid) if pid >= 0 else None
-                if p is None or p.child_type is not None:
-                    continue
-                key = (model, p)
-                if p.reliable:
-                    accepted.append((key, run[i + 1]))
-                    continue
-                latest = sent.get(key)
-                if latest is not None and latest > seq:
-                    continue  # a stale echo: a newer write of ours is on its way
-                if latest == seq:
-                    del sent[key]
-                if key not in dirty:
-                    self._show(model, p, run[i + 1], ChangeSource.TRANSFORMED)
-        rejected: set[Hashable] = set()
-        for mid, pid in entry.rejected:
-            model = models.get(mid)
-            if pid == CREATE:
-                if model is not None:
-                    self._created(model, False)
-            elif pid == DESTROY:
-                self._destroyed(mid, False)
-            elif model is not None and (p := model._props.get(pid)) is not None:
-                rejected.add((model, p))
-        for settled, value in self.cache.confirm(seq, accepted, dirty):
-            owner_model: RealtimeModel = settled[0]  # type: ignore[index]
-            p = settled[1]  # type: ignore[index]
-            old = owner_model._v[p.slot]
-            if old == value and type(old) is type(value):
-                continue  # confirmed as shown: the common case
-            source = ChangeSource.ROLLBACK if settled in rejected else ChangeSource.TRANSFORMED
-            self._show(owner_model, p, value, source)
-
-    def _settle_as_sent(self, seq: int, reliable: list[tuple[Key, Any]],
-                        unreliable: list[tuple[Key, Any]]) -> None:
-        """The server accepted update ``seq`` exactly as sent (the common case)."""
-        sent, dirty = self._unreliable_sent, self._dirty
-        for key, value in unreliable:
-            if sent.get(key) == seq:
-                del sent[key]
-                if key not in dirty:  # our value is the latest: show it again if a remote
-                    model, p = key    # value ordered before ours replaced it here meanwhile
-                    old = model._v[p.slot]
-                    if model._ds is self and (old != value or type(old) is not type(value)):
-                        self._show(model, p, value, ChangeSource.REMOTE)
-        for settled, value in self.cache.confirm(seq, reliable, dirty):
-            target: RealtimeModel = settled[0]  # type: ignore[index]
-            prop: Prop = settled[1]  # type: ignore[index]
-            old = target._v[prop.slot]
-            if target._ds is self and (old != value or type(old) is not type(value)):
-                self._show(target, prop, value, ChangeSource.TRANSFORMED)
-
-    def _created(self, model: RealtimeModel, accepted: bool) -> None:
-        """The server answered this client's create of ``model``."""
-        parent = model._parent
-        follows = parent is not None and type(parent)._follows_kids
-        if not accepted:
-            # Under a collection a refusal is a normal outcome (a transactional key that
-            # another client changed first; ownership taken meanwhile): its streams say so.
-            (log.debug if follows else log.warning)("the server refused to create %r", model)
-            self._remove(model, event=KidEvent.REFUSED)
-            return
-        if not follows:
-            return
-        assert parent is not None
-        key = self._key_of.get(model)
-        if key is not None:
-            self._place(parent, key, model)
-        self._kid_reports.append((parent, KidEvent.CONFIRMED, model, key))
-
-    def _destroyed(self, model_id: ModelId, accepted: bool) -> None:
-        """The server answered this client's destroy of ``model_id`` (accepted: the change
-        list holds it; a run of a model no longer here may be one)."""
-        model = self._destroying.pop(model_id, None)
-        raced = model_id in self._raced
-        self._raced.discard(model_id)
-        deferred = model_id in self._deferred
-        self._deferred.discard(model_id)
-        if model is None:
-            return
-        # Refused after the stream destroyed it (or an ancestor) first: a race, no news.
-        p: RealtimeModel | None = None if accepted else model if deferred else model._parent
-        while p is not None and not raced:
-            raced = p._ds is not self
-            p = p._parent
-        if deferred:
-            parent = model._parent
-            if accepted and model._ds is self:
-                self._remove(model, notify=False, event=KidEvent.DESTROYED)
-            elif parent is not None and parent._ds is self:
-                if not accepted:
-                    log.debug("the server did not destroy %r (%s)", model,
-                              "another change came first" if raced else "refused; it stays")
-                event = KidEvent.DESTROYED if accepted else KidEvent.KEPT
-                self._kid_reports.append((parent, event, model, self._key_of.get(model)))
-        elif not accepted:
-            if raced:
-                log.debug("the server did not destroy model %r: another change destroyed it "
-                          "first", model_id)
-            else:
-                log.warning("the server refused to destroy model %r; it stays gone here "
-                            "until the next snapshot", model_id)
-
-    def _show(self, model: RealtimeModel, p: Prop, value: Any, source: ChangeSource) -> None:
-        values = model._v
-        old = values[p.slot]
-        if type(old) is type(value) and old == value:
-            return
-        values[p.slot] = value
-        if model._subs is not None or self._all_changes is not None:
-            self._emissions.append((model, p, old, value, source))
+        _receive.apply_entry(self, entry)
 
     def load_snapshot(self, welcome: Welcome) -> None:
         """Replace the state with the server's (join or resync).
@@ -697,57 +482,10 @@ class Datastore:
         Unanswered writes roll back (source ``rollback``); everything else that differs shows
         with source ``snapshot``. Writes made before the first welcome are simply overwritten.
         """
-        self._next_seq = 1  # a (re)join restarts update numbering
-        if welcome.client_id != self.client_id:
-            self._counter = 0
-        self.client_id = welcome.client_id
-        rolled: dict[Hashable, object] = {}
-        if self._welcomed:
-            rolled = self.cache.clear()
-            rolled.update(dict.fromkeys(self._dirty))
-        self._welcomed = True
-        self._dirty.clear()
-        self._unreliable_sent.clear()
-        self._inflight.clear()
-        self._lifecycle_sent.clear()
-        self._destroying.clear()  # unanswered destroys: the snapshot says what exists
-        self._deferred.clear()
-        self._raced.clear()
-        self._keyed.clear()       # rebuilt from the records' keys
-        seen: dict[ModelId, int] = {}
-        for position, record in enumerate(welcome.snapshot):
-            model_id, type_name, owner, flags, props = record[:5]
-            model = self._models.get(model_id)
-            if model is None:
-                if type(model_id) is not int:
-                    continue  # a child of a model we could not create
-                model = self._apply_lifecycle(model_id, CREATE, (type_name, flags, *record[5:]),
-                                              None)
-                if model is None:
-                    continue
-            elif len(record) == 7 and model._parent is not None:
-                self._key_of[model] = record[6]
-                self._place(model._parent, record[6], model)
-            seen[model_id] = position
-            model._flags = flags
-            for p in type(model)._props.values():
-                if p.child_type is not None:
-                    continue
-                value = owner if p.id == OWNER else props.get(p.id, type(model)._template[p.slot])
-                source = (ChangeSource.ROLLBACK if (model, p) in rolled
-                          else ChangeSource.SNAPSHOT)
-                self._show(model, p, value, source)
-        for model_id, model in list(self._models.items()):
-            if (model_id not in seen and type(model_id) is int and model_id != 0
-                    and model._ds is self):
-                self._remove(model)
-        last = len(seen)
-        for parent, kids in self._kids.items():  # the room's order of creation
-            order = sorted(kids, key=lambda kid: seen.get(kid._id, last))  # type: ignore[arg-type]
-            self._kids[parent] = dict.fromkeys(order)
-        for model in self._models.values():
-            if type(model)._follows_kids:
-                self._kid_reports.append((model, KidEvent.RESET, model, None))
+        _receive.load_snapshot(self, welcome)
+
+    def _show(self, model: RealtimeModel, p: Prop, value: Any, source: ChangeSource) -> None:
+        _receive._show(self, model, p, value, source)
 
     # ----------------------------------------------------------------- emissions
 
