@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,28 @@ def test_readme_quickstart_is_what_ci_runs() -> None:
     assert "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests.strip() in ci, ".ci/run must run the README's test command verbatim"
+
+
+def test_readme_example_runs_against_a_real_server() -> None:
+    from rtecs_server import RoomServer
+
+    readme = (ROOT / "README.md").read_text()
+    [example] = re.findall(r"```python\n(.+?)\n```", readme, re.S)
+    with RoomServer(bind="tcp://127.0.0.1:0") as server:
+        code = example.replace("tcp://127.0.0.1:7777", server.endpoint)
+        code = code.replace("while True:", "for _frame in range(5):")
+        code = code.replace('world="client"', 'world="readme-example"').replace(
+            'switch_world("client")', 'switch_world("readme-example")')
+        module = types.ModuleType("readme_example")  # annotations resolve in a real module
+        sys.modules["readme_example"] = module
+        namespace = module.__dict__
+        exec(compile(code, "README.md", "exec"), namespace)
+        rt = namespace["rt"]
+        try:
+            assert rt.connected and rt.client_id >= 1  # type: ignore[attr-defined]
+            assert namespace["game"].team_name == "Blue Team"  # type: ignore[attr-defined]
+        finally:
+            rt.close()  # type: ignore[attr-defined]
+            import esper
+
+            esper.switch_world("default")
