@@ -93,3 +93,23 @@ class LocalRoom:
             if not busy:
                 return
         raise AssertionError("the room did not settle")
+
+
+def assert_same_models(rt: Realtime, records: list[Any]) -> None:
+    """``rt``'s datastore holds exactly the room core's models (snapshot ``records``), with
+    the same types, owners and property values (absent on the server = the class default)."""
+    who = f"client {rt.client_id}"
+    truth = {rec[0]: rec for rec in records}
+    models = rt.datastore.models
+    assert set(models) == set(truth), f"{who} has other models"
+    for mid, rec in truth.items():
+        model = models[mid]
+        _, type_name, owner, _flags, props = rec[:5]
+        assert (model.type_name, model.owner_id) == (type_name, owner), f"{who}: {mid}"
+        for p in type(model)._props.values():
+            if p.id == 0 or p.child_type is not None:
+                continue
+            expected = props.get(p.id, type(model)._template[p.slot])
+            actual = model._v[p.slot]
+            assert (type(actual), actual) == (type(expected), expected), (
+                f"{who}: {type_name}.{p.name} of {mid} is {actual!r}, server has {expected!r}")

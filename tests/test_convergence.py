@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import rtecs
-from harness import LocalRoom
+from harness import LocalRoom, assert_same_models
 from rtecs.model import Change, ChangeSource
 from rtecs.realtime import Realtime
 from rtecs_server.plugins import Change as ServerChange
@@ -127,23 +127,9 @@ class Convergence(RuleBasedStateMachine):
 
 
 def assert_converged(room: LocalRoom) -> None:
-    core = room.host.rooms[room.room].room
-    truth = {rec[0]: rec for rec in core.snapshot()}
+    records = room.host.rooms[room.room].room.snapshot()
     for rt in room.clients:
-        models = rt.datastore.models
-        assert set(models) == set(truth), f"client {rt.client_id} has other models"
-        for mid, (_, type_name, owner, _flags, props) in truth.items():
-            model = models[mid]
-            assert model.type_name == type_name
-            assert model.owner_id == owner, f"client {rt.client_id}: owner of {mid}"
-            for p in type(model)._props.values():
-                if p.id == 0 or p.child_type is not None:
-                    continue
-                expected = props.get(p.id, type(model)._template[p.slot])
-                actual = model._v[p.slot]
-                assert (type(actual), actual) == (type(expected), expected), (
-                    f"client {rt.client_id}: {type_name}.{p.name} is {actual!r}, "
-                    f"server has {expected!r}")
+        assert_same_models(rt, records)
 
 
 Convergence.TestCase.settings = settings(

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 import rtecs
-from harness import LocalRoom
+from harness import LocalRoom, assert_same_models
 from rtecs.ecs import in_world
 from rtecs.realtime import Realtime
 
@@ -223,27 +223,13 @@ class EntityConvergence(RuleBasedStateMachine):
 
 def assert_converged(room: LocalRoom) -> None:
     records = room.host.rooms[room.room].room.snapshot()
-    truth = {rec[0]: rec for rec in records}
     under: dict[Any, list[Any]] = {}
     for rec in records:
         if len(rec) >= 6:
             under.setdefault(rec[5], []).append(rec)
     for rt in room.clients:
         who = f"client {rt.client_id}"
-        models = rt.datastore.models
-        assert set(models) == set(truth), f"{who} has other models"
-        for mid, rec in truth.items():
-            model = models[mid]
-            _, type_name, owner, _flags, props = rec[:5]
-            assert (model.type_name, model.owner_id) == (type_name, owner), f"{who}: {mid}"
-            for p in type(model)._props.values():
-                if p.id == 0 or p.child_type is not None:
-                    continue
-                expected = props.get(p.id, type(model)._template[p.slot])
-                actual = model._v[p.slot]
-                assert (type(actual), actual) == (type(expected), expected), (
-                    f"{who}: {type_name}.{p.name} of {mid} is {actual!r}, server has "
-                    f"{expected!r}")
+        assert_same_models(rt, records)
         for coll in collections_of(rt):
             elements = under.get(coll.model_id, [])
             if isinstance(coll, rtecs.RealtimeArray):
@@ -253,7 +239,7 @@ def assert_converged(room: LocalRoom) -> None:
                 assert {e.model_id for e in coll} == {r[0] for r in elements}, f"{who}: {coll!r}"
             else:
                 assert {k: e.model_id for k, e in coll.items()} == {r[6]: r[0] for r in elements}
-        bags = sum(isinstance(m, Bag) for m in models.values())
+        bags = sum(isinstance(m, Bag) for m in rt.datastore.models.values())
         with in_world(rt.world):
             in_esper = esper.get_components(Bag, Tag)
         assert len(in_esper) == bags, f"{who}: esper has {len(in_esper)} entities, not {bags}"
