@@ -183,3 +183,32 @@ def test_a_frame_too_big_for_one_update_goes_out_as_several() -> None:
     assert len(sent) > 1, "one frame of 3,000 spawns must be split under the update limit"
     assert all(o.status is not rtecs.UpdateStatus.REJECTED for o in outcomes)
     assert len(players(b)) == 3000
+
+
+def test_a_refused_destroy_brings_the_entity_back_as_the_server_has_it() -> None:
+    room = room_of(2)
+    a, b = room.clients
+    e = a.spawn(Player(name="shared"), Position(), owned=False)
+    room.sync()
+    with in_world(b.world):
+        [(theirs_e, theirs)] = esper.get_component(Player)
+    # B takes the entity over and writes to it; A, not knowing yet, destroys it.
+    record = b.entity_model(theirs_e)
+    assert record is not None
+    record.request_ownership()
+    theirs.hp = 7
+    room.send(b)
+    room.server_receives(b)
+    a.destroy(e)
+    assert players(a) == {}
+    events: list[rtecs.EntityEvent] = []
+    a.entities.subscribe(events.append)
+    room.send(a)
+    room.server_receives(a)  # refused: B owns it now
+    room.sync()
+    assert players(a) == players(b) == {"shared": (7, (0.0, 0.0))}
+    assert [(ev.spawned, ev.remote) for ev in events] == [(True, True)]
+    with in_world(a.world):
+        [(back, _)] = esper.get_component(Player)
+    restored = a.entity_model(back)
+    assert restored is not None and restored.owner_id == b.client_id
