@@ -5,6 +5,7 @@ page is current."""
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,9 +19,10 @@ def _doc(obj: object) -> str:
 
 def _signature(obj: object) -> str:
     try:
-        return str(inspect.signature(obj))  # type: ignore[arg-type]
+        text = str(inspect.signature(obj))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return ""
+    return re.sub(r" at 0x[0-9a-f]+", "", text)  # default values' reprs: no addresses
 
 
 def _members(cls: type) -> list[str]:

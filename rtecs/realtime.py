@@ -8,6 +8,13 @@ observers always run on the ticking thread.
 :class:`Realtime` speaks to the server through any :class:`~rtecs.transport.ClientTransport`
 (the ZeroMQ one in production, :mod:`rtecs.transport.memory` in tests) and takes a clock, so
 tests step it without sleeping.
+
+Redirects: a server instance that does not host the room answers the hello with
+``REDIRECT endpoint room`` (several instances sharing one Redis). The client follows it at
+once — a new transport to ``endpoint`` (the ``redirect`` factory), a new hello — without
+counting it as a failed attempt; after :data:`MAX_REDIRECTS` redirects in a row without a
+welcome it gives up (``DisconnectReason.REDIRECT_LOOP``). A lost session reconnects to the
+*original* endpoint, which redirects again if the room moved.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from rtecs.protocol import (
     ModelId,
     Ping,
     Pong,
+    Redirect,
     Update,
     UpdateEntry,
     Welcome,
@@ -50,13 +58,18 @@ from rtecs.protocol import (
 )
 from rtecs.transport import ClientTransport
 
-__all__ = ["ConnectionState", "DisconnectReason", "Presence", "Realtime", "UpdateOutcome",
-           "UpdateStatus"]
+__all__ = ["MAX_REDIRECTS", "ConnectionState", "DisconnectReason", "Presence", "Realtime",
+           "UpdateOutcome", "UpdateStatus"]
 
 log = logging.getLogger(__name__)
 
+#: Redirects followed in a row without a welcome before a client gives up (a loop).
+MAX_REDIRECTS = 5
+
 
 class ConnectionState(enum.Enum):
+    """Where a :class:`Realtime` session stands (see :attr:`Realtime.connection_state`)."""
+
     CONNECTING = "connecting"      # hello sent, waiting for the first welcome
     CONNECTED = "connected"        # in the room: updates flow
     RECONNECTING = "reconnecting"  # the session was lost; trying again with backoff
@@ -74,6 +87,8 @@ class DisconnectReason(enum.Enum):
     SCHEMA_CONFLICT = "schema_conflict"      # this client's models contradict the room's
     ROOM_FULL = "room_full"
     OVER_LIMIT = "over_limit"                # an update, the datastore or the send rate
+    REDIRECT_LOOP = "redirect_loop"          # redirected too often in a row (or unfollowable)
+    ROOM_CORRUPT = "room_corrupt"            # the server cannot load the room's saved state
 
 
 _REASON_OF_CODE = {
@@ -85,10 +100,15 @@ _REASON_OF_CODE = {
     ErrorCode.RATE_LIMIT: DisconnectReason.OVER_LIMIT,
     ErrorCode.KICKED: DisconnectReason.KICKED,
     ErrorCode.SHUTDOWN: DisconnectReason.SERVER_GONE,
+    ErrorCode.ROOM_CORRUPT: DisconnectReason.ROOM_CORRUPT,
 }
+#: Error codes after which a client reconnects (with backoff) instead of giving up.
+_RECONNECT_CODES = (ErrorCode.NOT_JOINED, ErrorCode.SHUTDOWN, ErrorCode.UNAVAILABLE)
 
 
 class UpdateStatus(enum.Enum):
+    """What became of an update (see :class:`UpdateOutcome`)."""
+
     SENT = "sent"
     CONFIRMED = "confirmed"      # accepted as sent
     TRANSFORMED = "transformed"  # accepted, some values changed by the server
@@ -105,6 +125,8 @@ class UpdateOutcome(NamedTuple):
 
 
 class Presence(NamedTuple):
+    """A client joined (``joined``) or left the room."""
+
     client_id: int
     joined: bool
 
@@ -114,6 +136,7 @@ class Realtime:
 
     def __init__(self, transport: ClientTransport, room: str, room_model: RealtimeModel, *,
                  reconnect: Callable[[], ClientTransport] | None = None,
+                 redirect: Callable[[str], ClientTransport] | None = None,
                  world: str | None = None,
                  types: Iterable[type[RealtimeModel]] = (), frame_duration: float = 1 / 20,
                  ping_interval: float = 1.0, heartbeat_timeout: float = 5.0,
@@ -138,6 +161,8 @@ class Realtime:
         self._entities = Entities(self, self.world)
         self._transport = transport
         self._reconnect = reconnect
+        self._redirect = redirect
+        self._redirects = 0  # followed in a row, since the last welcome or failure
         self._token = token
         self._clock = clock
         self._rng = rng or random.Random()
@@ -299,10 +324,13 @@ class Realtime:
 
     def receive(self) -> int:
         """Apply every message that has arrived; return how many were applied."""
-        frames = self._transport.receive()
+        transport = self._transport
+        frames = transport.receive()
         if frames:
             self._last_heard = self._clock()
         for frame in frames:
+            if self._transport is not transport:
+                break  # redirected: the rest came over the old connection
             self.bytes_received += len(frame)
             try:
                 message = decode_server_message(frame, self.limits)
@@ -314,7 +342,7 @@ class Realtime:
                 break
         return len(frames)
 
-    def handle(self, message: Welcome | Batch | Pong | Error) -> None:
+    def handle(self, message: Welcome | Batch | Pong | Error | Redirect) -> None:
         """Apply one decoded server message, then let its change streams emit."""
         if isinstance(message, Batch):
             self.handle_batch(message)
@@ -322,6 +350,8 @@ class Realtime:
             self.handle_welcome(message)
         elif isinstance(message, Pong):
             self.handle_pong(message)
+        elif isinstance(message, Redirect):
+            self.handle_redirect(message)
         else:
             self.handle_error(message)
 
@@ -335,6 +365,7 @@ class Realtime:
         log.info("%s room %r as client %d (%d models)", "joined" if first else "resynced",
                  self.room, welcome.client_id, len(welcome.snapshot))
         self._tries = 1
+        self._redirects = 0
         self._ever_connected = True
         if first:
             self._next_frame = self._next_ping = self._clock()
@@ -387,9 +418,39 @@ class Realtime:
         self.ping = max(0.0, (now - pong.client_time) * 1000.0)
         self._set_server_time(pong.server_time)
 
+    def handle_redirect(self, redirect: Redirect) -> None:
+        """The server does not host this room: connect to ``redirect.endpoint`` instead (see
+        the module docs)."""
+        if redirect.room != self.room:
+            log.warning("ignoring a redirect for another room (%r)", redirect.room)
+            return
+        self._redirects += 1
+        if self._redirect is None or self._redirects > MAX_REDIRECTS:
+            self.last_error = (
+                f"redirected to {redirect.endpoint}, but this client has no way to connect "
+                f"elsewhere (pass redirect= to Realtime)" if self._redirect is None else
+                f"redirected {self._redirects} times in a row without being let in (last to "
+                f"{redirect.endpoint}): the server instances disagree about who hosts room "
+                f"{self.room!r}")
+            log.error("giving up on room %r: %s", self.room, self.last_error)
+            self._disconnect(DisconnectReason.REDIRECT_LOOP)
+            return
+        log.info("room %r is hosted at %s: connecting there", self.room, redirect.endpoint)
+        now = self._clock()
+        if self._state.value is ConnectionState.CONNECTED:
+            self._state.on_next(ConnectionState.RECONNECTING)
+        self._transport.close()
+        self._transport = self._redirect(redirect.endpoint)
+        self._room_seq = 0
+        self._sent_sizes.clear()
+        self._next_attempt = float("inf")
+        self._deadline = now + self.connect_timeout
+        self._last_heard = now
+        self._send_hello()
+
     def handle_error(self, error: Error) -> None:
         self.last_error = f"{error.code}: {error.message}"
-        if error.code in (ErrorCode.NOT_JOINED, ErrorCode.SHUTDOWN):
+        if error.code in _RECONNECT_CODES:
             log.warning("the server lost this session (%s): reconnecting", self.last_error)
             self._lost(DisconnectReason.SERVER_GONE, self._clock())
         elif error.fatal:
@@ -461,6 +522,7 @@ class Realtime:
 
     def _lost(self, reason: DisconnectReason, now: float) -> None:
         """The session (or a connection attempt) failed: retry with backoff, or give up."""
+        self._redirects = 0
         if self._reconnect is None or self._tries >= self.reconnect_tries:
             if self._ever_connected and reason is DisconnectReason.TIMEOUT:
                 reason = DisconnectReason.SERVER_GONE
@@ -534,14 +596,19 @@ def connect(endpoint: str, room: str, room_model: RealtimeModel, *, world: str |
     :meth:`Realtime.wait_connected` in a script). ``room_model`` becomes the room's root model;
     ``types`` lists other model types this client creates or receives. A lost session
     reconnects with jittered exponential backoff (the first retry at once) and gives up after
-    ``reconnect_tries`` attempts with :attr:`Realtime.disconnect_reason` set.
+    ``reconnect_tries`` attempts with :attr:`Realtime.disconnect_reason` set. A redirect to
+    the server instance that hosts the room is followed transparently.
     """
     from rtecs.transport.zmq import ZmqClientTransport
 
-    def open_transport() -> ClientTransport:
-        return ZmqClientTransport(endpoint, max_message_size=limits.max_frame_bytes)
+    def open_at(address: str) -> ClientTransport:
+        return ZmqClientTransport(address, max_message_size=limits.max_frame_bytes)
 
-    return Realtime(open_transport(), room, room_model, reconnect=open_transport, world=world,
+    def open_transport() -> ClientTransport:
+        return open_at(endpoint)
+
+    return Realtime(open_transport(), room, room_model, reconnect=open_transport,
+                    redirect=open_at, world=world,
                     types=types, frame_duration=frame_duration, token=token, limits=limits,
                     heartbeat_timeout=heartbeat_timeout, connect_timeout=connect_timeout,
                     reconnect_tries=reconnect_tries, ping_interval=ping_interval)

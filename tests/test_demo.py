@@ -50,7 +50,7 @@ def test_two_demo_processes_converge_on_positions_and_team_name(tmp_path: Path) 
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
     server = subprocess.Popen(
         [sys.executable, "-m", "rtecs_server", "--bind", "tcp://127.0.0.1:0",
-         "--plugin", "examples.pygame_demo.models:referee"],
+         "--plugin", "examples.pygame_demo.models:referee", "--data-dir", str(tmp_path)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         endpoint = free_endpoint(server)

@@ -22,6 +22,7 @@ from rtecs.protocol import (
     LeaveEntry,
     Ping,
     Pong,
+    Redirect,
     Update,
     UpdateEntry,
     Welcome,
@@ -34,8 +35,8 @@ FUZZ = settings(max_examples=1000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 CLIENT_TYPES = (Hello, Update, Ping, Bye)
-SERVER_TYPES = (Welcome, Batch, Pong, Error)
-KINDS = [1, 2, 3, 4, 10, 11, 12, 13]
+SERVER_TYPES = (Welcome, Batch, Pong, Error, Redirect)
+KINDS = [1, 2, 3, 4, 10, 11, 12, 13, 14]
 
 
 def check(data: bytes, *, events: bool = True) -> None:
@@ -91,6 +92,7 @@ valid_messages = st.one_of(
         st.builds(LeaveEntry, st.integers(1, 99))), max_size=3)),
     st.builds(Pong, st.floats(), st.floats()),
     st.builds(Error, texts, texts, st.booleans()),
+    st.builds(Redirect, st.text(min_size=1, max_size=8), texts),
 )
 
 # msgpack-valid objects of any shape
@@ -238,6 +240,8 @@ def test_deeply_nested_values_in_every_position(depth: int) -> None:
         b"\x96\x0a\x01\x00\x00\x91\x95\x00\xa1R\xff\x00" + deep + b"\x90",  # welcome: props
         b"\x94\x0d\xa1x\xa1y" + deep,                  # error: fatal
         b"\x93\x0c\x00" + deep,                        # pong
+        b"\x93\x0e" + deep + b"\xa1r",                 # redirect: endpoint
+        b"\x93\x0e\xa1e" + deep,                       # redirect: room
     ]
     for frame in frames:
         check(frame, events=False)

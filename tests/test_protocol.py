@@ -28,6 +28,7 @@ from rtecs.protocol import (
     Limits,
     Ping,
     Pong,
+    Redirect,
     Update,
     UpdateEntry,
     Welcome,
@@ -96,6 +97,7 @@ server_messages = st.one_of(
     st.builds(Batch, st.integers(0, U64), floats, st.lists(entries, max_size=4)),
     st.builds(Pong, floats, floats),
     st.builds(Error, st.sampled_from(list(ErrorCode)) | texts, texts, st.booleans()),
+    st.builds(Redirect, texts.filter(bool), texts),
 )
 
 
@@ -154,6 +156,9 @@ def test_every_kind_round_trips_by_example() -> None:
         Pong(12.5, 100.25),
         Error(ErrorCode.SEQUENCE, "gap after 3", False),
         Error("kicked", "bye", True),
+        Error(ErrorCode.UNAVAILABLE, "room moved", True),
+        Redirect("tcp://10.0.0.7:7777", "lobby"),
+        Redirect("tcp://[::1]:1", ""),
     ]
     for message in client:
         assert canon(decode_client_message(encode(message))) == canon(message)
@@ -320,6 +325,14 @@ SERVER_BAD: list[tuple[bytes, str]] = [
     (raw(13, "protocol", "bad", 1), r"error 'fatal' must be a bool \(got 1\)"),
     (raw(13, 5, "bad", True), r"error code must be a string"),
     (raw(13, "protocol", None, True), r"error message must be a string"),
+    # redirect
+    (raw(14, "tcp://h:1"), r"redirect must be an array of 3"),
+    (raw(14, "tcp://h:1", "lobby", 1), r"redirect must be an array of 3"),
+    (raw(14, b"tcp://h:1", "lobby"), r"redirect endpoint must be a string"),
+    (raw(14, "", "lobby"), r"redirect endpoint must not be empty"),
+    (raw(14, None, "lobby"), r"redirect endpoint must be a string"),
+    (raw(14, "tcp://h:1", 7), r"redirect room must be a string"),
+    (raw(14.0, "tcp://h:1", "lobby"), r"unknown server message kind"),
 ]
 
 

@@ -19,7 +19,8 @@ __all__ = ["raw_clients"]  # fixtures used here
 pytestmark = pytest.mark.timeout(30)
 
 FLAGS = ["--bind", "--heartbeat-timeout", "--empty-room-timeout", "--max-clients-per-room",
-         "--plugin", "--tick-ms", "--rate-limit", "--log-level", "--help"]
+         "--plugin", "--tick-ms", "--rate-limit", "--log-level", "--help",
+         "--storage", "--data-dir", "--checkpoint-interval", "--advertise", "--lease-ttl"]
 
 
 def test_help_documents_every_flag_with_its_default() -> None:
@@ -33,7 +34,8 @@ def test_help_documents_every_flag_with_its_default() -> None:
         text = " ".join(lines[i:i + 6])
         assert len(re.sub(rf"^.*?{flag}\S*( [A-Z:\[\]{{}},a-z_]+)?", "", text).strip()) > 20, (
             f"{flag} has no description")
-    for default in ["tcp://127.0.0.1:7777", "5.0", "30.0", "200:400", "info", "no limit"]:
+    for default in ["tcp://127.0.0.1:7777", "5.0", "30.0", "200:400", "info", "no limit",
+                    "./rtecs-data", "1.0", "10.0"]:
         assert default in out
     assert "examples:" in out and "rtecs-server --bind tcp://0.0.0.0:7777" in out
 

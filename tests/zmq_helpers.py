@@ -249,13 +249,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,
 # ----------------------------------------------------------------------------- servers
 
 class ServerProcess:
-    """A real ``rtecs-server`` process; ``endpoint`` is parsed from its startup line."""
+    """A real ``rtecs-server`` process; ``endpoint`` is parsed from its startup line.
+    Without ``--storage`` or ``--data-dir`` among ``args`` it runs with ``--storage none``
+    (rooms in memory only, no files written)."""
 
     def __init__(self, *args: str, timeout: float = 10.0) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
         command = [str(SERVER_SCRIPT)] if SERVER_SCRIPT.exists() else [
             sys.executable, "-m", "rtecs_server"]
+        if "--storage" not in args and "--data-dir" not in args:
+            args = ("--storage", "none", *args)
+        self.args = args
         self.process = subprocess.Popen(
             [*command, "--bind", "tcp://127.0.0.1:0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -38,7 +38,16 @@ Server → client
     ``PONG    [12, client_time, server_time]``
     ``ERROR   [13, code, message, fatal]``
         ``code`` is one of :class:`ErrorCode`; ``fatal`` true means the server dropped the
-        session.
+        session. A client reconnects (with backoff) after ``shutdown``, ``unavailable`` and
+        ``not_joined``, and gives up after any other fatal code.
+    ``REDIRECT [14, endpoint, room]``
+        The answer to a ``HELLO`` sent to a server instance that does not host ``room``:
+        another instance does, and clients reach it at ``endpoint`` (a non-empty ZeroMQ
+        endpoint such as ``tcp://10.0.0.7:7777``; an instance's ``--advertise``). No session
+        was opened. The client closes this connection, connects to ``endpoint`` and sends
+        its ``HELLO`` there; a redirect is not a failed attempt, but a client gives up after
+        several redirects in a row without a ``WELCOME`` (a loop). ``room`` repeats the
+        hello's room name; a client ignores a redirect for another room.
 
 Changes
     A list of *runs*. A run is ``[model_id, key, value, key, value, …]`` (odd length ≥ 3):
@@ -95,7 +104,7 @@ __all__ = [
     "CREATE", "DESTROY", "OWNER", "PROTOCOL_VERSION",
     "PREVENT_OWNERSHIP_TAKEOVER", "DESTROY_WHEN_OWNER_LEAVES", "DESTROY_WHEN_LAST_CLIENT_LEAVES",
     "Limits", "ErrorCode", "ModelId", "Value", "Changes",
-    "Hello", "Update", "Ping", "Bye", "Welcome", "Batch", "Pong", "Error",
+    "Hello", "Update", "Ping", "Bye", "Welcome", "Batch", "Pong", "Error", "Redirect",
     "UpdateEntry", "JoinEntry", "LeaveEntry", "ClientMessage", "ServerMessage",
     "encode", "decode_client_message", "decode_server_message",
     "dynamic_model_id", "split_dynamic_model_id", "is_model_id",
@@ -118,7 +127,7 @@ Value: TypeAlias = "bool | int | float | str | bytes | None"
 Changes: TypeAlias = "Sequence[Sequence[Any]]"
 
 _HELLO, _UPDATE, _PING, _BYE = 1, 2, 3, 4
-_WELCOME, _BATCH, _PONG, _ERROR = 10, 11, 12, 13
+_WELCOME, _BATCH, _PONG, _ERROR, _REDIRECT = 10, 11, 12, 13, 14
 _E_UPDATE, _E_JOIN, _E_LEAVE = 0, 1, 2
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
@@ -152,7 +161,10 @@ class ErrorCode(enum.StrEnum):
     BAD_UPDATE = "bad_update"        # unknown model ids, wrong value types
     NOT_JOINED = "not_joined"        # an update or ping before hello
     KICKED = "kicked"
-    SHUTDOWN = "shutdown"
+    SHUTDOWN = "shutdown"            # the server is stopping: reconnect
+    UNAVAILABLE = "unavailable"      # the room cannot be served here now (storage unreachable,
+                                     # the room moved to another instance): reconnect
+    ROOM_CORRUPT = "room_corrupt"    # the room's stored state cannot be loaded
 
 
 class Hello(NamedTuple):
@@ -216,8 +228,13 @@ class Error(NamedTuple):
     fatal: bool
 
 
+class Redirect(NamedTuple):
+    endpoint: str
+    room: str
+
+
 ClientMessage: TypeAlias = "Hello | Update | Ping | Bye"
-ServerMessage: TypeAlias = "Welcome | Batch | Pong | Error"
+ServerMessage: TypeAlias = "Welcome | Batch | Pong | Error | Redirect"
 
 
 # ----------------------------------------------------------------------------- ids
@@ -306,7 +323,7 @@ def _encode_entry(entry: UpdateEntry | JoinEntry | LeaveEntry) -> list[Any]:
 
 _KIND_OF: dict[type, int] = {
     Hello: _HELLO, Update: _UPDATE, Ping: _PING, Bye: _BYE,
-    Welcome: _WELCOME, Batch: _BATCH, Pong: _PONG, Error: _ERROR,
+    Welcome: _WELCOME, Batch: _BATCH, Pong: _PONG, Error: _ERROR, Redirect: _REDIRECT,
 }
 
 
@@ -532,6 +549,12 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
         if type(msg[3]) is not bool:
             raise _fail("error 'fatal' must be a bool", msg[3])
         return Error(_str(msg[1], "error code"), _str(msg[2], "error message"), msg[3])
+    if kind == _REDIRECT and type(kind) is int:
+        _tuple(msg, "redirect", 3)
+        endpoint = _str(msg[1], "redirect endpoint")
+        if not endpoint:
+            raise _fail("redirect endpoint must not be empty", endpoint)
+        return Redirect(endpoint, _str(msg[2], "redirect room"))
     raise _fail("unknown server message kind", kind)
 
 

@@ -7,6 +7,10 @@ heartbeats, rate limits and bad input over any transport; :class:`Room` is the p
 :class:`~rtecs_server.store.ModelStore` (authority, validation, lifetime, size) and
 :class:`~rtecs_server.schema.RoomSchema` (the union of the joiners' schemas). Plugins
 (:class:`Plugin`, :class:`Change`, :class:`Reject`) validate or transform writes.
+
+Persistence: :mod:`rtecs_server.storage` keeps rooms (:class:`SavedRoom`) in SQLite or
+Redis (:func:`open_storage`), and :mod:`rtecs_server.persistence` loads, checkpoints, saves
+and leases a server's rooms (``RoomServer(storage=...)``; see ``docs/server.md``).
 """
 
 from rtecs_server.host import RoomHost
@@ -21,10 +25,11 @@ from rtecs_server.room import (
     UpdateStatus,
 )
 from rtecs_server.server import RoomServer
+from rtecs_server.storage import SavedRoom, Storage, open_storage
 from rtecs_server.store import Problem, SnapshotRecord, value_size
 
 __all__ = [
     "ANSWER_RING", "BadUpdate", "Change", "JoinRefused", "Plugin", "Problem", "RateLimit",
-    "Reject", "Room", "RoomHost", "RoomServer", "SnapshotRecord", "UpdateOutcome",
-    "UpdateStatus", "value_size",
+    "Reject", "Room", "RoomHost", "RoomServer", "SavedRoom", "SnapshotRecord", "Storage",
+    "UpdateOutcome", "UpdateStatus", "open_storage", "value_size",
 ]

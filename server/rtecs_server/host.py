@@ -28,6 +28,25 @@ over the rate limit / sustained                 ``rate_limit``    kept / ended (
 A frame that was an update but could not be decoded (malformed, or over 125 KB) breaks the
 client's sequence, so that client is resynced as for a gap: its refused writes roll back.
 
+Persistence (``persistence``, a :class:`~rtecs_server.persistence.Persistence`; None: rooms
+live in memory only). A hello for a room this instance does not hold claims and loads it
+(:meth:`Persistence.open <rtecs_server.persistence.Persistence.open>`); the joiner then gets:
+
+==============================================  =============================================
+the room is hosted by another instance          ``REDIRECT endpoint room`` (no session)
+the storage is unreachable, the room is moving  ``ERROR unavailable`` (fatal; clients retry)
+the stored room cannot be loaded                ``ERROR room_corrupt`` (fatal), logged as an
+                                                error; other rooms are unaffected
+==============================================  =============================================
+
+:meth:`maintain` renews leases and checkpoints rooms whose persistent state changed;
+:meth:`check_leases` (cheap: call it before handling frames) catches a lease that ran out
+while the loop was stalled. A room whose lease is lost (taken over after it expired, or a
+save refused by its fencing token) is dropped: its members get ``ERROR unavailable`` and
+reconnect, to be redirected to the new host. An empty room is saved and its lease released
+when it closes; if the save fails the room stays in memory and the save is retried.
+:meth:`close` saves every room before saying goodbye.
+
 Resyncs (a fresh ``WELCOME`` with the full snapshot) happen at most once per
 :data:`RESYNC_COOLDOWN` seconds per client, so a client cannot make the server send snapshots
 in a loop; a resync that has to wait happens at that client's next ping. A client whose send
@@ -39,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -53,14 +73,17 @@ from rtecs.protocol import (
     Limits,
     Ping,
     Pong,
+    Redirect,
     Update,
     decode_client_message,
     encode,
 )
 from rtecs.transport import ServerTransport
+from rtecs_server.persistence import Elsewhere, Keeping, Persistence
 from rtecs_server.plugins import Plugin
 from rtecs_server.ratelimit import RateLimit, TokenBucket, Verdict
 from rtecs_server.room import BadUpdate, JoinRefused, Room, UpdateStatus
+from rtecs_server.storage import CorruptRoomError, FencedOut, StorageError
 
 __all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
 
@@ -98,6 +121,8 @@ class _HostedRoom:
     room: Room
     members: dict[int, _Session] = field(default_factory=dict)  # client id → session
     empty_since: float | None = None
+    keeping: Keeping | None = None   # its lease and last save, with persistence
+    close_after: float = -math.inf   # an unload whose save failed is retried from then
 
 
 class _Peer:
@@ -128,14 +153,16 @@ class RoomHost:
     """Sessions and rooms of one server instance, driven by frames and ticks.
 
     ``rate_limit`` None (the default here; :class:`~rtecs_server.server.RoomServer` turns it
-    on) disables rate limiting, which suits tests on a manual clock.
+    on) disables rate limiting, which suits tests on a manual clock. ``persistence`` None
+    keeps rooms in memory only (see the module docs).
     """
 
     def __init__(self, transport: ServerTransport, *, plugins: Iterable[Plugin] = (),
                  limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
                  empty_room_timeout: float = 30.0,
                  max_clients_per_room: int | None = None,
-                 rate_limit: RateLimit | None = None) -> None:
+                 rate_limit: RateLimit | None = None,
+                 persistence: Persistence | None = None) -> None:
         self.transport = transport
         self.plugins = tuple(plugins)
         self.limits = limits
@@ -147,6 +174,8 @@ class RoomHost:
         self.sessions: dict[bytes, _Session] = {}
         self._peers: dict[bytes, _Peer] = {}
         self._dirty: dict[str, _HostedRoom] = {}   # rooms with entries waiting for flush()
+        self.persistence = persistence
+        self._lease_deadline = math.inf  # time.monotonic() when the first lease runs out
 
     @property
     def has_pending(self) -> bool:
@@ -196,22 +225,30 @@ class RoomHost:
         hosted = self.rooms.get(hello.room)
         created = hosted is None
         if hosted is None:
-            room = Room(hello.room, self.plugins, self.limits, self.max_clients_per_room)
-            hosted = self.rooms[hello.room] = _HostedRoom(room)
+            hosted = self._open_room(peer, hello.room, now)
+            if hosted is None:
+                return
+            self.rooms[hello.room] = hosted
+            self._track_lease(hosted)
         self._fan_out(hosted, now)  # join() needs the room's pending entries sent first
         try:
             welcome = hosted.room.join(hello, now)
         except JoinRefused as exc:
             if created:
                 del self.rooms[hello.room]
+                if hosted.keeping is not None and self.persistence is not None:
+                    self.persistence.release(hosted.keeping.lease)  # unchanged: no save
             self._error(peer, exc.code, f"cannot join room {hello.room!r}: {exc.message}",
                         fatal=True, now=now)
             return
         if created:
-            log.info("room %r created", hello.room)
+            loaded = hosted.keeping is not None and hosted.keeping.saved_changes != -1
+            log.info("room %r %s", hello.room, "opened from its checkpoint" if loaded
+                     else "created")
         new = _Session(peer, hosted, welcome.client_id, now)
         hosted.members[welcome.client_id] = new
         hosted.empty_since = None
+        hosted.close_after = -math.inf
         self.sessions[peer] = new
         self._dirty[hello.room] = hosted
         log.info("client %d joined room %r (%d members)", welcome.client_id, hello.room,
@@ -263,8 +300,10 @@ class RoomHost:
     # ----------------------------------------------------------------- output
 
     def tick(self, now: float) -> None:
-        """:meth:`expire`, then :meth:`flush`."""
+        """:meth:`check_leases`, :meth:`expire`, :meth:`maintain`, then :meth:`flush`."""
+        self.check_leases(now)
         self.expire(now)
+        self.maintain(now)
         self.flush(now)
 
     def flush(self, now: float) -> None:
@@ -286,10 +325,9 @@ class RoomHost:
             self._end_session(session, now)
         for name, hosted in list(self.rooms.items()):
             if (hosted.empty_since is not None and not hosted.members
-                    and now - hosted.empty_since >= self.empty_room_timeout):
-                log.info("room %r closed after %.1f s empty", name, now - hosted.empty_since)
-                del self.rooms[name]
-                self._dirty.pop(name, None)
+                    and now - hosted.empty_since >= self.empty_room_timeout
+                    and now >= hosted.close_after):
+                self._close_room(name, hosted, now)
         limit = self.rate_limit
         sessions = self.sessions
         for peer, state in list(self._peers.items()):
@@ -299,8 +337,18 @@ class RoomHost:
                 del self._peers[peer]
 
     def close(self, now: float) -> int:
-        """Shut down: tell every client (``ERROR shutdown``, fatal) and end its session.
-        Returns how many clients were told."""
+        """Shut down: save every room and release its lease (with persistence), then tell
+        every client (``ERROR shutdown``, fatal) and end its session. Returns how many
+        clients were told."""
+        p = self.persistence
+        if p is not None:
+            saved = 0
+            for name, hosted in list(self.rooms.items()):
+                saved += self._save_and_release(name, hosted, now, "at shutdown")
+            if saved:
+                log.info("saved %d room(s) to %s", saved, p.location)
+            self.rooms.clear()
+            p.close()
         sessions = list(self.sessions.values())
         for session in sessions:
             self._error(session.peer, ErrorCode.SHUTDOWN, "the server is shutting down",
@@ -309,6 +357,173 @@ class RoomHost:
         if sessions:
             log.info("told %d clients that the server is shutting down", len(sessions))
         return len(sessions)
+
+    # ----------------------------------------------------------------- rooms and storage
+
+    def _open_room(self, peer: bytes, name: str, now: float) -> _HostedRoom | None:
+        """A room for a joiner, new or loaded; None if the joiner was answered instead
+        (redirect or error)."""
+        p = self.persistence
+        if p is None:
+            return _HostedRoom(Room(name, self.plugins, self.limits, self.max_clients_per_room))
+        try:
+            room, keeping = p.open(name, self.plugins, self.limits, self.max_clients_per_room,
+                                   now=now)
+        except Elsewhere as exc:
+            log.info("a client of room %r redirected to %s (instance %s)", name,
+                     exc.owner.endpoint, exc.owner.instance_id)
+            self.transport.send(peer, encode(Redirect(exc.owner.endpoint, name)))
+            return None
+        except CorruptRoomError as exc:
+            log.error("%s; its joiners are refused until an operator repairs or deletes it "
+                      "(rtecs-server delete %s)", exc, name)
+            self._error(peer, ErrorCode.ROOM_CORRUPT,
+                        f"{exc}. Nobody can join it until the server's operator repairs or "
+                        f"deletes it", fatal=True, now=now, quiet=True)
+            return None
+        except StorageError as exc:
+            log.warning("room %r cannot be opened now: %s", name, exc)
+            self._error(peer, ErrorCode.UNAVAILABLE,
+                        f"room {name!r} cannot be opened now ({exc}); try again", fatal=True,
+                        now=now, quiet=True)
+            return None
+        return _HostedRoom(room, keeping=keeping)
+
+    def maintain(self, now: float) -> None:
+        """Persistence housekeeping: renew the leases that are due, checkpoint the rooms whose
+        persistent state changed (see :mod:`rtecs_server.persistence`), retry failed lease
+        releases. Nothing without persistence."""
+        p = self.persistence
+        if p is None:
+            return
+        due: list[tuple[float, str, _HostedRoom]] = []
+        for name, hosted in list(self.rooms.items()):
+            keeping = hosted.keeping
+            if keeping is None:
+                continue
+            if p.renew_due(keeping):
+                ok = p.renew(keeping)
+                if ok is False:
+                    self._lose_room(name, hosted, now, "its lease was lost")
+                    continue
+                if ok is None and keeping.lease.time_left() <= 0:
+                    self._lose_room(name, hosted, now, "its lease ran out while the storage "
+                                                       "was unreachable")
+                    continue
+            if p.checkpoint_due(hosted.room, keeping, now):
+                due.append((keeping.next_checkpoint, name, hosted))
+        due.sort(key=lambda d: d[0])  # the longest-waiting first
+        for i, (since, name, hosted) in enumerate(due):
+            if not p.may_checkpoint():
+                p.behind(len(due) - i, now - since)
+                break
+            assert hosted.keeping is not None
+            try:
+                p.save(hosted.room, hosted.keeping, now)
+            except FencedOut as exc:
+                self._lose_room(name, hosted, now, str(exc))
+            except StorageError as exc:
+                log.debug("room %r: checkpoint failed, retrying: %s", name, exc)
+        p.retry_releases()
+        self._update_lease_deadline()
+
+    def check_leases(self, now: float) -> None:
+        """Stop hosting rooms whose lease ran out and cannot be renewed. O(1) while no lease
+        is near its end: call it before handling frames, so a loop that was stalled past a
+        lease (a paused process) never applies updates to a room another instance may host
+        by now."""
+        if time.monotonic() < self._lease_deadline:
+            return
+        p = self.persistence
+        assert p is not None
+        for name, hosted in list(self.rooms.items()):
+            keeping = hosted.keeping
+            if keeping is None or keeping.lease.time_left() > 0:
+                continue
+            if p.renew(keeping):
+                log.warning("room %r: lease renewed %.1f s after it ran out locally (was the "
+                            "server stalled?)", name, -keeping.lease.time_left())
+                continue
+            self._lose_room(name, hosted, now, "its lease ran out")
+        self._update_lease_deadline()
+
+    def _track_lease(self, hosted: _HostedRoom) -> None:
+        if hosted.keeping is not None:
+            self._lease_deadline = min(self._lease_deadline, hosted.keeping.lease.expires_at)
+
+    def _update_lease_deadline(self) -> None:
+        self._lease_deadline = min((h.keeping.lease.expires_at for h in self.rooms.values()
+                                    if h.keeping is not None), default=math.inf)
+
+    def _close_room(self, name: str, hosted: _HostedRoom, now: float) -> None:
+        """Unload a room that stayed empty: save it and release its lease; if the save fails
+        the room stays in memory and is tried again after a checkpoint interval."""
+        empty = now - (hosted.empty_since or now)
+        p = self.persistence
+        keeping = hosted.keeping
+        if p is not None and keeping is not None and not keeping.lost and p.needs_save(
+                hosted.room, keeping):
+            try:
+                p.save(hosted.room, keeping, now)
+            except FencedOut as exc:
+                log.warning("room %r: %s; closing it unsaved", name, exc)
+            except StorageError as exc:
+                first = hosted.close_after == -math.inf
+                hosted.close_after = now + p.checkpoint_interval
+                (log.warning if first else log.debug)(
+                    "room %r could not be saved to close it (%s): kept in memory, trying "
+                    "again every %.1f s", name, exc, p.checkpoint_interval)
+                return
+            else:
+                log.info("room %r closed after %.1f s empty, saved", name, empty)
+        elif keeping is not None:
+            log.info("room %r closed after %.1f s empty, its last checkpoint being current",
+                     name, empty)
+        else:
+            log.info("room %r closed after %.1f s empty", name, empty)
+        if p is not None and keeping is not None:
+            p.release(keeping.lease)
+        del self.rooms[name]
+        self._dirty.pop(name, None)
+        self._update_lease_deadline()
+
+    def _save_and_release(self, name: str, hosted: _HostedRoom, now: float, when: str) -> int:
+        """Save (if changed) and release one room; 1 if it was saved. Errors are logged."""
+        p = self.persistence
+        keeping = hosted.keeping
+        if p is None or keeping is None:
+            return 0
+        saved = 0
+        if not keeping.lost and p.needs_save(hosted.room, keeping):
+            try:
+                p.save(hosted.room, keeping, now)
+                saved = 1
+            except FencedOut as exc:
+                log.warning("room %r not saved %s: %s", name, when, exc)
+            except StorageError as exc:
+                log.error("room %r could not be saved %s: %s; its changes since the last "
+                          "checkpoint are lost", name, when, exc)
+        p.release(keeping.lease)
+        return saved
+
+    def _lose_room(self, name: str, hosted: _HostedRoom, now: float, why: str) -> None:
+        """Stop hosting a room whose lease is gone: one last fenced save (refused if another
+        instance claimed the room since; it lets a room whose lease merely lapsed keep its
+        latest changes), then drop its members with ``ERROR unavailable`` so they reconnect
+        and are redirected to whoever hosts it now."""
+        saved = self._save_and_release(name, hosted, now, "after its lease was lost")
+        for session in list(hosted.members.values()):
+            self.transport.send(session.peer, encode(Error(
+                ErrorCode.UNAVAILABLE.value, f"room {name!r} is no longer hosted by this "
+                f"server instance: reconnect", True)))
+            if self.sessions.get(session.peer) is session:
+                del self.sessions[session.peer]
+        log.warning("stopped hosting room %r: %s (%s; %d clients told to reconnect)", name,
+                    why, "its latest state was saved" if saved else "not saved",
+                    len(hosted.members))
+        hosted.members.clear()
+        self.rooms.pop(name, None)
+        self._dirty.pop(name, None)
 
     def _fan_out(self, hosted: _HostedRoom, now: float) -> None:
         frame = hosted.room.flush(now)

@@ -18,6 +18,11 @@ Host loop, per server tick::
 Decisions where the design is silent are in the method docs: the snapshot/flush order of
 :meth:`Room.join`, the entry order of :meth:`Room.leave`, the numbering after
 :meth:`Room.resync` and the frame of :meth:`Room.answer_again`.
+
+Persistence: :meth:`Room.export` is the room's checkpoint (a
+:class:`~rtecs_server.storage.SavedRoom` of its persistent models), :meth:`Room.restore`
+rebuilds a room from one; ``room_seq`` starts again at 0 after a restore (every client of
+the new session joins with a snapshot).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from rtecs.protocol import (
     encode,
 )
 from rtecs_server.plugins import Plugin
+from rtecs_server.storage import SavedRoom, persistent_models
 from rtecs_server.store import ModelStore, Problem, SnapshotRecord
 
 __all__ = ["ANSWER_RING", "BadUpdate", "JoinRefused", "Room", "UpdateOutcome", "UpdateStatus"]
@@ -71,6 +77,8 @@ class BadUpdate(RtecsError):
 
 
 class UpdateStatus(enum.Enum):
+    """What :meth:`Room.apply_update` did with an update."""
+
     APPLIED = "applied"      # sequenced; its entry is queued for the next flush
     DUPLICATE = "duplicate"  # seq ≤ last: not applied; answer it again
     GAP = "gap"              # seq > last + 1: nothing applied; the client must resync
@@ -116,6 +124,34 @@ class Room:
         self._clients: dict[int, _Client] = {}
         self._pending: list[UpdateEntry | JoinEntry | LeaveEntry] = []
         self._pending_changes = False
+
+    @classmethod
+    def restore(cls, saved: SavedRoom, plugins: Iterable[Plugin] = (),
+                limits: Limits = DEFAULT_LIMITS, max_clients: int | None = None) -> Room:
+        """The room a checkpoint holds, with no members (see
+        :meth:`ModelStore.restore <rtecs_server.store.ModelStore.restore>`). Its next joiner
+        gets a client id above every id the saved room ever gave. Raises
+        :class:`~rtecs_server.storage.CorruptRoomError` for a checkpoint that contradicts
+        itself."""
+        next_id = max(saved.next_client_id, max(saved.created, default=0) + 1)
+        room = cls(saved.name, plugins, limits, max_clients, next_client_id=next_id)
+        room.store.restore(saved)
+        room.next_client_id = max(next_id, max(room.store.created, default=0) + 1)
+        return room
+
+    def export(self) -> SavedRoom:
+        """The room's checkpoint as it would stand once every client had left: its schema,
+        client-id counter, created counters and persistent models
+        (:func:`~rtecs_server.storage.persistent_models`: unowned, without models flagged
+        destroy_when_last_client_leaves or owned destroy_when_owner_leaves models, and
+        their subtrees). The records share the room's live ``props`` dicts: encode (save)
+        the result at once, on the room's thread, before the room changes."""
+        store = self.store
+        root_type = store.schema.root_type
+        if root_type is None:
+            raise RuntimeError(f"room {self.name!r} has never had a member: nothing to save")
+        return SavedRoom(self.name, root_type, store.schema.as_dict(), self.next_client_id,
+                         store.created, persistent_models(store.records()))
 
     # ------------------------------------------------------------------ inspection
 

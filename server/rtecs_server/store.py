@@ -18,8 +18,8 @@ Decisions where the design is silent:
 - "Existed" is judged by a per-creator high-water mark of created counters, so creates must
   arrive in increasing counter order (the client allocates them that way). A create refused
   for any reason other than a foreign or reused id still uses up its counter, so the writes
-  that follow it in the update are quiet rejections. The marks are not persisted: after a
-  restart a write to a model destroyed before it is reported as never created.
+  that follow it in the update are quiet rejections. The marks are persisted with the room
+  (:meth:`ModelStore.restore`), so ids are never reused after a reload either.
 - Owner changes: ``owner = sender`` is allowed when no ancestor is owned by another client
   and the model is unowned, already the sender's, or another's without
   ``PREVENT_OWNERSHIP_TAKEOVER``; ``owner = -1`` when no ancestor is owned by another and the
@@ -34,14 +34,21 @@ Decisions where the design is silent:
   ``expected`` element id that is not the one at the key, or when the element it would
   replace is owned by another client (replacing is destroying). A transactional remove is an
   ordinary destroy of the element: refused quietly if the element is already gone.
+
+Persistence (DESIGN §6): :meth:`ModelStore.records` is a view of the models for a checkpoint
+(no copies), :attr:`ModelStore.persistent_changes` grows only with changes that alter what a
+checkpoint would hold (so a room whose traffic is all to ``destroy_when_last_client_leaves``
+models is never re-saved), and :meth:`ModelStore.restore` rebuilds a store from one.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
+from rtecs.errors import SchemaError
 from rtecs.protocol import (
     COLLECTION_KINDS,
     CREATE,
@@ -61,6 +68,7 @@ from rtecs.protocol import (
 )
 from rtecs_server.plugins import Change, Plugin, Reject
 from rtecs_server.schema import ModelType, Prop, RoomSchema, SchemaSpec
+from rtecs_server.storage import CorruptRoomError, SavedRoom
 
 if TYPE_CHECKING:
     from rtecs_server.room import Room
@@ -84,6 +92,13 @@ SnapshotRecord = tuple[Any, ...]
 #: What a collection type accepts under it: (element type name, key type or None).
 _NOT_A_COLLECTION: Final = ("", None)
 
+#: The Python type of each scalar tag (a restored value of exactly this type is kept as is).
+_TAG_TYPES: Final[dict[str, type]] = {"bool": bool, "int": int, "float": float, "str": str,
+                                      "bytes": bytes}
+
+#: The lifetime flags that keep a model (and everything under it) out of a checkpoint.
+_LIFE: Final = DESTROY_WHEN_LAST_CLIENT_LEAVES | DESTROY_WHEN_OWNER_LEAVES
+
 
 def value_size(value: object) -> int:
     """Cheap size estimate of one stored property: str/bytes length (UTF-8 for non-ASCII
@@ -105,13 +120,16 @@ class Problem(NamedTuple):
 
 
 class _Model:
-    __slots__ = ("flags", "key", "keyed", "kids", "owner", "parent", "parent_id", "props",
-                 "type")
+    __slots__ = ("flags", "key", "keyed", "kids", "life", "owner", "parent", "parent_id",
+                 "props", "type")
 
     def __init__(self, mtype: ModelType, parent: _Model | None, flags: int) -> None:
         self.type = mtype
         self.owner = -1
         self.flags = flags
+        # The lifetime flags of this model and its ancestors, ORed (they never change): 0
+        # for the common persistent model, so the checkpoint bookkeeping costs one test.
+        self.life: int = (flags | (parent.life if parent is not None else 0)) & _LIFE
         self.parent = parent
         self.props: dict[int, Value] = {}
         self.parent_id: ModelId | None = None   # set for a dynamic model under a parent
@@ -172,6 +190,9 @@ class ModelStore:
         self._owned: dict[int, dict[ModelId, None]] = {}   # owner → its models, ordered
         self._created: dict[int, int] = {}                 # creator → highest counter used
         self._collections: dict[str, tuple[str, type | None]] = {}  # type name → what it takes
+        #: Grows with every change that alters what a checkpoint would hold (see the module
+        #: docs): a host saves the room when it differs from the value at its last save.
+        self.persistent_changes = 0
 
     def __len__(self) -> int:
         return len(self._models)
@@ -183,6 +204,19 @@ class ModelStore:
         if m is None:
             return None
         return m.record(model_id, m.props)
+
+    def records(self) -> Iterator[SnapshotRecord]:
+        """Every model as :meth:`snapshot` lists it, but with the *live* ``props`` dicts (no
+        copies) and lazily: for a checkpoint that is encoded at once, on the room's thread,
+        before anything changes the room (see :meth:`Room.export
+        <rtecs_server.room.Room.export>`)."""
+        for mid, m in self._models.items():
+            yield m.record(mid, m.props)
+
+    @property
+    def created(self) -> dict[int, int]:
+        """The highest dynamic-model counter each client id has used (a copy)."""
+        return dict(self._created)
 
     def snapshot(self) -> list[SnapshotRecord]:
         """Every model, parents before children and in the order they were created
@@ -196,9 +230,14 @@ class ModelStore:
         """Add a joiner's schema (raises :class:`~rtecs.errors.SchemaError`, changing
         nothing); make the room model on the first join, and new declared children of
         existing models when the schema grew some (rare: scans the models)."""
+        types = self.schema.types
+        before = len(types) + sum(len(t.props) for t in types.values())
         grown = self.schema.merge(schema, root_type)
+        if len(types) + sum(len(t.props) for t in types.values()) != before:
+            self.persistent_changes += 1  # the schema is saved with the room
         if not self._models:
             self._make(0, self.schema.types[root_type], None, 0)
+            self.persistent_changes += 1
             return
         if not grown:
             return
@@ -221,11 +260,11 @@ class ModelStore:
         for mid in owned:
             m = models.get(mid)
             if m is not None and m.flags & DESTROY_WHEN_OWNER_LEAVES:
-                self._destroy(mid, m)
+                self._destroy(mid, m)  # owned: never in a checkpoint
                 changes.append([mid, DESTROY, None])
         for mid in owned:
             m = models.get(mid)
-            if m is not None:
+            if m is not None:  # not flagged destroy_when_owner_leaves: owners aren't saved
                 m.owner = -1
                 changes.append([mid, OWNER, -1])
         if room_empty:
@@ -319,6 +358,8 @@ class ModelStore:
                         f"{mtype.name}.{prop.name} of model {mid!r} refused")
         self.size += delta
         props[pid] = new
+        if not m.life or self._persists(m):
+            self.persistent_changes += 1
         return new
 
     def _run_plugins(self, sender: int, m: _Model, mid: ModelId, pid: int, prop: Prop,
@@ -363,6 +404,11 @@ class ModelStore:
             if value != -1:
                 self._owned.setdefault(value, {})[mid] = None
             m.owner = value
+            life = m.life
+            if m.flags & DESTROY_WHEN_OWNER_LEAVES and not life & DESTROY_WHEN_LAST_CLIENT_LEAVES:
+                # Owners are not saved, but an owned destroy_when_owner_leaves model is left
+                # out of a checkpoint with its subtree.
+                self.persistent_changes += 1
         return value
 
     def _create(self, sender: int, mid: ModelId, value: Any, problems: list[Problem]) -> object:
@@ -412,7 +458,10 @@ class ModelStore:
                         f"the room's datastore is over its limit of "
                         f"{self.limits.max_datastore_bytes} bytes: model {mid} not created")
         if replaced is not None:
-            self._destroy(replaced, self._models[replaced])
+            old = self._models[replaced]
+            if self._persists(old):
+                self.persistent_changes += 1
+            self._destroy(replaced, old)
         self._make(mid, mtype, parent, flags)
         if parent is not None:
             m = self._models[mid]
@@ -425,6 +474,8 @@ class ModelStore:
                 if parent.keyed is None:
                     parent.keyed = {}
                 parent.keyed[value[3]] = mid
+        if self._persists(self._models[mid]):
+            self.persistent_changes += 1
         return value
 
     def _check_element(self, parent: _Model, mid: ModelId, value: Any) -> str | None:
@@ -460,8 +511,143 @@ class ModelStore:
             if o.owner != -1 and o.owner != sender:
                 return _REJECTED
             o = o.parent
+        if self._persists(m):
+            self.persistent_changes += 1
         self._destroy(mid, m)
         return value
+
+    # ------------------------------------------------------------------ persistence
+
+    @staticmethod
+    def _persists(m: _Model) -> bool:
+        """True if ``m`` would be in a checkpoint (see
+        :func:`~rtecs_server.storage.persistent_models`): nothing above it or itself is
+        flagged destroy_when_last_client_leaves, nor destroy_when_owner_leaves and owned."""
+        life = m.life
+        if not life:
+            return True
+        if life & DESTROY_WHEN_LAST_CLIENT_LEAVES:
+            return False
+        o: _Model | None = m
+        while o is not None:
+            if o.flags & DESTROY_WHEN_OWNER_LEAVES and o.owner != -1:
+                return False
+            o = o.parent
+        return True
+
+    def restore(self, saved: SavedRoom) -> None:
+        """Fill this empty store from a checkpoint: the saved schema first, then the models
+        in record order (parents before children) with their values re-checked against the
+        schema, every model unowned, collection keys and the created counters restored. A
+        declared child missing from the records is made. Raises
+        :class:`~rtecs_server.storage.CorruptRoomError` if the checkpoint contradicts
+        itself (its schema is invalid, a record names an unknown type or property, a value
+        has the wrong type, a child comes before its parent…); the store is then unusable.
+        """
+        name = saved.name
+        if self._models:
+            raise RuntimeError("restore() needs an empty store")
+        try:
+            self.schema.merge(saved.schema, saved.root_type)
+        except SchemaError as exc:
+            raise CorruptRoomError(name, f"its schema is invalid: {exc}") from None
+        paused = gc.isenabled()  # one object per model and per props dict, none cyclic...
+        gc.disable()             # ...apart from parent links the GC need not look at now
+        try:
+            self._restore_models(name, saved)
+        finally:
+            if paused:
+                gc.enable()
+        created = self._created
+        for creator, counter in saved.created.items():
+            if counter > created.get(creator, 0):
+                created[creator] = counter
+        self.persistent_changes = 0
+
+    def _restore_models(self, name: str, saved: SavedRoom) -> None:
+        types = self.schema.types
+        models = self._models
+        created = self._created
+        tables: dict[str, dict[int, tuple[Prop, type | None, bool]]] = {}
+        size = 0
+        for rec in saved.models:
+            mid, tname, _owner, flags, props = rec[:5]
+            what = f"model {mid!r}"
+            if mid in models:
+                raise CorruptRoomError(name, f"{what} is stored twice")
+            mtype = types.get(tname)
+            if mtype is None:
+                raise CorruptRoomError(name, f"{what} is of type {tname!r}, not in its schema")
+            if type(flags) is not int or not 0 <= flags <= 7:
+                raise CorruptRoomError(name, f"{what} has invalid flags {flags!r}")
+            parent: _Model | None = None
+            if type(mid) is tuple:
+                parent = models.get(mid[0] if len(mid) == 2 else mid[:-1])
+                prop = parent.type.props.get(mid[-1]) if parent is not None else None
+                if prop is None or prop.child != tname:
+                    raise CorruptRoomError(name, f"{what} is not a declared {tname} child of "
+                                                 f"a model stored before it")
+            elif mid == 0:
+                if tname != self.schema.root_type:
+                    raise CorruptRoomError(name, f"the room model is a {tname}, its root "
+                                                 f"type is {self.schema.root_type}")
+            else:
+                creator, counter = split_dynamic_model_id(mid)
+                if creator < 1 or counter < 1:
+                    raise CorruptRoomError(name, f"{what} is not a dynamic model id")
+                if counter > created.get(creator, 0):
+                    created[creator] = counter
+                if len(rec) > 5:
+                    parent = models.get(rec[5])
+                    if parent is None:
+                        raise CorruptRoomError(name, f"{what} is stored before its parent "
+                                                     f"{rec[5]!r}, or without it")
+            m = _Model(mtype, parent, flags)
+            values = m.props
+            table = tables.get(tname)
+            if table is None:
+                table = tables[tname] = {
+                    pid: (prop, _TAG_TYPES.get(prop.tag.rstrip("?")), prop.tag.endswith("?"))
+                    for pid, prop in mtype.props.items() if prop.child is None}
+            for pid, value in props.items():
+                spec = table.get(pid)
+                if spec is None:
+                    raise CorruptRoomError(name, f"{what} has a value for property {pid!r}, "
+                                                 f"which type {tname} does not have")
+                prop, exact, nullable = spec
+                if type(value) is exact or (value is None and nullable):
+                    v = cast(Value, value)  # of its type already: as decoded checkpoints hold
+                else:
+                    try:
+                        v = coerce_value(prop.tag, value)
+                    except TypeError as exc:
+                        raise CorruptRoomError(name, f"{what}, {tname}.{prop.name}: {exc}"
+                                               ) from None
+                values[pid] = v
+                size += value_size(v)
+            models[mid] = m
+            size += MODEL_OVERHEAD
+            if parent is not None and type(mid) is int:
+                m.parent_id = rec[5]
+                if parent.kids is None:
+                    parent.kids = {}
+                parent.kids[mid] = None
+                if len(rec) > 6:
+                    key = rec[6]
+                    if parent.keyed is None:
+                        parent.keyed = {}
+                    if key in parent.keyed:
+                        raise CorruptRoomError(name, f"{what}: two elements at key {key!r}")
+                    m.key = key
+                    parent.keyed[key] = mid
+        if 0 not in models:
+            raise CorruptRoomError(name, "it has no room model")
+        self.size = size
+        for mid, m in list(models.items()):
+            for pid, child_type in m.type.children:
+                cid = _child_id(mid, pid)
+                if cid not in models:
+                    self._make(cid, child_type, m, 0)
 
     # ------------------------------------------------------------------ model tree
 
