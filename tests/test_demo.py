@@ -26,11 +26,12 @@ def test_headless_demo_draws_every_avatar(tmp_path: Path) -> None:
 
     shot = tmp_path / "demo.png"
     report = run(Options(name="tester", bots=2, headless=True, frames=90, fps=120,
-                         screenshot=str(shot)))
+                         screenshot=str(shot), data_dir=str(tmp_path / "data")))
     assert set(report["avatars"]) == {"tester", "bot1", "bot2"}
     image = pygame.image.load(str(shot))
     assert image.get_size() == (812, 368)
     assert set(report["drawn"]) == {"tester", "bot1", "bot2"}
+    assert (tmp_path / "data" / "rooms.sqlite3").exists()  # the embedded server persists
     for name, (x, y, color) in report["drawn"].items():
         expected = ((color >> 16) & 255, (color >> 8) & 255, color & 255)
         assert tuple(image.get_at((x, y)))[:3] == expected, f"{name} is not drawn at {x},{y}"
@@ -114,3 +115,15 @@ def test_readme_example_runs_against_a_real_server() -> None:
             import esper
 
             esper.switch_world("default")
+
+
+def test_the_demo_room_persists_between_runs(tmp_path: Path) -> None:
+    os.environ["SDL_VIDEODRIVER"] = "dummy"
+    from examples.pygame_demo.game import Options, run
+
+    data = str(tmp_path / "data")
+    first = run(Options(name="ann", headless=True, frames=40, fps=200, data_dir=data,
+                        script="wait 5; type Blue Team; counter 7"))
+    assert (first["team_name"], first["counter"]) == ("Blue Team", 7)
+    second = run(Options(name="bob", headless=True, frames=20, fps=200, data_dir=data))
+    assert (second["team_name"], second["counter"]) == ("Blue Team", 7)

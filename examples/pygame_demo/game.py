@@ -99,9 +99,12 @@ def run(options: Options) -> dict[str, Any]:
     if endpoint is None:
         from rtecs_server import RoomServer
 
-        server = RoomServer(bind="tcp://127.0.0.1:0", plugins=[referee]).start()
+        # SQLite under data_dir: the room (team name, tiles, counter, gems nobody holds)
+        # persists across runs of the demo.
+        server = RoomServer(bind="tcp://127.0.0.1:0", plugins=[referee], storage="sqlite:",
+                            data_dir=options.data_dir, empty_room_timeout=0.0).start()
         endpoint = server.endpoint
-        print(f"embedded room server on {endpoint}")
+        print(f"embedded room server on {endpoint}, rooms saved under {options.data_dir}")
     pygame.init()
     screen = pygame.display.set_mode((WIDTH, HEIGHT))
     pygame.display.set_caption(f"rtecs demo — room {options.room!r} as {options.name}")
