@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -47,6 +48,9 @@ class FakeTransport:
             return False
         self.sent.append((peer, frame))
         return True
+
+    def broadcast(self, peers: Iterable[bytes], frame: bytes) -> list[bytes]:
+        return [peer for peer in peers if not self.send(peer, frame)]
 
     def receive(self) -> list[tuple[bytes, bytes]]:
         return []

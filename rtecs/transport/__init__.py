@@ -9,6 +9,7 @@ routing id, or a name in the memory transport). Implementations: :mod:`rtecs.tra
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 __all__ = ["ClientTransport", "ServerTransport"]
@@ -37,6 +38,11 @@ class ServerTransport(Protocol):
     def send(self, peer: bytes, frame: bytes, reliable: bool = True) -> bool:
         """Queue one frame for ``peer``. Return False if the peer is unknown or cannot take
         more (its queue is full); the frame is then not sent."""
+        ...
+
+    def broadcast(self, peers: Iterable[bytes], frame: bytes) -> list[bytes]:
+        """Queue the same ``frame`` for every peer (a relayed batch); return the peers that
+        could not take it."""
         ...
 
     def receive(self) -> list[tuple[bytes, bytes]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Iterable
 
 __all__ = ["MemoryClientTransport", "MemoryNetwork", "MemoryServerTransport"]
 
@@ -63,6 +64,9 @@ class MemoryServerTransport:
             return True
         net.downlinks.setdefault(peer, deque()).append((net.now + net.delay, bytes(frame)))
         return True
+
+    def broadcast(self, peers: Iterable[bytes], frame: bytes) -> list[bytes]:
+        return [peer for peer in peers if not self.send(peer, frame)]
 
     def receive(self) -> list[tuple[bytes, bytes]]:
         frames, self.inbox = self.inbox, []

@@ -306,6 +306,11 @@ class RoomHost:
         self.maintain(now)
         self.flush(now)
 
+    @property
+    def largest_room(self) -> int:
+        """Members of the most crowded room (the server paces its flushes by it)."""
+        return max((len(h.members) for h in self.rooms.values()), default=0)
+
     def flush(self, now: float) -> None:
         """Fan out every room's pending entries: one encode per room, the same bytes to every
         member (except stalled ones, which will be resynced)."""
@@ -529,10 +534,9 @@ class RoomHost:
         frame = hosted.room.flush(now)
         if frame is None:
             return
-        send = self.transport.send
-        for session in hosted.members.values():
-            if not session.stalled and not send(session.peer, frame):
-                self._stall(session)
+        live = {s.peer: s for s in hosted.members.values() if not s.stalled}
+        for peer in self.transport.broadcast(live, frame):
+            self._stall(live[peer])
 
     def _stall(self, session: _Session) -> None:
         log.warning("client %d of room %r cannot keep up (send queue full): no batches until "
