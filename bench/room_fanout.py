@@ -172,8 +172,8 @@ PLAYER_FLAGS = DESTROY_WHEN_OWNER_LEAVES | DESTROY_WHEN_LAST_CLIENT_LEAVES
 
 
 class Player(rtecs.RealtimeModel):
-    x: float = rtecs.prop(1, default=0.0, reliable=False)
-    y: float = rtecs.prop(2, default=0.0, reliable=False)
+    x: float = rtecs.prop(1, default=0.0, reliable=False, float32=True)
+    y: float = rtecs.prop(2, default=0.0, reliable=False, float32=True)
     score: int = rtecs.prop(3, default=0)
 
 

@@ -16,15 +16,15 @@ class Avatar(rtecs.RealtimeModel):
 
     name: str = rtecs.prop(1, default="")
     color: int = rtecs.prop(2)                      # 0xRRGGBB
-    x: float = rtecs.prop(3, reliable=False)
-    y: float = rtecs.prop(4, reliable=False)
+    x: float = rtecs.prop(3, reliable=False, float32=True)   # 4-byte floats on the wire
+    y: float = rtecs.prop(4, reliable=False, float32=True)
 
 
 class Gem(rtecs.RealtimeModel):
     """A collectible: anyone may pick it up (ownership transfer); it follows its holder."""
 
-    x: float = rtecs.prop(1, reliable=False)
-    y: float = rtecs.prop(2, reliable=False)
+    x: float = rtecs.prop(1, reliable=False, float32=True)
+    y: float = rtecs.prop(2, reliable=False, float32=True)
     color: int = rtecs.prop(3)
 
 

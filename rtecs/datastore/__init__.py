@@ -46,6 +46,7 @@ from rtecs.model import Change, ChangeSource, Prop, RealtimeModel
 from rtecs.model._model import _OWNER_PROP, CREATE_MARK, DESTROY_MARK, DESTROYED, KidEvent
 from rtecs.protocol import (
     CREATE,
+    F32,
     OWNER,
     PREVENT_OWNERSHIP_TAKEOVER,
     ModelId,
@@ -469,6 +470,8 @@ class Datastore:
                 t = type(value)
                 size += ((9 if t is float or t is int or t is bool else _estimate(value))
                          + (2 if model is last else 14))
+            if p.f32 and value is not None:
+                value = F32(value)  # sent as a 4-byte float (it was rounded when written)
             if model is last:
                 run.append(pid)
                 run.append(value)

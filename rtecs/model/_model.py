@@ -113,7 +113,8 @@ class _Destroyed:
 
 DESTROYED: _Owner = _Destroyed()
 
-_ZERO: dict[str, object] = {"bool": False, "int": 0, "float": 0.0, "str": "", "bytes": b""}
+_ZERO: dict[str, object] = {"bool": False, "int": 0, "float": 0.0, "f32": 0.0, "str": "",
+                            "bytes": b""}
 _PYTYPE: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str, "bytes": bytes}
 _UNSET: Any = object()
 
@@ -121,12 +122,15 @@ _UNSET: Any = object()
 class Prop:
     """A synchronised property of a :class:`RealtimeModel` (made by :func:`prop`)."""
 
-    __slots__ = ("child_type", "default", "id", "name", "pytype", "reliable", "slot", "tag")
+    __slots__ = ("child_type", "default", "f32", "id", "name", "pytype", "reliable", "slot",
+                 "tag")
 
-    def __init__(self, prop_id: int, default: Any = _UNSET, reliable: bool = True) -> None:
+    def __init__(self, prop_id: int, default: Any = _UNSET, reliable: bool = True,
+                 float32: bool = False) -> None:
         self.id = prop_id
         self.default = default
         self.reliable = reliable
+        self.f32 = float32
         self.name = ""
         self.tag = ""
         self.slot = -1
@@ -195,17 +199,20 @@ class Prop:
             raise TypeError(f"{type(obj).__name__}.{self.name}: {exc}") from None
 
 
-def prop(prop_id: int, *, default: Any = _UNSET, reliable: bool = True) -> Any:
+def prop(prop_id: int, *, default: Any = _UNSET, reliable: bool = True,
+         float32: bool = False) -> Any:
     """Declare a synchronised property with a wire id (≥ 1, unique in the model, never reused).
 
     ``reliable=False`` makes it latest-value-wins: no in-flight cache, may coalesce, never
     rolled back (positions, aim). The type comes from the annotation: ``bool``, ``int``,
     ``float``, ``str``, ``bytes``, ``X | None``, or a :class:`RealtimeModel` subclass for a
-    declared child model.
+    declared child model. ``float32=True`` (float properties only) sends the value as a
+    4-byte float, as games do for positions: writes are rounded to float32 precision at once,
+    so every client shows the same value.
     """
     if type(prop_id) is not int or prop_id < 1:
         raise SchemaError(f"a property id must be an int ≥ 1, not {prop_id!r}")
-    return Prop(prop_id, default, reliable)
+    return Prop(prop_id, default, reliable, float32)
 
 
 def _tag_of(hint: Any, where: str) -> tuple[str, type[RealtimeModel] | None]:
@@ -278,6 +285,10 @@ class RealtimeModel:
                 raise SchemaError(f"{where}: property id {p.id} is also used by "
                                   f"{cls.__name__}.{by_id[p.id].name}")
             tag, child = _tag_of(hints[name], where)
+            if p.f32:
+                if tag.rstrip("?") != "float":
+                    raise SchemaError(f"{where}: float32=True needs a float property, not {tag}")
+                tag = tag.replace("float", "f32")
             if p.tag and p.tag != tag:
                 raise SchemaError(f"{where}: redeclared as {tag}, was {p.tag}")
             p.tag, p.child_type = tag, child

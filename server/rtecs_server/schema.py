@@ -25,13 +25,15 @@ class Prop:
     """One property of a model type. ``child`` is the type name of a declared child model
     (tag ``model:<Type>``), else None."""
 
-    __slots__ = ("child", "name", "reliable", "tag")
+    __slots__ = ("child", "f32", "name", "reliable", "tag")
 
     def __init__(self, name: str, tag: str, reliable: bool) -> None:
         self.name = name
         self.tag = tag
         self.reliable = reliable
         self.child = tag[6:] if tag.startswith("model:") else None
+        #: Values go out as float32 (:class:`rtecs.protocol.F32`).
+        self.f32 = tag.startswith("f32")
 
     def describe(self) -> str:
         return f"{self.name!r} {self.tag}{'' if self.reliable else ' unreliable'}"

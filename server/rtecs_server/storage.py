@@ -74,6 +74,8 @@ from rtecs.errors import RtecsError
 from rtecs.protocol import (
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
     DESTROY_WHEN_OWNER_LEAVES,
+    F32,
+    enc_hook,
     is_model_id,
 )
 
@@ -244,8 +246,8 @@ def persistent_models(records: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...
     return out
 
 
-_ENCODER: Final = msgspec.msgpack.Encoder()
-_SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
+_ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=enc_hook)  # F32 values as float32
+_SCALARS: Final = frozenset({type(None), bool, int, float, F32, str, bytes})
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 

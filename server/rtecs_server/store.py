@@ -55,6 +55,7 @@ from rtecs.protocol import (
     DESTROY,
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
     DESTROY_WHEN_OWNER_LEAVES,
+    F32,
     OWNER,
     PREVENT_OWNERSHIP_TAKEOVER,
     Changes,
@@ -357,6 +358,8 @@ class ModelStore:
                         f"{self.limits.max_datastore_bytes} bytes: write to "
                         f"{mtype.name}.{prop.name} of model {mid!r} refused")
         self.size += delta
+        if prop.f32 and new is not None:
+            new = F32(new)  # relayed (and saved) as a 4-byte float
         props[pid] = new
         if not m.life or self._persists(m):
             self.persistent_changes += 1
