@@ -50,6 +50,7 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Redirect,
+    Resync,
     Update,
     UpdateEntry,
     Welcome,
@@ -397,6 +398,9 @@ class Realtime:
                 self._clients.discard(entry.client_id)
                 presence.append(Presence(entry.client_id, False))
         ds.flush_emissions()
+        if ds.resync_wanted:
+            ds.resync_wanted = False
+            self._send(encode(Resync()))
         for p in presence:
             self._presence.on_next(p)
         for o in outcomes:

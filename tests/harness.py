@@ -10,7 +10,7 @@ from typing import Any
 from rtecs.model import RealtimeModel
 from rtecs.realtime import Realtime
 from rtecs.transport.memory import MemoryClientTransport, MemoryNetwork
-from rtecs_server.host import RoomHost
+from rtecs_server.host import RESYNC_COOLDOWN, RoomHost
 from rtecs_server.plugins import Plugin
 
 _WORLDS = itertools.count(1)  # every client gets an esper world of its own
@@ -38,7 +38,7 @@ class LocalRoom:
         self.types = tuple(types)
         self.clock = ManualClock()
         self.net = MemoryNetwork(**network)
-        self.host = RoomHost(self.net.server, plugins=plugins)
+        self.host = RoomHost(self.net.server, plugins=plugins, heartbeat_timeout=1e9)
         self.clients: list[Realtime] = []
         self.transports: dict[Realtime, MemoryClientTransport] = {}
         for _ in range(clients):
@@ -90,6 +90,12 @@ class LocalRoom:
                 rt.receive()
             busy = self.net.in_flight or any(rt.datastore.has_unsent_changes
                                               for rt in self.clients if rt.connected)
+            if any(sess.needs_resync for sess in self.host.sessions.values()):
+                # a resync waits out the host's cooldown: let the time pass, then ping
+                self.clock.advance(RESYNC_COOLDOWN)
+                for rt in self.clients:
+                    rt._next_ping = 0.0
+                busy = True
             if not busy:
                 return
         raise AssertionError("the room did not settle")

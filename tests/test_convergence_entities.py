@@ -115,6 +115,22 @@ class EntityConvergence(RuleBasedStateMachine):
             with contextlib.suppress(rtecs.OwnershipError):
                 rt.destroy(entity)
 
+    @rule(i=st.integers(0, 3), which=st.integers(0, 20), take=st.booleans())
+    def entity_ownership(self, i: int, which: int, take: bool) -> None:
+        """Take over or give up an entity (races with destroys and writes elsewhere)."""
+        rt = self.client(i)
+        bags = sorted((m for m in rt.datastore.models.values() if isinstance(m, Bag)),
+                      key=lambda m: cast(int, m.model_id))
+        bag = pick(bags, which)
+        entity = rt.entity_of(bag) if bag is not None else None
+        record = rt.entity_model(entity) if entity is not None else None
+        if record is not None:
+            with contextlib.suppress(rtecs.OwnershipError):
+                if take:
+                    record.request_ownership()
+                else:
+                    record.clear_ownership()
+
     def collection(self, i: int, kind: type, which: int) -> Any:
         return pick([c for c in collections_of(self.client(i)) if isinstance(c, kind)], which)
 

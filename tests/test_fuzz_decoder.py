@@ -23,6 +23,7 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Redirect,
+    Resync,
     Update,
     UpdateEntry,
     Welcome,
@@ -34,7 +35,7 @@ from rtecs.protocol import (
 FUZZ = settings(max_examples=1000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-CLIENT_TYPES = (Hello, Update, Ping, Bye)
+CLIENT_TYPES = (Hello, Update, Ping, Bye, Resync)
 SERVER_TYPES = (Welcome, Batch, Pong, Error, Redirect)
 KINDS = [1, 2, 3, 4, 10, 11, 12, 13, 14]
 

@@ -564,3 +564,11 @@ def test_check_tag() -> None:
     for tag in ("", "list", "int??", "model:", "model:Vec?", "?", "Int"):
         with pytest.raises(ProtocolError, match=re.escape(repr(tag))):
             check_tag(tag)
+
+
+def test_resync_round_trips_and_is_strict() -> None:
+    from rtecs.protocol import Resync
+
+    assert decode_client_message(encode(Resync())) == Resync()
+    with pytest.raises(ProtocolError, match="resync"):
+        decode_client_message(msgpack.packb([5, "junk"]))

@@ -122,11 +122,10 @@ class Datastore:
         self._destroying: dict[ModelId, RealtimeModel] = {}
         self._deferred: set[ModelId] = set()
         self._raced: set[ModelId] = set()
-        # Models this client destroyed whose destroy the server has not answered: kept, and
-        # kept up to date with the stream, so a refused destroy can put them back as they are
-        # on the server (someone took ownership meanwhile, say).
-        self._tombs: dict[ModelId, list[RealtimeModel]] = {}
-        self._ghosts: dict[ModelId, RealtimeModel] = {}
+        self.resync_wanted = False
+        """Set when this client cannot rebuild the room's state by itself (the server refused
+        a destroy this client already applied): :class:`~rtecs.Realtime` asks the server for
+        a fresh snapshot."""
         self._kid_reports: list[_KidRecord] = []
         # Per unanswered update: the creates under collections and the destroys it carried,
         # as (model id, key), so their answers are heard on the fast path too.
@@ -287,33 +286,19 @@ class Datastore:
             self._tell(parent, KidEvent.DESTROYING, model, self._key_of.get(model))
             return
         unsent = (model, CREATE_MARK) in self._dirty  # created this frame: the server never knew
-        order = list(self._walk(model))
         self._remove(model, notify=False)
         if not unsent:
             self._dirty[(model, DESTROY_MARK)] = None
             self._destroying[model._id] = model
-            self._tombs[model._id] = order
-            for m in order:
-                self._ghosts[m._id] = m  # type: ignore[index]
 
     def _bury(self, model_id: ModelId, restore: bool) -> None:
-        """The server answered this client's destroy of ``model_id``. If it refused, the
-        models come back as the stream left them, and the lifecycle listeners hear of it."""
-        order = self._tombs.pop(model_id, None)
-        if order is None:
-            return
-        for m in order:
-            self._ghosts.pop(m._id, None)  # type: ignore[arg-type]
-        top = order[0]
-        if not restore or (top._parent is not None and top._parent._ds is not self):
-            return
-        for m in order:
-            m._ds = None
-        for m in order:
-            if type(m._id) is int:  # dynamic: attach it (its declared children come along)
-                self._attach_under(m, m._id, m._parent)
-                self._lifecycle.append((m, True))
-        log.info("the server refused to destroy %r: it is back", top)
+        """The server answered this client's destroy of ``model_id``; ``restore``: it refused
+        (someone took the model over meanwhile). The model is gone here but not there, and
+        only the server knows its state now: ask for a fresh snapshot."""
+        if restore:
+            log.info("the server refused to destroy model %r: asking for a fresh snapshot",
+                     model_id)
+            self.resync_wanted = True
 
     def _tell(self, parent: RealtimeModel, event: KidEvent, kid: RealtimeModel,
               key: Any) -> None:

@@ -51,11 +51,7 @@ def _apply_changes(ds: Datastore, changes: Iterable[Any]) -> None:
                 model = _apply_lifecycle(ds, run[0], pid, run[i + 1], model)
                 continue
             if model is None:
-                ghost = ds._ghosts.get(run[0])
-                if ghost is not None:  # destroyed here, not yet on the server: keep it true
-                    _haunt(ghost, run)
-                else:
-                    log.debug("change to unknown model %r skipped", run[0])
+                log.debug("change to unknown model %r skipped", run[0])
                 break
             p = type(model)._props.get(pid)
             if p is None or p.child_type is not None:
@@ -68,16 +64,6 @@ def _apply_changes(ds: Datastore, changes: Iterable[Any]) -> None:
                 dirty.pop(key, None)
                 _show(ds, model, p, run[i + 1], ChangeSource.REMOTE)
 
-def _haunt(ghost: RealtimeModel, run: Any) -> None:
-    """Apply a run to a model this client destroyed and the server has not: silently, so it
-    is current if the destroy is refused and the model comes back."""
-    props = type(ghost)._props
-    for i in range(1, len(run), 2):
-        p = props.get(run[i]) if run[i] >= 0 else None
-        if p is not None and p.child_type is None:
-            ghost._v[p.slot] = run[i + 1]
-
-
 def _apply_lifecycle(ds: Datastore, model_id: ModelId, key: int, value: Any,
                      model: RealtimeModel | None) -> RealtimeModel | None:
     if key == DESTROY:
@@ -85,12 +71,6 @@ def _apply_lifecycle(ds: Datastore, model_id: ModelId, key: int, value: Any,
             ds._remove(model)
         elif model_id in ds._destroying:
             ds._raced.add(model_id)
-        else:
-            ghost = ds._ghosts.get(model_id)
-            if ghost is not None:  # a ghost's ancestor went: its own destroy will be raced
-                for tomb_id, order in ds._tombs.items():
-                    if ghost in order:
-                        ds._raced.add(tomb_id)
         return None
     if model is not None:
         return model  # our own create, or a duplicate
@@ -276,8 +256,7 @@ def load_snapshot(ds: Datastore, welcome: Welcome) -> None:
         rolled = ds.cache.clear()
         rolled.update(dict.fromkeys(ds._dirty))
     ds._welcomed = True
-    ds._tombs.clear()
-    ds._ghosts.clear()
+    ds.resync_wanted = False
     ds._dirty.clear()
     ds._unreliable_sent.clear()
     ds._inflight.clear()

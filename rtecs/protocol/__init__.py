@@ -13,6 +13,9 @@ Client → server
         One frame's delta. ``seq`` counts 1, 2, 3… per client session.
     ``PING    [3, client_time]``
     ``BYE     [4]``
+    ``RESYNC  [5]``
+        Ask for a fresh WELCOME (sent when this client cannot reconstruct the room's state by
+        itself, e.g. after a refused destroy raced with creates under the destroyed model).
 
 Server → client
     ``WELCOME [10, client_id, room_seq, server_time, snapshot, clients]``
@@ -108,7 +111,7 @@ __all__ = [
     "CREATE", "DESTROY", "OWNER", "PROTOCOL_VERSION",
     "PREVENT_OWNERSHIP_TAKEOVER", "DESTROY_WHEN_OWNER_LEAVES", "DESTROY_WHEN_LAST_CLIENT_LEAVES",
     "Limits", "ErrorCode", "ModelId", "Value", "Changes",
-    "Hello", "Update", "Ping", "Bye", "Welcome", "Batch", "Pong", "Error", "Redirect",
+    "Hello", "Update", "Ping", "Bye", "Resync", "Welcome", "Batch", "Pong", "Error", "Redirect",
     "UpdateEntry", "JoinEntry", "LeaveEntry", "ClientMessage", "ServerMessage",
     "encode", "decode_client_message", "decode_server_message",
     "dynamic_model_id", "split_dynamic_model_id", "is_model_id",
@@ -130,7 +133,7 @@ ModelId: TypeAlias = "int | tuple[int, ...]"
 Value: TypeAlias = "bool | int | float | str | bytes | None"
 Changes: TypeAlias = "Sequence[Sequence[Any]]"
 
-_HELLO, _UPDATE, _PING, _BYE = 1, 2, 3, 4
+_HELLO, _UPDATE, _PING, _BYE, _RESYNC = 1, 2, 3, 4, 5
 _WELCOME, _BATCH, _PONG, _ERROR, _REDIRECT = 10, 11, 12, 13, 14
 _E_UPDATE, _E_JOIN, _E_LEAVE = 0, 1, 2
 
@@ -192,6 +195,10 @@ class Bye(NamedTuple):
     pass
 
 
+class Resync(NamedTuple):
+    pass
+
+
 class Welcome(NamedTuple):
     client_id: int
     room_seq: int
@@ -237,7 +244,7 @@ class Redirect(NamedTuple):
     room: str
 
 
-ClientMessage: TypeAlias = "Hello | Update | Ping | Bye"
+ClientMessage: TypeAlias = "Hello | Update | Ping | Bye | Resync"
 ServerMessage: TypeAlias = "Welcome | Batch | Pong | Error | Redirect"
 
 
@@ -330,8 +337,8 @@ def encode(message: tuple[Any, ...]) -> bytes:
     payload: list[Any] = [kind, *message] if kind is not None else list(message)
     if kind == _BATCH:
         payload[3] = [_encode_entry(e) for e in message[2]]
-    elif kind == _BYE:
-        payload = [_BYE]
+    elif kind in (_BYE, _RESYNC):
+        payload = [kind]
     try:
         return _ENCODER.encode(payload)
     except (TypeError, OverflowError) as exc:
@@ -347,7 +354,7 @@ def _encode_entry(entry: UpdateEntry | JoinEntry | LeaveEntry) -> list[Any]:
 
 
 _KIND_OF: dict[type, int] = {
-    Hello: _HELLO, Update: _UPDATE, Ping: _PING, Bye: _BYE,
+    Hello: _HELLO, Update: _UPDATE, Ping: _PING, Bye: _BYE, Resync: _RESYNC,
     Welcome: _WELCOME, Batch: _BATCH, Pong: _PONG, Error: _ERROR, Redirect: _REDIRECT,
 }
 
@@ -516,6 +523,9 @@ def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Clien
     if kind == _BYE and type(kind) is int:
         _tuple(msg, "bye", 1)
         return Bye()
+    if kind == _RESYNC and type(kind) is int:
+        _tuple(msg, "resync", 1)
+        return Resync()
     raise _fail("unknown client message kind", kind)
 
 

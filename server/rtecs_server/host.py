@@ -74,6 +74,7 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Redirect,
+    Resync,
     Update,
     decode_client_message,
     encode,
@@ -212,6 +213,10 @@ class RoomHost:
             self.handle_hello(peer, session, message, now)
         elif isinstance(message, Bye):
             self.handle_bye(peer, session, now)
+        elif isinstance(message, Resync) and session is not None:
+            log.info("client %d of room %r asked for a resync", session.client_id,
+                     session.room.name)
+            self._request_resync(session, now)
 
     def handle_malformed(self, peer: bytes, reason: str, now: float) -> None:
         """A message the transport could not even turn into one frame (several parts)."""
