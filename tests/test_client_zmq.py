@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from zmq_helpers import settle
 
 import rtecs
 from rtecs.model import Change, ChangeSource
@@ -31,17 +32,7 @@ class Game(rtecs.RealtimeModel):
     ball: Pos = rtecs.prop(3)
 
 
-def wait_until(predicate: Callable[[], bool], *clients: rtecs.Realtime,
-               timeout: float = 10.0) -> None:
-    """Tick the clients until ``predicate`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        for rt in clients:
-            rt.tick()
-        for rt in clients:
-            rt._wait(0.002)
+wait_until = settle  # tick the clients until the condition holds
 
 
 def answered(rt: rtecs.Realtime) -> bool:

@@ -4,12 +4,12 @@ its own esper world, against an embedded RoomServer over ZeroMQ on loopback."""
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import cast
 
 import esper
 import pytest
+from zmq_helpers import settle
 
 import rtecs
 from rtecs.ecs import in_world
@@ -60,13 +60,6 @@ def hosted() -> Iterator[Hosted]:
                 rt.close(timeout=0.2)
 
 
-def settle(predicate: Callable[[], bool], *rts: rtecs.Realtime, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not reached in time"
-        for rt in rts:
-            rt.tick()
-            rt._wait(0.002)
 
 
 def tanks(rt: rtecs.Realtime) -> list[tuple[int, float]]:

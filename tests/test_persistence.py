@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import esper
 import pytest
-from zmq_helpers import SERVER_SCRIPT, RawClient, ServerProcess, raw_clients, wait_until
+from zmq_helpers import SERVER_SCRIPT, RawClient, ServerProcess, raw_clients, settle, wait_until
 
 import rtecs
 from rtecs.ecs import in_world
@@ -218,13 +218,6 @@ def connect(endpoint: str, room: str = "hall", **kwargs: Any) -> rtecs.Realtime:
     return rt
 
 
-def settle(predicate: Callable[[], bool], *rts: rtecs.Realtime, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not reached in time"
-        for rt in rts:
-            rt.tick()
-            rt._wait(0.002)
 
 
 def tanks(rt: rtecs.Realtime) -> list[int]:

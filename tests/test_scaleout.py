@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 from redis_fixture import RedisServer, redis_server
-from zmq_helpers import RawClient, ServerProcess, raw_clients, wait_until
+from zmq_helpers import RawClient, ServerProcess, raw_clients, settle, wait_until
 
 import rtecs
 from rtecs.protocol import (
@@ -81,13 +81,6 @@ def connect(endpoint: str, room: str = "arena", **kwargs: Any) -> rtecs.Realtime
     return rt
 
 
-def settle(predicate: Callable[[], bool], *rts: rtecs.Realtime, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not reached in time"
-        for rt in rts:
-            rt.tick()
-            rt._wait(0.002)
 
 
 def write(client: RawClient, *runs: list[Any]) -> None:

@@ -44,6 +44,7 @@ from rtecs.protocol import (
     decode_server_message,
     encode,
 )
+from rtecs.realtime import Realtime
 from rtecs_server import RoomServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -350,3 +351,14 @@ def server_process() -> Iterator[ServerProcess]:
     """One real ``rtecs-server`` process (default options) shared by a test module."""
     with run_server() as server:
         yield server
+
+
+def settle(predicate: Callable[[], bool], *clients: Realtime, timeout: float = 10.0) -> None:
+    """Tick these rtecs clients until ``predicate`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        for rt in clients:
+            rt.tick()
+        for rt in clients:
+            rt._wait(0.002)
