@@ -32,6 +32,7 @@ class Hall(rtecs.RealtimeModel):
     bag: rtecs.RealtimeSet[Item] = rtecs.prop(1)
     log: rtecs.RealtimeArray[Item] = rtecs.prop(2)
     names: rtecs.StringKeyDictionary[Item] = rtecs.prop(3)
+    slots: rtecs.RealtimeDictionary[Item] = rtecs.prop(4)
 
 
 class Hosted:
@@ -112,3 +113,14 @@ def test_collections_converge_and_string_keys_are_transactional(hosted: Hosted) 
     winner = "ann" if fa.result() else "bob"
     settle(lambda: all("king" in h.names and h.names["king"].name == winner
                        for h in (ha, hb, hc)), a, b, c)
+
+
+def test_int_key_dictionary_replaces_and_removes_everywhere(hosted: Hosted) -> None:
+    a, b = hosted.join(), hosted.join()
+    ha, hb = cast(Hall, a.room_model), cast(Hall, b.room_model)
+    ha.slots[1] = Item(name="one")
+    settle(lambda: 1 in hb.slots and hb.slots[1].name == "one", a, b)
+    hb.slots[1] = Item(name="uno")  # a replace from the other client
+    settle(lambda: ha.slots[1].name == "uno", a, b)
+    del ha.slots[1]
+    settle(lambda: 1 not in hb.slots and 1 not in ha.slots, a, b)
