@@ -96,7 +96,6 @@ from __future__ import annotations
 import enum
 import math
 import reprlib
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
@@ -105,9 +104,18 @@ import msgpack
 import msgspec
 
 from rtecs.errors import ProtocolError
+from rtecs.protocol._values import (
+    _INT64_MIN,
+    F32,
+    SCALAR_TAGS,
+    Value,
+    check_tag,
+    coerce_value,
+    enc_hook,
+)
 
 __all__ = [
-    "F32", "enc_hook",
+    "F32", "SCALAR_TAGS", "check_tag", "coerce_value", "enc_hook",
     "CREATE", "DESTROY", "OWNER", "PROTOCOL_VERSION",
     "PREVENT_OWNERSHIP_TAKEOVER", "DESTROY_WHEN_OWNER_LEAVES", "DESTROY_WHEN_LAST_CLIENT_LEAVES",
     "Limits", "ErrorCode", "ModelId", "Value", "Changes",
@@ -130,14 +138,12 @@ DESTROY_WHEN_LAST_CLIENT_LEAVES = 4
 _ALL_FLAGS = 7
 
 ModelId: TypeAlias = "int | tuple[int, ...]"
-Value: TypeAlias = "bool | int | float | str | bytes | None"
 Changes: TypeAlias = "Sequence[Sequence[Any]]"
 
 _HELLO, _UPDATE, _PING, _BYE, _RESYNC = 1, 2, 3, 4, 5
 _WELCOME, _BATCH, _PONG, _ERROR, _REDIRECT = 10, 11, 12, 13, 14
 _E_UPDATE, _E_JOIN, _E_LEAVE = 0, 1, 2
 
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,27 +309,6 @@ def split_collection_type(type_name: str) -> tuple[str, str] | None:
 
 
 # ----------------------------------------------------------------------------- encoding
-
-class F32(float):
-    """A float that goes on the wire as a MessagePack float32: 5 bytes instead of 9.
-
-    Values of ``f32`` properties (``prop(..., float32=True)``) are wrapped in it where they
-    are encoded; they decode as plain floats, already rounded to float32 precision."""
-
-    __slots__ = ()
-
-
-_F32_WIRE = struct.Struct(">Bf")
-_F32_ROUND = struct.Struct("<f")
-
-
-def enc_hook(obj: object) -> object:
-    """msgspec encoder hook: :class:`F32` as a raw float32 (msgspec sees float subclasses
-    here); anything else is not sendable."""
-    if type(obj) is F32:
-        return msgspec.Raw(_F32_WIRE.pack(0xCA, obj))
-    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
-
 
 # msgspec writes the same bytes as msgpack, about four times faster. One shared encoder: its
 # encode() runs under the GIL and its only hook (F32) does not release it, so threads cannot
@@ -591,71 +576,3 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
             raise _fail("redirect endpoint must not be empty", endpoint)
         return Redirect(endpoint, _str(msg[2], "redirect room"))
     raise _fail("unknown server message kind", kind)
-
-
-# ----------------------------------------------------------------------------- value types
-
-SCALAR_TAGS = ("bool", "int", "float", "f32", "str", "bytes")
-
-
-def check_tag(tag: str) -> None:
-    """Raise :class:`ProtocolError` unless ``tag`` is a known property type tag.
-
-    Tags: ``bool int float f32 str bytes`` (``f32``: a float sent as float32),
-    ``model:<TypeName>`` for a declared child model, and a ``?`` suffix on a scalar tag when
-    nil is allowed (``str?``).
-    """
-    base = tag[:-1] if tag.endswith("?") else tag
-    if base in SCALAR_TAGS or (tag.startswith("model:") and len(tag) > 6 and tag == base):
-        return
-    raise ProtocolError(f"unknown property type tag {tag!r}")
-
-
-def coerce_value(tag: str, value: object) -> Value:
-    """Return ``value`` as a value of the type ``tag`` names, or raise :class:`TypeError`.
-
-    An int is accepted for a float (and becomes one); bool is never accepted as a number;
-    ints must fit in 64 bits. Child-model tags accept no value at all.
-    """
-    if value is None:
-        if tag.endswith("?"):
-            return None
-        raise TypeError(f"None is not a valid {tag} (declare the property Optional to allow it)")
-    base = tag[:-1] if tag.endswith("?") else tag
-    t = type(value)
-    if base == "float":
-        if isinstance(value, float) and t is float:
-            return value
-        if isinstance(value, int) and t is int and _INT64_MIN <= value <= _UINT64_MAX:
-            return float(value)
-    elif base == "f32":
-        if (isinstance(value, float) and t is float) or (
-                isinstance(value, int) and t is int and _INT64_MIN <= value <= _UINT64_MAX):
-            try:
-                rounded: float = _F32_ROUND.unpack(_F32_ROUND.pack(value))[0]
-            except OverflowError:
-                raise TypeError(f"{value!r} does not fit in a float32") from None
-            return rounded
-    elif base == "int":
-        if isinstance(value, int) and t is int:
-            if _INT64_MIN <= value <= _UINT64_MAX:
-                return value
-            raise TypeError(f"{value} does not fit in 64 bits")
-    elif base == "str":
-        if isinstance(value, str) and t is str:
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise TypeError(f"{value!r} cannot be sent: it is not valid Unicode "
-                                    "(a lone surrogate?)") from None
-            return value
-    elif base == "bool":
-        if isinstance(value, bool):
-            return value
-    elif base == "bytes":
-        if isinstance(value, bytes | bytearray | memoryview):
-            return bytes(value)
-    elif base.startswith("model:"):
-        raise TypeError("a child model property cannot be assigned; set its properties instead")
-    raise TypeError(f"expected {tag}, got {t.__name__} {value!r}")
