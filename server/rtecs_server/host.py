@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -73,18 +72,16 @@ from rtecs.protocol import (
     Limits,
     Ping,
     Pong,
-    Redirect,
     Resync,
     Update,
     decode_client_message,
     encode,
 )
 from rtecs.transport import ServerTransport
-from rtecs_server.persistence import Elsewhere, Keeping, Persistence
+from rtecs_server.persistence import Keeping, Persistence
 from rtecs_server.plugins import Plugin
 from rtecs_server.ratelimit import RateLimit, TokenBucket, Verdict
 from rtecs_server.room import BadUpdate, JoinRefused, Room, UpdateStatus
-from rtecs_server.storage import CorruptRoomError, FencedOut, StorageError
 
 __all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
 
@@ -371,169 +368,37 @@ class RoomHost:
     # ----------------------------------------------------------------- rooms and storage
 
     def _open_room(self, peer: bytes, name: str, now: float) -> _HostedRoom | None:
-        """A room for a joiner, new or loaded; None if the joiner was answered instead
-        (redirect or error)."""
-        p = self.persistence
-        if p is None:
-            return _HostedRoom(Room(name, self.plugins, self.limits, self.max_clients_per_room))
-        try:
-            room, keeping = p.open(name, self.plugins, self.limits, self.max_clients_per_room,
-                                   now=now)
-        except Elsewhere as exc:
-            log.info("a client of room %r redirected to %s (instance %s)", name,
-                     exc.owner.endpoint, exc.owner.instance_id)
-            self.transport.send(peer, encode(Redirect(exc.owner.endpoint, name)))
-            return None
-        except CorruptRoomError as exc:
-            log.error("%s; its joiners are refused until an operator repairs or deletes it "
-                      "(rtecs-server delete %s)", exc, name)
-            self._error(peer, ErrorCode.ROOM_CORRUPT,
-                        f"{exc}. Nobody can join it until the server's operator repairs or "
-                        f"deletes it", fatal=True, now=now, quiet=True)
-            return None
-        except StorageError as exc:
-            log.warning("room %r cannot be opened now: %s", name, exc)
-            self._error(peer, ErrorCode.UNAVAILABLE,
-                        f"room {name!r} cannot be opened now ({exc}); try again", fatal=True,
-                        now=now, quiet=True)
-            return None
-        return _HostedRoom(room, keeping=keeping)
+        """See :func:`rtecs_server._host_rooms._open_room`."""
+        return _host_rooms._open_room(self, peer, name, now)
 
     def maintain(self, now: float) -> None:
         """Persistence housekeeping: renew the leases that are due, checkpoint the rooms whose
-        persistent state changed (see :mod:`rtecs_server.persistence`), retry failed lease
-        releases. Nothing without persistence."""
-        p = self.persistence
-        if p is None:
-            return
-        due: list[tuple[float, str, _HostedRoom]] = []
-        for name, hosted in list(self.rooms.items()):
-            keeping = hosted.keeping
-            if keeping is None:
-                continue
-            if p.renew_due(keeping):
-                ok = p.renew(keeping)
-                if ok is False:
-                    self._lose_room(name, hosted, now, "its lease was lost")
-                    continue
-                if ok is None and keeping.lease.time_left() <= 0:
-                    self._lose_room(name, hosted, now, "its lease ran out while the storage "
-                                                       "was unreachable")
-                    continue
-            if p.checkpoint_due(hosted.room, keeping, now):
-                due.append((keeping.next_checkpoint, name, hosted))
-        due.sort(key=lambda d: d[0])  # the longest-waiting first
-        for i, (since, name, hosted) in enumerate(due):
-            if not p.may_checkpoint():
-                p.behind(len(due) - i, now - since)
-                break
-            assert hosted.keeping is not None
-            try:
-                p.save(hosted.room, hosted.keeping, now)
-            except FencedOut as exc:
-                self._lose_room(name, hosted, now, str(exc))
-            except StorageError as exc:
-                log.debug("room %r: checkpoint failed, retrying: %s", name, exc)
-        p.retry_releases()
-        self._update_lease_deadline()
+        persistent state changed, retry failed lease releases. Nothing without persistence."""
+        _host_rooms.maintain(self, now)
 
     def check_leases(self, now: float) -> None:
         """Stop hosting rooms whose lease ran out and cannot be renewed. O(1) while no lease
-        is near its end: call it before handling frames, so a loop that was stalled past a
-        lease (a paused process) never applies updates to a room another instance may host
-        by now."""
-        if time.monotonic() < self._lease_deadline:
-            return
-        p = self.persistence
-        assert p is not None
-        for name, hosted in list(self.rooms.items()):
-            keeping = hosted.keeping
-            if keeping is None or keeping.lease.time_left() > 0:
-                continue
-            if p.renew(keeping):
-                log.warning("room %r: lease renewed %.1f s after it ran out locally (was the "
-                            "server stalled?)", name, -keeping.lease.time_left())
-                continue
-            self._lose_room(name, hosted, now, "its lease ran out")
-        self._update_lease_deadline()
+        is near its end: call it before handling frames, so a loop stalled past a lease never
+        applies updates to a room another instance may host by now."""
+        _host_rooms.check_leases(self, now)
 
     def _track_lease(self, hosted: _HostedRoom) -> None:
-        if hosted.keeping is not None:
-            self._lease_deadline = min(self._lease_deadline, hosted.keeping.lease.expires_at)
+        _host_rooms._track_lease(self, hosted)
 
     def _update_lease_deadline(self) -> None:
-        self._lease_deadline = min((h.keeping.lease.expires_at for h in self.rooms.values()
-                                    if h.keeping is not None), default=math.inf)
+        _host_rooms._update_lease_deadline(self)
 
     def _close_room(self, name: str, hosted: _HostedRoom, now: float) -> None:
-        """Unload a room that stayed empty: save it and release its lease; if the save fails
-        the room stays in memory and is tried again after a checkpoint interval."""
-        empty = now - (hosted.empty_since or now)
-        p = self.persistence
-        keeping = hosted.keeping
-        if p is not None and keeping is not None and not keeping.lost and p.needs_save(
-                hosted.room, keeping):
-            try:
-                p.save(hosted.room, keeping, now)
-            except FencedOut as exc:
-                log.warning("room %r: %s; closing it unsaved", name, exc)
-            except StorageError as exc:
-                first = hosted.close_after == -math.inf
-                hosted.close_after = now + p.checkpoint_interval
-                (log.warning if first else log.debug)(
-                    "room %r could not be saved to close it (%s): kept in memory, trying "
-                    "again every %.1f s", name, exc, p.checkpoint_interval)
-                return
-            else:
-                log.info("room %r closed after %.1f s empty, saved", name, empty)
-        elif keeping is not None:
-            log.info("room %r closed after %.1f s empty, its last checkpoint being current",
-                     name, empty)
-        else:
-            log.info("room %r closed after %.1f s empty", name, empty)
-        if p is not None and keeping is not None:
-            p.release(keeping.lease)
-        del self.rooms[name]
-        self._dirty.pop(name, None)
-        self._update_lease_deadline()
+        """See :func:`rtecs_server._host_rooms._close_room`."""
+        _host_rooms._close_room(self, name, hosted, now)
 
     def _save_and_release(self, name: str, hosted: _HostedRoom, now: float, when: str) -> int:
-        """Save (if changed) and release one room; 1 if it was saved. Errors are logged."""
-        p = self.persistence
-        keeping = hosted.keeping
-        if p is None or keeping is None:
-            return 0
-        saved = 0
-        if not keeping.lost and p.needs_save(hosted.room, keeping):
-            try:
-                p.save(hosted.room, keeping, now)
-                saved = 1
-            except FencedOut as exc:
-                log.warning("room %r not saved %s: %s", name, when, exc)
-            except StorageError as exc:
-                log.error("room %r could not be saved %s: %s; its changes since the last "
-                          "checkpoint are lost", name, when, exc)
-        p.release(keeping.lease)
-        return saved
+        """See :func:`rtecs_server._host_rooms._save_and_release`."""
+        return _host_rooms._save_and_release(self, name, hosted, now, when)
 
     def _lose_room(self, name: str, hosted: _HostedRoom, now: float, why: str) -> None:
-        """Stop hosting a room whose lease is gone: one last fenced save (refused if another
-        instance claimed the room since; it lets a room whose lease merely lapsed keep its
-        latest changes), then drop its members with ``ERROR unavailable`` so they reconnect
-        and are redirected to whoever hosts it now."""
-        saved = self._save_and_release(name, hosted, now, "after its lease was lost")
-        for session in list(hosted.members.values()):
-            self.transport.send(session.peer, encode(Error(
-                ErrorCode.UNAVAILABLE.value, f"room {name!r} is no longer hosted by this "
-                f"server instance: reconnect", True)))
-            if self.sessions.get(session.peer) is session:
-                del self.sessions[session.peer]
-        log.warning("stopped hosting room %r: %s (%s; %d clients told to reconnect)", name,
-                    why, "its latest state was saved" if saved else "not saved",
-                    len(hosted.members))
-        hosted.members.clear()
-        self.rooms.pop(name, None)
-        self._dirty.pop(name, None)
+        """See :func:`rtecs_server._host_rooms._lose_room`."""
+        _host_rooms._lose_room(self, name, hosted, now, why)
 
     def _fan_out(self, hosted: _HostedRoom, now: float) -> None:
         frame = hosted.room.flush(now)
@@ -648,3 +513,7 @@ class RoomHost:
         else:
             state.suppressed += 1
             log.debug(fmt, *args)
+
+
+# The rooms-and-storage half of the host (it builds on the definitions above).
+from rtecs_server import _host_rooms  # noqa: E402
