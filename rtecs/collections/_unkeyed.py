@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from itertools import chain
 from typing import Any, overload
@@ -99,22 +99,7 @@ class RealtimeSet(Collection[E], type_name="rtecs.Set"):
         batch.touch(kid, event)
 
     def _diff(self, batch: Batch) -> list[tuple[str, CollectionChange[E]]]:
-        ds, shown, removing = self._ds, self._shown, self._removing
-        out: list[tuple[str, CollectionChange[E]]] = []
-        for slot in batch.touched:
-            element: E = slot  # type: ignore[assignment]
-            now = element._ds is ds and element not in removing
-            if now is (element in shown):
-                continue
-            if now:
-                shown[element] = None
-                stream = "added"
-            else:
-                del shown[element]
-                stream = "removed"
-            out.append((stream, CollectionChange(self, None, element, None,
-                                                 batch.remote(slot))))
-        return out
+        return _membership(self, batch, self._shown, self._removing)
 
 
 class RealtimeArray(Collection[E], type_name="rtecs.Array"):
@@ -135,7 +120,7 @@ class RealtimeArray(Collection[E], type_name="rtecs.Array"):
         super().__init__()
         self._confirmed: list[E] = []
         self._pending: list[E] = []
-        self._shown: set[RealtimeModel] = set()
+        self._shown: dict[RealtimeModel, None] = {}
         self._removing: dict[RealtimeModel, Future[bool]] = {}
         self._view: list[E] | None = None
 
@@ -212,21 +197,7 @@ class RealtimeArray(Collection[E], type_name="rtecs.Array"):
         batch.touch(kid, event)
 
     def _diff(self, batch: Batch) -> list[tuple[str, CollectionChange[E]]]:
-        ds, shown, removing = self._ds, self._shown, self._removing
-        out: list[tuple[str, CollectionChange[E]]] = []
-        for slot in batch.touched:
-            element: E = slot  # type: ignore[assignment]
-            now = element._ds is ds and element not in removing
-            if now is (element in shown):
-                continue
-            if now:
-                shown.add(element)
-                out.append(("added", CollectionChange(self, -1, element, None,
-                                                      batch.remote(slot))))
-            else:
-                shown.discard(element)
-                out.append(("removed", CollectionChange(self, None, element, None,
-                                                        batch.remote(slot))))
+        out = _membership(self, batch, self._shown, self._removing)
         if self._streams is not None and any(s == "added" for s, _ in out):
             view = self._list()  # indexes once everything is in place
             if len(out) == 1 and view and view[-1] is out[0][1].element:
@@ -235,3 +206,26 @@ class RealtimeArray(Collection[E], type_name="rtecs.Array"):
             out = [(s, c._replace(key=where[c.element]) if s == "added" else c)
                    for s, c in out]
         return out
+
+
+def _membership(collection: Any, batch: Batch, shown: dict[Any, None],
+                removing: Mapping[Any, Any]) -> list[tuple[str, CollectionChange[Any]]]:
+    """What the elements a batch touched did to what ``collection`` shows: each that now is
+    (in the datastore, not being removed) and was not shown is ``added``, and the reverse
+    ``removed``; ``shown`` is updated."""
+    ds = collection._ds
+    out: list[tuple[str, CollectionChange[Any]]] = []
+    for slot in batch.touched:
+        element: Any = slot
+        now = element._ds is ds and element not in removing
+        if now is (element in shown):
+            continue
+        if now:
+            shown[element] = None
+            stream = "added"
+        else:
+            del shown[element]
+            stream = "removed"
+        out.append((stream, CollectionChange(collection, None, element, None,
+                                             batch.remote(slot))))
+    return out

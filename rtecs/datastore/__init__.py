@@ -512,10 +512,6 @@ class Datastore:
             self._all_changes = Subject()
         return self._all_changes
 
-    def notify_local(self, change: Change) -> None:
-        if self._all_changes is not None:
-            self._all_changes.on_next(change)
-
     def flush_emissions(self) -> None:
         """Deliver what applying server messages queued: first the collections take in what
         happened to their elements (all of them, before anybody hears of it), then the
