@@ -32,3 +32,47 @@ def test_every_public_name_is_documented() -> None:
             obj = getattr(module, name)
             if callable(obj):
                 assert (obj.__doc__ or "").strip(), f"{module.__name__}.{name} has no docstring"
+
+
+def test_member_entries_carry_whole_docstrings() -> None:
+    import inspect
+
+    generated = load_generator().render()  # type: ignore[attr-defined]
+    for module in (rtecs, rtecs_server):
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not inspect.isclass(cls):
+                continue
+            for member_name, member in vars(cls).items():
+                if member_name.startswith("_"):
+                    continue
+                if isinstance(member, classmethod | staticmethod):
+                    member = member.__func__
+                if isinstance(member, property) or inspect.isfunction(member):
+                    doc = inspect.cleandoc(inspect.getdoc(member) or "")
+                    assert doc in generated, f"{name}.{member_name}: docstring cut"
+    room_time = inspect.cleandoc(rtecs.Realtime.room_time.__doc__ or "")
+    assert "\n" in room_time or len(room_time) > 60
+    assert room_time in generated
+
+
+def test_instance_attributes_and_enum_members_are_listed() -> None:
+    generated = load_generator().render()  # type: ignore[attr-defined]
+    for attribute in ("ping", "disconnect_reason", "last_error", "bytes_sent", "world"):
+        assert f"#### `Realtime.{attribute}" in generated, attribute
+    for enum in (rtecs.ConnectionState, rtecs.DisconnectReason, rtecs.ChangeSource,
+                 rtecs.UpdateStatus, rtecs_server.UpdateStatus):
+        for member in enum:
+            assert f"- `{member.name}` = `{member.value!r}`" in generated, member
+    # a member's trailing comment is its description
+    assert "- `CONNECTED` = `'connected'`: in the room" in generated
+
+
+def test_undocumented_names_are_marked_and_listed() -> None:
+    generator = load_generator()
+    missing = generator.missing()  # type: ignore[attr-defined]
+    generated = generator.render()  # type: ignore[attr-defined]
+    marker = generator.MISSING  # type: ignore[attr-defined]
+    assert generated.count(marker) == len(missing) + 1  # + the legend at the top
+    for entry in missing:
+        assert entry.split()[0].count(".") >= 1
