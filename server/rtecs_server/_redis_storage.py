@@ -4,12 +4,12 @@ Lua scripts, expiring leases (see :mod:`rtecs_server.storage`)."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from rtecs.clock import SYSTEM_CLOCK, Clock
 from rtecs_server.storage import (
     CorruptRoomError,
     FencedOut,
@@ -96,10 +96,13 @@ class RedisStorage(Storage):
 
     ``url`` is a redis-py URL (``redis://host:port/db``); ``prefix`` namespaces every key.
     Opening pings the server, so a wrong URL fails at once with :class:`StorageUnavailable`.
+    ``clock``: where the local lease estimates and save times read time (see
+    :mod:`rtecs_server.storage`; Redis expires the leases themselves in real time).
     """
 
-    def __init__(self, url: str, *, prefix: str = "rtecs:",
-                 socket_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, prefix: str = "rtecs:", socket_timeout: float = 10.0,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         try:
             import redis as redis_mod  # only a Redis deployment needs the package
         except ImportError:
@@ -198,7 +201,7 @@ class RedisStorage(Storage):
 
     def claim(self, room: str, instance_id: str, endpoint: str, ttl: float) -> Lease | None:
         ms = _ttl_ms(ttl)
-        start = time.monotonic()
+        start = self.clock.monotonic()
         with self._calls(f"claiming room {room!r}"):
             reply = self._claim(keys=[self._key("lease", room), self._key("fence", room)],
                                 args=[instance_id, endpoint, ms])
@@ -206,11 +209,11 @@ class RedisStorage(Storage):
             return None
         token, value = cast(list[Any], reply)
         return Lease(room, instance_id, endpoint, int(token), ttl,
-                     start + ms / 1000 - _CLOCK_MARGIN, value.decode())
+                     start + ms / 1000 - _CLOCK_MARGIN, value.decode(), clock=self.clock)
 
     def renew(self, lease: Lease) -> bool:
         ms = _ttl_ms(lease.ttl)
-        start = time.monotonic()
+        start = self.clock.monotonic()
         with self._calls(f"renewing the lease of room {lease.room!r}"):
             ok = self._renew(keys=[self._key("lease", lease.room)], args=[lease._value, ms])
         if ok:

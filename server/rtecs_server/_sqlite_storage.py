@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rtecs.clock import SYSTEM_CLOCK, Clock
 from rtecs_server.storage import (
     _SQLITE_SCHEMA_VERSION,
     CorruptRoomError,
@@ -38,10 +38,13 @@ class SQLiteStorage(Storage):
     every room, so :meth:`claim` always grants (it never expires in the store either, and
     :meth:`owner` reports this object's own claims) — but fencing tokens are persisted and
     enforced, so a second process on the same file that claims a room fences the first out.
+
+    ``clock``: where leases and save times read time (see :mod:`rtecs_server.storage`).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = Path(path)
+        self.clock = clock
         self.location = f"sqlite:{self.path}"
         self._lock = threading.Lock()
         self._leases: dict[str, Lease] = {}
@@ -179,7 +182,7 @@ class SQLiteStorage(Storage):
 
     def claim(self, room: str, instance_id: str, endpoint: str, ttl: float) -> Lease | None:
         _ttl_ms(ttl)
-        start = time.monotonic()
+        start = self.clock.monotonic()
         try:
             with self._tx(f"claiming room {room!r}") as conn:
                 token = conn.execute(
@@ -187,12 +190,13 @@ class SQLiteStorage(Storage):
                     "DO UPDATE SET token = token + 1 RETURNING token", (room,)).fetchall()[0][0]
         except sqlite3.Error as exc:
             raise StorageError(f"claiming room {room!r} on {self.location}: {exc}") from None
-        lease = Lease(room, instance_id, endpoint, int(token), ttl, start + ttl)
+        lease = Lease(room, instance_id, endpoint, int(token), ttl, start + ttl,
+                      clock=self.clock)
         self._leases[room] = lease
         return lease
 
     def renew(self, lease: Lease) -> bool:
-        start = time.monotonic()
+        start = self.clock.monotonic()
         if self._leases.get(lease.room) is not lease:
             return False
         with self._query(f"renewing room {lease.room!r}") as conn:

@@ -33,6 +33,17 @@ Leases
     Renewed when a third of the TTL has passed (:meth:`Persistence.renew_due`). A host whose
     lease ran out (locally estimated, conservatively) tries one renewal; if that fails it
     makes a last fenced save (refused if a successor claimed the room) and stops hosting.
+
+Time
+    Everything here reads one :class:`~rtecs.clock.Clock` (``clock=``, the server's): the
+    checkpoint budget refills on its ``monotonic()`` reading and is charged each save's
+    duration *on that clock*, the storage-health and "behind" logs are paced by it, and the
+    leases count on it too — the storage must have the same clock object
+    (:attr:`Storage.clock <rtecs_server.storage.Storage.clock>`; :class:`Persistence`
+    refuses another). With a :class:`~rtecs.clock.ManualClock` a save costs whatever the
+    clock advanced during it (nothing, unless a test storage advances it), so tests step
+    checkpoints, the budget and lease expiry deterministically. Due times of checkpoints
+    (``now`` arguments) are the server's clock readings, which come from the same clock.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from rtecs.clock import SYSTEM_CLOCK, Clock
 from rtecs.errors import RtecsError
 from rtecs.protocol import DEFAULT_LIMITS, Limits
 from rtecs_server.plugins import Plugin
@@ -123,28 +135,36 @@ class Persistence:
 
     ``instance_id`` names this process in the room directory (a fresh UUID by default);
     ``advertise`` is the endpoint other instances redirect clients to. ``owns_storage``:
-    :meth:`close` closes the storage too.
+    :meth:`close` closes the storage too. ``clock``: where the budget, the logs' pacing and
+    (through the storage, which must hold the same clock object) the leases read time; see
+    the module docs.
     """
 
     def __init__(self, storage: Storage, *, advertise: str, instance_id: str | None = None,
                  checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
-                 lease_ttl: float = DEFAULT_LEASE_TTL, owns_storage: bool = False) -> None:
+                 lease_ttl: float = DEFAULT_LEASE_TTL, owns_storage: bool = False,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        if storage.clock is not clock:
+            raise ValueError(f"the storage {storage.location} reads another clock than this "
+                             f"server ({storage.clock!r} vs {clock!r}): its leases would "
+                             f"expire on the wrong clock; open it with clock=")
         if not checkpoint_interval > 0:
             raise ValueError(f"checkpoint_interval must be > 0 s, got {checkpoint_interval}")
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be > 0 s, got {lease_ttl}")
         self.storage = storage
+        self.clock = clock
         self.advertise = advertise
         self.instance_id = instance_id or uuid.uuid4().hex
         self.checkpoint_interval = checkpoint_interval
         self.lease_ttl = lease_ttl
         self._owns_storage = owns_storage
         self._orphans: dict[str, Lease] = {}   # leases whose release failed: retried
-        self._down_since: float | None = None  # the storage has been failing since (monotonic)
+        self._down_since: float | None = None  # the storage has been failing since (clock)
         self._down_logged = 0.0
         self._closed = False
         self._tokens = CHECKPOINT_BURST      # the checkpoint budget, in seconds
-        self._tokens_at = time.monotonic()
+        self._tokens_at = clock.monotonic()
         self._behind_logged = -math.inf
 
     @property
@@ -160,7 +180,7 @@ class Persistence:
         :class:`~rtecs_server.storage.StorageError`."""
         lease = self._claim(name)
         try:
-            started = time.perf_counter()
+            started = self.clock.monotonic()
             saved = self.storage.load(name)
             if saved is None:
                 room = Room(name, plugins, limits, max_clients)
@@ -171,7 +191,7 @@ class Persistence:
                 log.info("room %r loaded from %s: %d models, checkpoint %d saved %s, in "
                          "%.0f ms", name, self.location, len(saved.models), saved.version,
                          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.saved_at)),
-                         (time.perf_counter() - started) * 1000)
+                         (self.clock.monotonic() - started) * 1000)
         except BaseException:
             self.release(lease)
             raise
@@ -212,7 +232,7 @@ class Persistence:
 
     def may_checkpoint(self) -> bool:
         """True if the checkpoint budget allows a save now (see the module docs)."""
-        mono = time.monotonic()
+        mono = self.clock.monotonic()
         self._tokens = min(CHECKPOINT_BURST,
                            self._tokens + (mono - self._tokens_at) * CHECKPOINT_BUDGET)
         self._tokens_at = mono
@@ -221,7 +241,7 @@ class Persistence:
     def behind(self, waiting: int, late: float) -> None:
         """Report that ``waiting`` due rooms wait for the budget, the oldest ``late`` s past
         its due time (logged at most every 30 s when over a checkpoint interval)."""
-        mono = time.monotonic()
+        mono = self.clock.monotonic()
         if late > self.checkpoint_interval and mono - self._behind_logged >= _BEHIND_LOG_EVERY:
             self._behind_logged = mono
             log.warning("checkpoints are %.1f s behind (%d rooms waiting): saving them would "
@@ -235,7 +255,7 @@ class Persistence:
         :class:`~rtecs_server.storage.StorageError`; on any error the room stays due."""
         changes = room.store.persistent_changes
         clients = room.next_client_id
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         # The cyclic GC would walk every model of a big room a few times while the records
         # are built and checked (measured: 100 ms vs 60 ms for 100,000 models); nothing made
         # here is cyclic.
@@ -254,7 +274,7 @@ class Persistence:
         finally:
             if paused:
                 gc.enable()
-        took = time.perf_counter() - started
+        took = self.clock.monotonic() - started
         self._ok()
         self._tokens -= took
         keeping.saved_changes = changes
@@ -314,7 +334,7 @@ class Persistence:
     # ----------------------------------------------------------------- storage health
 
     def _failed(self, exc: StorageError) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._down_since is None:
             self._down_since = now
             self._down_logged = now
@@ -329,5 +349,5 @@ class Persistence:
     def _ok(self) -> None:
         if self._down_since is not None:
             log.warning("storage %s is back after %.1f s", self.location,
-                        time.monotonic() - self._down_since)
+                        self.clock.monotonic() - self._down_since)
             self._down_since = None

@@ -4,7 +4,8 @@ The loop, in a background thread (:meth:`RoomServer.start`; :meth:`RoomServer.se
 starts it and waits)::
 
     poll the ROUTER and the wake-up socket (timeout: until the next flush or housekeeping,
-        rounded *up* to whole ms: zmq.Poller truncates fractions to 0 and would spin)
+        rounded *up* to whole ms: zmq.Poller truncates fractions to 0 and would spin;
+        at most MANUAL_CLOCK_POLL with a clock other than the system's, see Time)
     with persistence, a lease ran out      → host.check_leases(now)  (O(1) otherwise)
     receive every waiting frame            → host.handle(peer, frame, now)
     every HOUSEKEEPING_INTERVAL            → host.expire(now)   (heartbeats, empty rooms)
@@ -52,11 +53,27 @@ than a tenth of a 20 Hz client frame, and 10-20 ms buy a third to a half less CP
 adding 2.5-8 ms. Fan-out costs about 7 µs of server CPU per member per flush here, so for
 rooms approaching 1,000 clients raise ``--tick-ms`` (20-50).
 
-**Time**: the ``now`` passed to the host (and sent to clients as ``server_time``) is seconds
-since the Unix epoch, read from the wall clock once when the server is created and advanced by
-``time.monotonic()``: it never jumps while the server runs (heartbeats stay correct if the
-wall clock is stepped) and roughly agrees across restarts and instances, so a room time stored
-in a model stays meaningful.
+**Time** comes from one :class:`~rtecs.clock.Clock` (``clock=``, default
+:data:`~rtecs.clock.SYSTEM_CLOCK`), shared with the persistence layer and the storage the
+server opens. The ``now`` passed to the host (and sent to clients as ``server_time``) is
+seconds since the Unix epoch, read from ``clock.wall()`` once when the server is created and
+advanced by ``clock.monotonic()`` (:meth:`RoomServer.now`): it never jumps while the server
+runs (heartbeats stay correct if the wall clock is stepped) and roughly agrees across
+restarts and instances, so a room time stored in a model stays meaningful. Everything that
+decides behaviour runs on it: heartbeat timeouts, empty-room timeouts, rate limits,
+housekeeping (every :data:`HOUSEKEEPING_INTERVAL` of it), leases, checkpoints and the
+checkpoint budget. So a test can run a real server, real sockets and all, on a
+:class:`~rtecs.clock.ManualClock` and step it through a heartbeat timeout, a lease's end or a
+checkpoint (see ``tests/test_server_heartbeat.py``).
+
+Two things stay on real time, because they are about the CPU and the latency of this loop
+rather than about what happens in a room: the flush pacing (``tick_interval`` and pacing by
+room size: a frozen manual clock must not hold batches back) and the poll timeouts. Those
+wait on the clock's deadlines as real seconds, which is exact for the system clock; any other
+clock may move without the loop's knowing (a test steps it from another thread), so with one
+the loop polls at most :data:`MANUAL_CLOCK_POLL` (10 ms) at a time — it notices a step
+within 10 ms, and costs about a hundred idle wake-ups a second while the clock stands
+still. (The client-facing timeouts of :meth:`RoomServer.stop` are real time too.)
 
 :meth:`RoomServer.stop` wakes the loop through a local socket pair (safe from any thread and
 from a signal handler), so it does not wait for a poll timeout; the loop then sends
@@ -78,6 +95,7 @@ from typing import Final
 
 import zmq
 
+from rtecs.clock import SYSTEM_CLOCK, Clock, SystemClock
 from rtecs.protocol import DEFAULT_LIMITS, Limits
 from rtecs_server.host import RoomHost
 from rtecs_server.persistence import (
@@ -92,7 +110,7 @@ from rtecs_server.storage import Storage, open_storage
 from rtecs_server.zmq_transport import ZmqServerTransport
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_TICK_INTERVAL", "HOUSEKEEPING_INTERVAL",
-           "SHUTDOWN_LINGER", "RoomServer"]
+           "MANUAL_CLOCK_POLL", "SHUTDOWN_LINGER", "RoomServer"]
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +121,10 @@ TICK_PER_MEMBER: Final = 50e-6
 MAX_PACED_TICK: Final = 0.05
 #: 200 messages/s per client, bursts of 400, disconnected after 2 s over it.
 DEFAULT_RATE_LIMIT: Final = RateLimit()
-#: How often silent clients and empty rooms are looked for.
+#: How often (seconds of the server's clock) silent clients and empty rooms are looked for.
 HOUSEKEEPING_INTERVAL: Final = 0.1
+#: Longest poll (real seconds) when the clock is not the system's (see the module docs).
+MANUAL_CLOCK_POLL: Final = 0.01
 #: Longest wait, at shutdown, for the goodbye frames to leave.
 SHUTDOWN_LINGER: Final = 0.2
 
@@ -136,6 +156,11 @@ class RoomServer:
     a crash loses). ``lease_ttl``: seconds a room's lease lasts unless renewed (how long a
     crashed instance's rooms stay unavailable to the others). ``instance_id``: this
     process's name in the room directory (default: a new UUID).
+
+    ``clock``: where the server reads time (see the module docs) — the system clock by
+    default; tests pass a :class:`~rtecs.clock.ManualClock` and step it. A storage URL is
+    opened on this clock; a :class:`~rtecs_server.storage.Storage` passed in must have been
+    made with the same clock object (``ValueError`` otherwise).
     """
 
     def __init__(self, bind: str = "tcp://127.0.0.1:0", *, plugins: Iterable[Plugin] = (),
@@ -147,7 +172,8 @@ class RoomServer:
                  storage: Storage | str | None = None, data_dir: str = "./rtecs-data",
                  advertise: str | None = None,
                  checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
-                 lease_ttl: float = DEFAULT_LEASE_TTL, instance_id: str | None = None) -> None:
+                 lease_ttl: float = DEFAULT_LEASE_TTL, instance_id: str | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         if tick_interval < 0:
             raise ValueError(f"tick_interval must be ≥ 0 s, got {tick_interval}")
         if not heartbeat_timeout > 0:
@@ -161,7 +187,11 @@ class RoomServer:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be > 0 s, got {lease_ttl}")
         self.tick_interval = tick_interval
-        self._epoch = time.time() - time.monotonic()
+        #: Where the server reads time (see the module docs).
+        self.clock = clock
+        self._epoch = clock.wall() - clock.monotonic()
+        # another clock may be stepped behind the loop's back: poll it (module docs)
+        self._max_poll = math.inf if isinstance(clock, SystemClock) else MANUAL_CLOCK_POLL
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
             self.transport = ZmqServerTransport(self._context, bind, limits=limits,
@@ -171,7 +201,11 @@ class RoomServer:
             raise OSError(f"cannot bind {bind}: {exc}") from exc
         owned = isinstance(storage, str)
         try:
-            store = open_storage(storage, data_dir) if isinstance(storage, str) else storage
+            store = open_storage(storage, data_dir, clock=clock) if isinstance(
+                storage, str) else storage
+            if store is not None and store.clock is not clock:
+                raise ValueError(f"the storage {store.location} was made with another clock "
+                                 f"than this server's: pass it the same clock object")
         except BaseException:
             self.transport.close()
             self._context.term()
@@ -180,7 +214,7 @@ class RoomServer:
         self.persistence = None if store is None else Persistence(
             store, advertise=advertise or default_advertise(self.transport.endpoint),
             instance_id=instance_id, checkpoint_interval=checkpoint_interval,
-            lease_ttl=lease_ttl, owns_storage=owned)
+            lease_ttl=lease_ttl, owns_storage=owned, clock=clock)
         self.host = RoomHost(self.transport, plugins=plugins, limits=limits,
                              heartbeat_timeout=heartbeat_timeout,
                              empty_room_timeout=empty_room_timeout,
@@ -206,8 +240,9 @@ class RoomServer:
         return None if self.persistence is None else self.persistence.advertise
 
     def now(self) -> float:
-        """The server's clock (see the module docs)."""
-        return time.monotonic() + self._epoch
+        """The server's time: ``clock.monotonic()`` anchored to the wall clock when the
+        server was made (see the module docs)."""
+        return self.clock.monotonic() + self._epoch
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -296,13 +331,15 @@ class RoomServer:
         poller.register(router, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
         interval = self.tick_interval
-        next_flush = -math.inf
-        now = self.now()
+        max_poll = self._max_poll
+        next_flush = -math.inf            # real time (flush pacing: see the module docs)
+        now = self.now()                  # the clock (everything else)
+        real = time.monotonic()
         next_housekeeping = now + HOUSEKEEPING_INTERVAL
         while not self._stopping:
-            deadline = min(next_flush, next_housekeeping) if host.has_pending else (
-                next_housekeeping)
-            wait = deadline - now
+            wait = min(next_housekeeping - now, max_poll)
+            if host.has_pending:
+                wait = min(wait, next_flush - real)
             # zmq.Poller truncates fractional milliseconds: round up, or we would spin
             events = dict(poller.poll(math.ceil(wait * 1000) if wait > 0 else 0))
             if wake in events:
@@ -310,6 +347,7 @@ class RoomServer:
                 if self._stopping:
                     break
             now = self.now()
+            real = time.monotonic()
             self._guard(host.check_leases, now)
             if router in events:
                 self._receive(now)
@@ -317,9 +355,9 @@ class RoomServer:
                 self._guard(host.expire, now)
                 self._guard(host.maintain, now)
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL
-            if host.has_pending and now >= next_flush:
+            if host.has_pending and real >= next_flush:
                 self._guard(host.flush, now)
-                next_flush = now + max(interval, min(
+                next_flush = real + max(interval, min(
                     MAX_PACED_TICK, host.largest_room * TICK_PER_MEMBER))
 
     def _receive(self, now: float) -> None:

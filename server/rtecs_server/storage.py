@@ -41,6 +41,15 @@ not hash-tagged into one slot)
     fencing counter (INCR on every claim; never deleted, not even by :meth:`Storage.delete`,
     so tokens never go back).
 
+Time
+    Every storage reads time from one :class:`~rtecs.clock.Clock` (``clock=``, default
+    :data:`~rtecs.clock.SYSTEM_CLOCK`, kept as :attr:`Storage.clock`): a lease's
+    :attr:`Lease.expires_at` and :meth:`Lease.time_left` count on its ``monotonic()``
+    reading, a checkpoint's ``saved_at`` is its ``wall()`` reading. A server passes its own
+    clock, so tests can step a :class:`~rtecs.clock.ManualClock` through lease expiry. (Redis
+    itself still expires leases in real time: with a manual clock the local estimate is the
+    test's to keep honest.)
+
 Threads
     Every method may be called from any thread, one call at a time per storage object in the
     SQLite case (serialised by a lock) and concurrently in the Redis case (redis-py's pool).
@@ -52,7 +61,6 @@ from __future__ import annotations
 import gc
 import math
 import struct
-import time
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -64,6 +72,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Self
 import msgpack
 import msgspec
 
+from rtecs.clock import SYSTEM_CLOCK, Clock
 from rtecs.errors import RtecsError
 from rtecs.protocol import (
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
@@ -178,11 +187,11 @@ class Owner(NamedTuple):
 @dataclass(slots=True)
 class Lease:
     """A claim on hosting a room. ``token`` is its fencing token: pass it to every
-    :meth:`Storage.save` of the room. ``expires_at`` (``time.monotonic()`` seconds) is a
-    conservative local estimate of when the lease runs out unless renewed: it counts from
-    before the claim or renewal was sent, so the lease never expires in the store before
-    it. A host that reaches ``expires_at`` without a successful renewal must stop serving
-    the room."""
+    :meth:`Storage.save` of the room. ``expires_at`` (seconds of ``clock.monotonic()``, the
+    storage's clock) is a conservative local estimate of when the lease runs out unless
+    renewed: it counts from before the claim or renewal was sent, so the lease never expires
+    in the store before it. A host that reaches ``expires_at`` without a successful renewal
+    must stop serving the room."""
 
     room: str
     instance_id: str
@@ -191,10 +200,12 @@ class Lease:
     ttl: float
     expires_at: float
     _value: str = field(default="", repr=False)
+    #: The clock :attr:`expires_at` counts on (the storage's).
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
 
     def time_left(self) -> float:
-        """Seconds until :attr:`expires_at` (negative once past)."""
-        return self.expires_at - time.monotonic()
+        """Seconds until :attr:`expires_at` by :attr:`clock` (negative once past)."""
+        return self.expires_at - self.clock.monotonic()
 
 
 def persistent_models(records: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -387,6 +398,9 @@ class Storage(ABC):
 
     #: Where the storage is, for logs and error messages (no credentials).
     location: str
+    #: Where the storage reads time (see the module docs): lease expiry on its
+    #: ``monotonic()``, save times on its ``wall()``. Set by the constructors' ``clock=``.
+    clock: Clock = SYSTEM_CLOCK
 
     # -- checkpoints
 
@@ -396,9 +410,10 @@ class Storage(ABC):
         ``version`` (the previous one + 1, or 1). With ``fence`` (a :class:`Lease`'s token)
         the save is refused with :class:`FencedOut` if the room was claimed with a newer token
         since, checked atomically with the write; without it the save is unconditional (for
-        tools and single-instance servers). Raises :class:`StorageError` on failure."""
+        tools and single-instance servers). The save time stored beside it is
+        ``self.clock.wall()``. Raises :class:`StorageError` on failure."""
         blob = encode_room(room)
-        return self._write(room.name, blob, len(room.models), time.time(), fence)
+        return self._write(room.name, blob, len(room.models), self.clock.wall(), fence)
 
     def load(self, name: str) -> SavedRoom | None:
         """The room's checkpoint, or None if there is none. Raises :class:`CorruptRoomError`
@@ -460,7 +475,8 @@ class Storage(ABC):
         self.close()
 
 
-def open_storage(url: str | None, data_dir: str = "./rtecs-data") -> Storage:
+def open_storage(url: str | None, data_dir: str = "./rtecs-data", *,
+                 clock: Clock = SYSTEM_CLOCK) -> Storage:
     """The storage a ``--storage`` URL names.
 
     - ``None``, ``""``, ``"sqlite:"`` or ``"sqlite://"``: SQLite, ``rooms.sqlite3`` under
@@ -469,10 +485,11 @@ def open_storage(url: str | None, data_dir: str = "./rtecs-data") -> Storage:
       relative to the working directory;
     - ``redis://[user:password@]host:port/db`` (also ``rediss://``, ``unix://``): Redis.
 
+    ``clock``: the storage's :attr:`Storage.clock` (a server passes its own).
     Raises :class:`StorageError` for another scheme or if the storage can't be opened.
     """
     if url is None or url in ("", "sqlite:", "sqlite://"):
-        return SQLiteStorage(Path(data_dir) / DEFAULT_DB_FILE)
+        return SQLiteStorage(Path(data_dir) / DEFAULT_DB_FILE, clock=clock)
     if url.startswith("sqlite:"):
         rest = url[len("sqlite:"):]
         if rest.startswith("//"):
@@ -481,9 +498,9 @@ def open_storage(url: str | None, data_dir: str = "./rtecs-data") -> Storage:
                 raise StorageError(f"storage URL {url!r}: use sqlite:///absolute/path or "
                                    f"sqlite:relative/path")
             rest = "/" + rest.lstrip("/")
-        return SQLiteStorage(Path(rest))
+        return SQLiteStorage(Path(rest), clock=clock)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStorage(url)
+        return RedisStorage(url, clock=clock)
     raise StorageError(f"unknown storage URL {url!r}: expected sqlite:…, redis://host:port/db "
                        f"or nothing (SQLite under the data directory)")
 
