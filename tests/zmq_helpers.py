@@ -6,11 +6,18 @@ encode/decode, no rtecs client library), so a test decides every frame. It keeps
 batch in order), which is the server's state once the stream is applied. ``run_server()``
 starts a real ``rtecs-server`` process on a random port; ``wait_until()`` polls a predicate
 with a deadline while stepping the clients it is given (no sleeps as synchronisation).
+
+Virtual time: a :class:`~rtecs_server.RoomServer` made with ``clock=ManualClock()`` (the
+``clocked_server`` fixture) runs every timer — heartbeats, empty rooms, leases,
+checkpoints — on that clock, so a test steps it with :func:`advance` instead of waiting real
+seconds, and :meth:`RawClient.barrier` says when the server has acted on a step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import os
 import re
 import signal
@@ -25,6 +32,7 @@ from typing import Any
 import pytest
 import zmq
 
+from rtecs.clock import ManualClock
 from rtecs.protocol import (
     CREATE,
     DESTROY,
@@ -38,6 +46,7 @@ from rtecs.protocol import (
     LeaveEntry,
     ModelId,
     Ping,
+    Pong,
     ServerMessage,
     Update,
     Welcome,
@@ -49,6 +58,10 @@ from rtecs_server import RoomServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_SCRIPT = Path(sys.executable).parent / "rtecs-server"
+#: Real seconds a test waits for something the server must do (generous: the machine may be
+#: loaded; a wait ends as soon as the event arrives).
+PATIENCE = 20.0
+_PINGS = itertools.count(1)
 
 SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "Game": {1: ("title", "str", True), 2: ("score", "int", True),
@@ -153,6 +166,29 @@ class RawClient:
 
     def ping(self) -> None:
         self.send(Ping(time.monotonic()))
+
+    def sync(self, timeout: float = PATIENCE) -> Pong:
+        """Ping and wait for *that* ping's pong: the server has handled every frame this
+        client sent before (in order, on one connection); the pong's ``server_time`` says
+        at which server time. Messages received meanwhile are kept and applied."""
+        token = -float(next(_PINGS))  # never a real monotonic reading
+        self.send(Ping(token))
+        msg = self.expect(lambda m: isinstance(m, Pong) and m.client_time == token, timeout,
+                          "the pong of our ping")
+        assert isinstance(msg, Pong)
+        return msg
+
+    def barrier(self, at: float = -math.inf, timeout: float = PATIENCE) -> Pong:
+        """Wait until the server has *finished* a loop pass that read its clock at ≥ ``at``
+        (a server time) after handling this client's earlier frames — that pass's
+        housekeeping (heartbeat timeouts, leases, checkpoints) included; its batches may
+        follow a few real ms later (flush pacing): sync until a pong is stamped ≥ ``at``,
+        then once more. (The server collects the frames
+        of one pass before answering any, so the last ping is handled in a later pass, which
+        starts only once the earlier one is done.) Returns the last pong."""
+        while self.sync(timeout).server_time < at:
+            pass
+        return self.sync(timeout)
 
     def bye(self) -> None:
         self.send(Bye())
@@ -351,6 +387,45 @@ def server_process() -> Iterator[ServerProcess]:
     """One real ``rtecs-server`` process (default options) shared by a test module."""
     with run_server() as server:
         yield server
+
+
+@pytest.fixture
+def clocked_server() -> Iterator[Callable[..., tuple[RoomServer, ManualClock]]]:
+    """A factory of embedded :class:`RoomServer` s on a fresh :class:`ManualClock` each
+    (``make(**RoomServer options)`` → ``(server, clock)``), stopped afterwards."""
+    made: list[RoomServer] = []
+
+    def make(**options: Any) -> tuple[RoomServer, ManualClock]:
+        clock = ManualClock()
+        server = RoomServer(clock=clock, **options).start()
+        made.append(server)
+        return server, clock
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+def advance(server: RoomServer, seconds: float, *, keep_alive: Iterable[RawClient] = (),
+            step: float = 0.125) -> None:
+    """Move ``server``'s :class:`ManualClock` forward by ``seconds`` in steps of at most
+    ``step``, and after each step wait until the server has acted on it: every
+    ``keep_alive`` client waits for a :meth:`RawClient.barrier` at the new time — which also
+    keeps it from timing out while ``step`` is under the heartbeat timeout. A step longer
+    than the server's housekeeping interval (0.1 s) means every step gets its housekeeping;
+    binary fractions (the default 0.125) keep the clock's readings exact. With no client to
+    keep alive the steps are not waited for (barrier a client afterwards)."""
+    clock = server.clock
+    assert isinstance(clock, ManualClock), "advance() needs a server on a ManualClock"
+    clients = list(keep_alive)
+    left = seconds
+    while left > 0:
+        dt = min(step, left)
+        clock.advance(dt)
+        left -= dt
+        at = server.now()
+        for client in clients:
+            client.barrier(at)
 
 
 def settle(predicate: Callable[[], bool], *clients: Realtime, timeout: float = 10.0) -> None:
