@@ -8,10 +8,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
 import pytest
+
+import rtecs
+from examples.pygame_demo.players import Participant
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(90)
@@ -117,10 +121,39 @@ def test_readme_example_runs_against_a_real_server() -> None:
             esper.switch_world("default")
 
 
-def test_the_demo_room_persists_between_runs(tmp_path: Path) -> None:
+class _Welcomed(Participant):
+    """The demo's participant, made to wait for events a frame count cannot promise on a
+    loaded machine: the welcome before the script's first step (a write made earlier would
+    be dropped, or overwritten by the snapshot), and at the end the server's answers to its
+    writes before the embedded server stops and saves the room."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.rt.wait_connected(timeout=60)
+
+    def close(self) -> None:
+        self.rt.flush()
+        settle_answers(self.rt)
+        super().close()
+
+
+def settle_answers(rt: rtecs.Realtime, timeout: float = 60.0) -> None:
+    """Tick until every update ``rt`` sent is answered (an event; bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while rt._sent_sizes or rt.datastore.has_unsent_changes:
+        assert time.monotonic() < deadline, "the server never answered the demo's writes"
+        rt.flush()
+        rt.receive()
+        rt._wait(0.01)
+
+
+def test_the_demo_room_persists_between_runs(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     os.environ["SDL_VIDEODRIVER"] = "dummy"
+    from examples.pygame_demo import game
     from examples.pygame_demo.game import Options, run
 
+    monkeypatch.setattr(game, "Participant", _Welcomed)
     data = str(tmp_path / "data")
     first = run(Options(name="ann", headless=True, frames=40, fps=200, data_dir=data,
                         script="wait 5; type Blue Team; counter 7"))
