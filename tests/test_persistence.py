@@ -9,16 +9,26 @@ import json
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import esper
 import pytest
-from zmq_helpers import SERVER_SCRIPT, RawClient, ServerProcess, raw_clients, settle, wait_until
+from zmq_helpers import (
+    PATIENCE,
+    SERVER_SCRIPT,
+    ClockedServerProcess,
+    RawClient,
+    ServerProcess,
+    advance,
+    raw_clients,
+    settle,
+    wait_until,
+)
 
 import rtecs
+from rtecs.clock import ManualClock
 from rtecs.ecs import in_world
 from rtecs.errors import NotConnectedError
 from rtecs.protocol import (
@@ -309,23 +319,32 @@ GAME = {"Game": {1: ("title", "str", True), 2: ("score", "int", True)}}
 def test_kill_9_loses_at_most_the_last_checkpoint_interval(
         servers: Callable[..., ServerProcess], tmp_path: Path,
         raw_clients: Callable[..., RawClient]) -> None:
-    interval = 0.3
-    server = servers("--checkpoint-interval", str(interval))
-    client = raw_clients(server.endpoint)
-    client.join("crash", schema=GAME)
-    _write(client, [0, 1, "older than the interval"])
-    written = time.monotonic()
-    wait_until(lambda: (s := stored(tmp_path, "crash")) is not None
-               and s.models[0][4].get(1) == "older than the interval",
-               timeout=interval + 1.5, what="the checkpoint")
-    assert time.monotonic() - written < interval + 1.5
-    _write(client, [0, 2, 42])  # probably not checkpointed yet: may be lost
-    server.process.send_signal(signal.SIGKILL)
-    server.wait(5)
+    # a server process on a manual clock: checkpoints come when its time says, not the load
+    interval = 0.375
+    server = ClockedServerProcess(storage="sqlite:", data_dir=str(tmp_path),
+                                  checkpoint_interval=interval)
+    try:
+        client = raw_clients(server.endpoint)
+        opened = client.join("crash", schema=GAME).server_time
+        _write(client, [0, 1, "older than the interval"])
+        client.barrier()
+        assert stored(tmp_path, "crash") is None  # not yet: the interval has not passed
+        at = server.advance(interval)
+        assert at - opened == interval
+        client.barrier(at)  # the server's housekeeping at that time is done: saved
+        saved = stored(tmp_path, "crash")
+        assert saved is not None and saved.models[0][4].get(1) == "older than the interval"
+        _write(client, [0, 2, 42])  # not checkpointed: the clock stands still
+        client.barrier()
+        server.process.send_signal(signal.SIGKILL)
+        assert server.wait(PATIENCE) == -signal.SIGKILL
+    finally:
+        server.kill()
 
     again = servers()
     welcome = raw_clients(again.endpoint).join("crash", schema=GAME)
     assert _title(welcome) == "older than the interval"
+    assert 2 not in welcome.snapshot[0][4]  # the write after the checkpoint was lost
     assert welcome.client_id == 2
 
 
@@ -387,6 +406,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=20)
 
 
+@pytest.mark.timeout(180)  # a dozen CLI processes: each takes seconds to start when loaded
 def test_operator_commands_list_dump_and_delete(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path)]
     empty = cli("rooms", *data)
@@ -466,22 +486,25 @@ def test_stop_saves_every_room(flaky: FlakySQLite) -> None:
     flaky.list_rooms()  # the server left the caller's storage open
 
 
-def test_only_persistent_changes_cause_checkpoints(flaky: FlakySQLite,
-                                                   raw_clients: Callable[..., RawClient]) -> None:
-    with RoomServer(storage=flaky, checkpoint_interval=0.05) as server:
+def test_only_persistent_changes_cause_checkpoints(
+        tmp_path: Path, raw_clients: Callable[..., RawClient]) -> None:
+    interval = 0.125
+    clock = ManualClock()
+    with FlakySQLite(tmp_path / "rooms.sqlite3", clock=clock) as flaky, RoomServer(
+            storage=flaky, checkpoint_interval=interval, clock=clock) as server:
         client = raw_clients(server.endpoint)
         client.join("quiet", schema=GAME | {"Player": {1: ("x", "float", False)}})
-        wait_until(lambda: flaky.saves == 1, what="the first checkpoint")
+        advance(server, interval, keep_alive=[client])
+        assert flaky.saves == 1  # the first checkpoint
         player = dynamic_model_id(client.client_id, 1)
         _write(client, [player, CREATE, ["Player", DESTROY_WHEN_LAST_CLIENT_LEAVES], 1, 0.0])
-        started = time.monotonic()
-        n = 0
-        while time.monotonic() - started < 0.4:  # many checkpoint intervals of movement
-            n += 1
+        for n in range(1, 9):  # eight checkpoint intervals of movement
             _write(client, [player, 1, float(n)])
+            advance(server, interval, keep_alive=[client])
         assert flaky.saves == 1
         _write(client, [0, 2, 7])
-        wait_until(lambda: flaky.saves == 2, what="the checkpoint of a persistent change")
+        advance(server, interval, keep_alive=[client])
+        assert flaky.saves == 2  # the checkpoint of a persistent change
         saved = flaky.load("quiet")
         assert saved is not None and [m[0] for m in saved.models] == [0]
         assert saved.models[0][4] == {2: 7} and saved.version == 2
@@ -508,11 +531,30 @@ def test_a_room_that_cannot_be_saved_stays_in_memory_until_it_can(
     assert saved is not None and saved.models[0][4] == {1: "not lost"}
 
 
-def test_the_checkpoint_budget_spreads_out_expensive_saves(flaky: FlakySQLite) -> None:
-    p = Persistence(flaky, advertise="tcp://127.0.0.1:1")
-    assert p.may_checkpoint()
-    p._tokens = -0.05  # a save just overspent the budget by 50 ms
-    p._tokens_at = time.monotonic()
-    assert not p.may_checkpoint()
-    p._tokens_at -= 0.6  # 0.6 s later the budget has refilled by 60 ms
-    assert p.may_checkpoint() and p._tokens <= CHECKPOINT_BURST
+class SlowSQLite(SQLiteStorage):
+    """A SQLite storage whose saves take ``took`` seconds of its (manual) clock."""
+
+    took = 0.0
+
+    def _write(self, name: str, blob: bytes, models: int, saved_at: float,
+               fence: int | None) -> int:
+        assert isinstance(self.clock, ManualClock)
+        self.clock.advance(self.took)
+        return super()._write(name, blob, models, saved_at, fence)
+
+
+def test_the_checkpoint_budget_spreads_out_expensive_saves(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with SlowSQLite(tmp_path / "rooms.sqlite3", clock=clock) as storage:
+        p = Persistence(storage, advertise="tcp://127.0.0.1:1", clock=clock)
+        room, keeping = p.open("hall", now=clock.now)
+        assert p.may_checkpoint()
+        storage.took = CHECKPOINT_BURST + 0.05  # a save overspends the budget by 50 ms
+        room.join(hello(), clock.now)
+        p.save(room, keeping, clock.now)
+        assert keeping.last_save == pytest.approx(CHECKPOINT_BURST + 0.05)
+        assert not p.may_checkpoint()
+        clock.advance(0.25)  # 25 ms refilled: still overspent
+        assert not p.may_checkpoint()
+        clock.advance(0.35)  # 0.6 s after the save the budget has refilled by 60 ms
+        assert p.may_checkpoint() and p._tokens <= CHECKPOINT_BURST

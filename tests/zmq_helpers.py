@@ -343,6 +343,49 @@ class ServerProcess:
             self.process.wait(5)
 
 
+_CLOCKED_SERVER = """
+import json, sys
+from rtecs.clock import ManualClock
+from rtecs_server import RoomServer
+clock = ManualClock()
+server = RoomServer(clock=clock, **json.loads(sys.argv[1])).start()
+print("listening on", server.endpoint, flush=True)
+for line in sys.stdin:
+    clock.advance(float(line))
+    print(server.now(), flush=True)
+"""
+
+
+class ClockedServerProcess(ServerProcess):
+    """An embedded :class:`RoomServer` on a :class:`ManualClock`, alone in a child process
+    (for tests that kill -9 a server but want virtual time): ``options`` are RoomServer
+    keyword arguments (JSON values); :meth:`advance` steps its clock."""
+
+    def __init__(self, timeout: float = PATIENCE, **options: Any) -> None:
+        import json
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(ROOT / "tests"), str(ROOT), str(ROOT / "server"),
+             os.environ.get("PYTHONPATH", "")]))
+        self.args = ()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _CLOCKED_SERVER, json.dumps(options)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env)
+        self.stderr_lines = []
+        self._stderr_thread = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_thread.start()
+        self.endpoint = self._read_endpoint(timeout)
+
+    def advance(self, seconds: float) -> float:
+        """Step the server's clock by ``seconds``; returns its new server time (the clock
+        has moved; barrier a client at that time to wait for the server to act on it)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{seconds!r}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+
 @contextlib.contextmanager
 def run_server(*args: str) -> Iterator[ServerProcess]:
     """A real ``rtecs-server --bind tcp://127.0.0.1:0 ARGS`` for the duration of the block."""
