@@ -51,6 +51,7 @@ from rtecs_server import Room, RoomServer
 from rtecs_server.persistence import CHECKPOINT_BURST, Persistence
 from rtecs_server.storage import (
     CorruptRoomError,
+    Lease,
     SavedRoom,
     SQLiteStorage,
     StorageUnavailable,
@@ -558,3 +559,41 @@ def test_the_checkpoint_budget_spreads_out_expensive_saves(tmp_path: Path) -> No
         assert not p.may_checkpoint()
         clock.advance(0.35)  # 0.6 s after the save the budget has refilled by 60 ms
         assert p.may_checkpoint() and p._tokens <= CHECKPOINT_BURST
+
+
+class UnreachableSQLite(SQLiteStorage):
+    """A SQLite storage whose lease renewals fail with StorageUnavailable while ``down``."""
+
+    down = False
+
+    def renew(self, lease: Lease) -> bool:
+        if self.down:
+            raise StorageUnavailable(f"renewing room {lease.room!r}: unreachable (test)")
+        return super().renew(lease)
+
+
+def test_a_lease_that_runs_out_on_the_servers_clock_stops_hosting(
+        tmp_path: Path, raw_clients: Callable[..., RawClient]) -> None:
+    ttl = 3.0
+    clock = ManualClock()
+    with UnreachableSQLite(tmp_path / "rooms.sqlite3", clock=clock) as storage, RoomServer(
+            storage=storage, lease_ttl=ttl, checkpoint_interval=3600, heartbeat_timeout=60,
+            clock=clock) as server:
+        client = raw_clients(server.endpoint)
+        client.join("leased", schema=GAME)
+        advance(server, 2 * ttl, keep_alive=[client])  # renewed on time: still hosted
+        assert "leased" in server.host.rooms and not client.errors
+        storage.down = True
+        keeping = server.host.rooms["leased"].keeping
+        assert keeping is not None
+        left = keeping.lease.time_left()  # the last renewal's ttl, counted on the clock
+        assert ttl * 2 / 3 <= left <= ttl
+        advance(server, left - 0.125, keep_alive=[client])  # renewals fail, time is left
+        assert "leased" in server.host.rooms and not client.errors
+        clock.advance(0.125)  # the lease runs out now
+        error = client.expect_error("unavailable", timeout=PATIENCE)
+        assert error.fatal and "no longer hosted" in error.message
+        assert "leased" not in server.host.rooms
+    with SQLiteStorage(tmp_path / "rooms.sqlite3") as check:
+        saved = check.load("leased")
+    assert saved is not None  # its last fenced save went through

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from redis_fixture import RedisServer, redis_server, start_redis
 
+from rtecs.clock import ManualClock
 from rtecs.protocol import (
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
     DESTROY_WHEN_OWNER_LEAVES,
@@ -694,3 +695,30 @@ def test_sqlite_directory_always_grants(sqlite_storage: SQLiteStorage) -> None:
     with pytest.raises(FencedOut):
         sqlite_storage.save(sample_room(), fence=a.token)
     assert sqlite_storage.save(sample_room(), fence=b.token) == 1
+
+
+def test_leases_and_save_times_follow_the_storages_clock(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_storage(None, str(tmp_path), clock=clock) as storage:
+        assert storage.clock is clock
+        lease = storage.claim("lobby", "a", "tcp://a:1", ttl=2.0)
+        assert lease is not None and lease.expires_at == clock.now + 2.0
+        clock.advance(1.5)
+        assert lease.time_left() == 0.5
+        assert storage.renew(lease) and lease.time_left() == 2.0
+        clock.advance(2.5)
+        assert lease.time_left() == -0.5  # the local estimate moves only with the clock
+        storage.save(SavedRoom("lobby", "Game", {"Game": {}}, 1, {}, [(0, "Game", -1, 0, {})]))
+        saved = storage.load("lobby")
+        assert saved is not None and saved.saved_at == clock.wall()
+
+
+def test_a_server_refuses_a_storage_on_another_clock(tmp_path: Path) -> None:
+    from rtecs_server import RoomServer
+    from rtecs_server.persistence import Persistence
+
+    with SQLiteStorage(tmp_path / "rooms.sqlite3") as storage:
+        with pytest.raises(ValueError, match="clock"):
+            RoomServer(storage=storage, clock=ManualClock())
+        with pytest.raises(ValueError, match="clock"):
+            Persistence(storage, advertise="tcp://127.0.0.1:1", clock=ManualClock())
