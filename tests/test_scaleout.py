@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 from redis_fixture import RedisServer, redis_server
-from zmq_helpers import RawClient, ServerProcess, raw_clients, settle, wait_until
+from zmq_helpers import PATIENCE, RawClient, ServerProcess, raw_clients, settle, wait_until
 
 import rtecs
 from rtecs.protocol import (
@@ -117,8 +117,11 @@ def test_clients_on_two_instances_end_up_in_one_room(
         cast(Arena, b.room_model).title = "from b"
         cast(Arena, a.room_model).score = 3
         settle(lambda: title(a) == "from b" and cast(Arena, b.room_model).score == 3, a, b)
-        assert "redirected to " + one.endpoint in two.stderr
-        assert "room 'arena' created" in one.stderr and "created" not in two.stderr
+        for server, text in ((two, "redirected to " + one.endpoint),
+                             (one, "room 'arena' created")):  # logs read by our threads
+            wait_until(lambda s=server, t=text: t in s.stderr,  # type: ignore[misc]
+                       timeout=PATIENCE, what=f"log {text!r}")
+        assert "created" not in two.stderr
     finally:
         a.close()
         b.close()
@@ -139,7 +142,9 @@ def test_another_instance_takes_over_after_the_host_dies(
     try:
         assert time.monotonic() - started < float(TTL) + 5
         assert title(b) == "before the crash"
-        assert "room 'arena' opened from its checkpoint" in two.stderr
+        # the log line is read by a thread of ours: wait for it (an event), don't race it
+        wait_until(lambda: "room 'arena' opened from its checkpoint" in two.stderr,
+                   timeout=PATIENCE, what="the log of the room's opening")
         owner = storage.owner("arena")
         assert owner is not None and owner.endpoint == two.endpoint
     finally:
@@ -211,7 +216,7 @@ def test_a_stalled_host_cannot_overwrite_its_successor(
     assert error.fatal
     wait_until(lambda: "stopped hosting room 'stall'" in stalled.stderr, timeout=10,
                what="the stalled host to give the room up")
-    assert "refused" in stalled.stderr  # its last save was fenced out
+    assert "refused" in stalled.stderr  # its last save was fenced out (logged before)
     saved = storage.load("stall")
     assert saved is not None and saved.models[0][4] == {1: "written by the successor"}
     assert saved.version > version
