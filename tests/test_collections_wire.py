@@ -67,7 +67,7 @@ def test_keyed_creates_decode(value: tuple[Any, ...]) -> None:
 ])
 def test_malformed_keyed_creates_are_refused(value: list[Any]) -> None:
     with pytest.raises(ProtocolError, match="a create must carry"):
-        decode_client_message(raw(2, 1, [[10, CREATE, value]]))
+        decode_client_message(raw(2, 1, [[10, CREATE, value]], 1))
 
 
 def test_snapshot_records_carry_an_optional_key() -> None:
@@ -78,7 +78,7 @@ def test_snapshot_records_carry_an_optional_key() -> None:
                       ((7, "Item", -1, 0, {}, "p", 1), "invalid model id"), \
                       ((7, "Item", -1, 0, {}, (0, 2), 1, 2), "array of 5 to 7"):
         with pytest.raises(ProtocolError, match=match):
-            decode_server_message(raw(10, 1, 0, 0.0, [bad], []))
+            decode_server_message(raw(10, 1, 0, 0.0, [bad], [], 1, 0, {}))
 
 
 # ----------------------------------------------------------------------------- room core

@@ -24,6 +24,7 @@ from rtecs.protocol import (
     Pong,
     Redirect,
     Resync,
+    Schema,
     Update,
     UpdateEntry,
     Welcome,
@@ -35,9 +36,9 @@ from rtecs.protocol import (
 FUZZ = settings(max_examples=1000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-CLIENT_TYPES = (Hello, Update, Ping, Bye, Resync)
+CLIENT_TYPES = (Hello, Update, Ping, Bye, Resync, Schema)
 SERVER_TYPES = (Welcome, Batch, Pong, Error, Redirect)
-KINDS = [1, 2, 3, 4, 10, 11, 12, 13, 14]
+KINDS = [1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14]
 
 
 def check(data: bytes, *, events: bool = True) -> None:
@@ -78,20 +79,22 @@ schema = st.dictionaries(texts, st.dictionaries(
                                   st.booleans()), max_size=3), max_size=2)
 valid_messages = st.one_of(
     st.builds(Hello, st.integers(0, 9), texts, texts, schema, st.none() | texts),
-    st.builds(Update, st.integers(1, 2**32), changes),
+    st.builds(Update, st.integers(1, 2**32), changes, st.integers(1, 2**32)),
+    st.builds(Schema, schema),
     st.builds(Ping, st.floats()),
     st.just(Bye()),
     st.builds(Welcome, st.integers(1, 99), st.integers(0, 99), st.floats(),
               st.lists(st.tuples(model_ids, texts, st.integers(-1, 9), st.integers(0, 7),
                                  st.dictionaries(st.integers(1, 99), scalars, max_size=3)),
                        max_size=3),
-              st.lists(st.integers(1, 99), max_size=3)),
+              st.lists(st.integers(1, 99), max_size=3), st.integers(1, 99), st.integers(0, 99),
+              st.dictionaries(texts, st.integers(1, 2**40), max_size=2)),
     st.builds(Batch, st.integers(0, 99), st.floats(), st.lists(st.one_of(
         st.builds(UpdateEntry, st.integers(0, 9), st.integers(0, 9), changes,
                   st.lists(st.tuples(model_ids, st.integers(-2, 9)), max_size=2)),
         st.builds(JoinEntry, st.integers(1, 99)),
         st.builds(LeaveEntry, st.integers(1, 99))), max_size=3)),
-    st.builds(Pong, st.floats(), st.floats()),
+    st.builds(Pong, st.floats(), st.floats(), st.integers(0, 2**40)),
     st.builds(Error, texts, texts, st.booleans()),
     st.builds(Redirect, st.text(min_size=1, max_size=8), texts),
 )

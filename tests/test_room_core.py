@@ -204,29 +204,34 @@ def test_flush_with_nothing_pending_returns_none() -> None:
     assert room.room_seq == seq
 
 
-def test_duplicate_is_not_reapplied_and_answered_again() -> None:
+def test_duplicate_is_not_reapplied_and_dropped_silently() -> None:
     room, (a, b) = room_with(2)
     first = room.apply_update(a, upd(1, [0, 2, 5]))
+    assert first.entry is not None
     room.flush(1.0)
     room.apply_update(b, upd(1, [0, 2, 7]))
     room.flush(2.0)
     again = room.apply_update(a, upd(1, [0, 2, 5]))
     assert again.status is UpdateStatus.DUPLICATE
-    assert again.entry == first.entry
+    assert again.entry is None  # its answer went out in batch 1: nothing outside the stream
     assert value(room, 0, 2) == 7
     assert room.flush(3.0) is None
-    answer = batch(room.answer_again(a, 1, 3.0))
-    assert answer.room_seq == room.room_seq
-    assert answer.entries == [UpdateEntry(a, 1, ((0, 2, 5),), ())]
 
 
-def test_answer_again_waits_for_flush() -> None:
+def test_a_resync_opens_a_new_epoch_naming_the_last_update_applied() -> None:
     room, (a,) = room_with(1)
     room.apply_update(a, upd(1, [0, 2, 5]))
-    assert room.apply_update(a, upd(1, [0, 2, 5])).status is UpdateStatus.DUPLICATE
-    assert room.answer_again(a, 1, 1.0) is None
+    room.apply_update(a, upd(2, [0, 2, 6]))
     room.flush(1.0)
-    assert room.answer_again(a, 1, 1.0) is not None
+    welcome = room.resync(a, 2.0)
+    assert (welcome.epoch, welcome.last_applied) == (2, 2)
+    stale = room.apply_update(a, Update(3, ((0, 2, 99),), 1))  # sent before the welcome
+    assert stale.status is UpdateStatus.STALE
+    assert value(room, 0, 2) == 6
+    assert room.apply_update(a, Update(1, ((0, 2, 7),), 2)).status is UpdateStatus.APPLIED
+    assert value(room, 0, 2) == 7
+    with pytest.raises(BadUpdate):
+        room.apply_update(a, Update(2, ((0, 2, 8),), 3))  # an epoch never opened
 
 
 def test_gap_applies_nothing() -> None:
@@ -244,7 +249,8 @@ def test_resync_restarts_numbering() -> None:
     room.flush(1.0)
     welcome = room.resync(a, 2.0)
     assert welcome.client_id == a and welcome.room_seq == room.room_seq
-    assert room.apply_update(a, upd(1, [0, 2, 6])).status is UpdateStatus.APPLIED
+    fresh = room.apply_update(a, Update(1, ((0, 2, 6),), welcome.epoch))
+    assert fresh.status is UpdateStatus.APPLIED
 
 
 def test_update_from_non_member_raises() -> None:

@@ -69,8 +69,8 @@ def hello(room: str = "lobby", version: int = PROTOCOL_VERSION, **kw: Any) -> by
     return encode(Hello(version, room, "Game", kw.get("schema", SCHEMA), None))
 
 
-def update(seq: int, *runs: list[Any]) -> bytes:
-    return encode(Update(seq, list(runs)))
+def update(seq: int, *runs: list[Any], epoch: int = 1) -> bytes:
+    return encode(Update(seq, list(runs), epoch))
 
 
 def errors(t: FakeTransport, peer: bytes) -> list[Error]:
@@ -104,9 +104,10 @@ def test_undecodable_update_resyncs_its_sender_and_changes_nothing(net: Any) -> 
     welcome = t.to(b"a")[-1]
     assert isinstance(welcome, Welcome) and welcome.client_id == 1
     assert dict(welcome.snapshot[0][4]) == {1: "kept"}
-    # the client restarts numbering at 1; an old-numbered update is dropped
+    assert (welcome.epoch, welcome.last_applied) == (2, 1)
+    # the client numbers from 1 in the new epoch; an old epoch's update is dropped
     host.handle(b"a", update(3, [0, 1, "stale"]), 2.1)
-    host.handle(b"a", update(1, [0, 1, "fresh"]), 2.1)
+    host.handle(b"a", update(1, [0, 1, "fresh"], epoch=2), 2.1)
     host.flush(2.1)
     assert host.rooms["lobby"].room.record(0)[4] == {1: "fresh"}  # type: ignore[index]
 
@@ -132,9 +133,9 @@ def test_a_gap_is_reported_and_resynced_at_most_once_per_cooldown(net: Any) -> N
     host.handle(b"a", update(5, [0, 2, 1]), 10.0)
     assert [m.code for m in t.to(b"a") if isinstance(m, Error)] == ["sequence"]
     assert sum(isinstance(m, Welcome) for m in t.to(b"a")) == 2
-    host.handle(b"a", update(7, [0, 2, 1]), 10.1)         # old numbering: dropped quietly
-    host.handle(b"a", update(1, [0, 2, 1]), 10.2)
-    host.handle(b"a", update(3, [0, 2, 1]), 10.3)         # another gap, within the cooldown
+    host.handle(b"a", update(7, [0, 2, 1]), 10.1)         # old epoch: dropped quietly
+    host.handle(b"a", update(1, [0, 2, 1], epoch=2), 10.2)
+    host.handle(b"a", update(3, [0, 2, 1], epoch=2), 10.3)  # another gap, in the cooldown
     assert sum(isinstance(m, Welcome) for m in t.to(b"a")) == 2
     host.handle(b"a", encode(Ping(0.0)), 10.3 + RESYNC_COOLDOWN)  # the ping resyncs
     assert sum(isinstance(m, Welcome) for m in t.to(b"a")) == 3

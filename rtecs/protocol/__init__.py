@@ -9,16 +9,28 @@ Client → server
         ``version`` is :data:`PROTOCOL_VERSION`; ``room`` the room name; ``root_type`` the
         type name of the room model; ``schema`` maps type name → {property id → [name, tag,
         reliable]} (tags: see :mod:`rtecs.model`); ``token`` a string or nil.
-    ``UPDATE  [2, seq, changes]``
-        One frame's delta. ``seq`` counts 1, 2, 3… per client session.
+    ``UPDATE  [2, seq, changes, epoch]``
+        One frame's delta. ``seq`` counts 1, 2, 3… within a session *epoch*: every welcome
+        starts a new epoch (named in the ``WELCOME``) and every update names the epoch it was
+        numbered in. The server applies only updates of the current epoch, each exactly
+        once and in order: an older epoch's update is dropped (it was sent before the client
+        saw its new welcome, which told it what became of it), a duplicate is dropped
+        silently (its answer is already in the stream), a gap is answered with a resync.
     ``PING    [3, client_time]``
     ``BYE     [4]``
     ``RESYNC  [5]``
         Ask for a fresh WELCOME (sent when this client cannot reconstruct the room's state by
-        itself, e.g. after a refused destroy raced with creates under the destroyed model).
+        itself: a hole in the stream — a ``room_seq`` gap, a malformed frame, an error while
+        applying — or a refused destroy that raced with creates under the destroyed model).
+    ``SCHEMA  [6, schema]``
+        Model types this client first uses after joining (same shape as the hello's
+        ``schema``). The room merges them, all or nothing, before the client's next update;
+        a contradiction is answered ``ERROR schema`` (not fatal) and creates of those types
+        are then refused.
 
 Server → client
-    ``WELCOME [10, client_id, room_seq, server_time, snapshot, clients]``
+    ``WELCOME [10, client_id, room_seq, server_time, snapshot, clients, epoch, last_applied,
+    limits]``
         Sent on join and again whenever the client must resync. ``snapshot`` is a list of
         model records ``[model_id, type_name, owner_id, flags, {property id: value}]``,
         parents before children and dynamic models in the order the room created them, with
@@ -26,7 +38,14 @@ Server → client
         its key as a seventh for an element of a keyed collection (see *Collections*);
         properties never written are absent (the client keeps its defaults). ``clients``
         lists the client ids present. ``room_seq`` is the sequence number of the last batch
-        the snapshot includes.
+        the snapshot includes. ``epoch`` numbers the session's updates from now on (1 at the
+        join, one more at every resync). ``last_applied`` is the seq of the last update of
+        the previous epoch the server applied (0 at a join): the snapshot includes it and
+        everything before it, and nothing after it, so the client drops its pending writes
+        up to it and renumbers the rest into the new epoch and sends them again — re-based
+        on the snapshot, not rolled back. ``limits`` maps limit names to ints, the values
+        the client must respect (unknown names are ignored): ``update_bytes`` (largest
+        update frame), ``datastore_bytes`` (largest room).
     ``BATCH   [11, room_seq, server_time, entries]``
         What the room ordered in one server tick, encoded once and sent to every member.
         ``room_seq`` grows by one per batch. Entries, in order:
@@ -38,7 +57,10 @@ Server → client
           the server itself (lifetime destroys, cleared ownership; ``seq`` 0).
         - ``[1, client_id]`` — a client joined.
         - ``[2, client_id]`` — a client left.
-    ``PONG    [12, client_time, server_time]``
+    ``PONG    [12, client_time, server_time, room_seq]``
+        ``room_seq`` is the room's last batch, so a client notices a lost last batch: the
+        server sends every batch before the pong that counts it. A ping from a peer with no
+        session is answered ``ERROR not_joined``, never ``PONG``.
     ``ERROR   [13, code, message, fatal]``
         ``code`` is one of :class:`ErrorCode`; ``fatal`` true means the server dropped the
         session. A client reconnects (with backoff) after ``shutdown``, ``unavailable`` and
@@ -93,6 +115,7 @@ Model ids
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import reprlib
@@ -118,15 +141,16 @@ __all__ = [
     "F32", "SCALAR_TAGS", "check_tag", "coerce_value", "enc_hook",
     "CREATE", "DESTROY", "OWNER", "PROTOCOL_VERSION",
     "PREVENT_OWNERSHIP_TAKEOVER", "DESTROY_WHEN_OWNER_LEAVES", "DESTROY_WHEN_LAST_CLIENT_LEAVES",
-    "Limits", "ErrorCode", "ModelId", "Value", "Changes",
-    "Hello", "Update", "Ping", "Bye", "Resync", "Welcome", "Batch", "Pong", "Error", "Redirect",
+    "Limits", "UPDATE_OVERHEAD", "ErrorCode", "ModelId", "Value", "Changes",
+    "Hello", "Update", "Ping", "Bye", "Resync", "Schema", "SchemaSpec",
+    "Welcome", "Batch", "Pong", "Error", "Redirect",
     "UpdateEntry", "JoinEntry", "LeaveEntry", "ClientMessage", "ServerMessage",
     "encode", "decode_client_message", "decode_server_message",
     "dynamic_model_id", "split_dynamic_model_id", "is_model_id",
     "COLLECTION_KINDS", "collection_type_name", "split_collection_type",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 OWNER = 0
 CREATE = -1
@@ -140,7 +164,7 @@ _ALL_FLAGS = 7
 ModelId: TypeAlias = "int | tuple[int, ...]"
 Changes: TypeAlias = "Sequence[Sequence[Any]]"
 
-_HELLO, _UPDATE, _PING, _BYE, _RESYNC = 1, 2, 3, 4, 5
+_HELLO, _UPDATE, _PING, _BYE, _RESYNC, _SCHEMA = 1, 2, 3, 4, 5, 6
 _WELCOME, _BATCH, _PONG, _ERROR, _REDIRECT = 10, 11, 12, 13, 14
 _E_UPDATE, _E_JOIN, _E_LEAVE = 0, 1, 2
 
@@ -158,6 +182,28 @@ class Limits:
     def max_frame_bytes(self) -> int:
         """Largest server frame a client accepts: a full snapshot plus headroom."""
         return self.max_datastore_bytes + 1024 * 1024
+
+    @property
+    def max_value_bytes(self) -> int:
+        """Largest str or bytes value one property may hold: what an update carrying that
+        value alone leaves of :attr:`max_update_bytes` (writes over it are refused at once)."""
+        return max(0, self.max_update_bytes - UPDATE_OVERHEAD)
+
+    def announced(self) -> dict[str, int]:
+        """The limits a server announces in its welcome (see ``WELCOME`` above)."""
+        return {"update_bytes": self.max_update_bytes,
+                "datastore_bytes": self.max_datastore_bytes}
+
+    def with_announced(self, announced: Mapping[str, int]) -> Limits:
+        """These limits with the values a welcome announced (unknown names ignored)."""
+        return dataclasses.replace(
+            self, max_update_bytes=announced.get("update_bytes", self.max_update_bytes),
+            max_datastore_bytes=announced.get("datastore_bytes", self.max_datastore_bytes))
+
+
+#: Bytes of an update frame around one property value: kind, seq, epoch, the run's model id
+#: and key (generously: a nested model id of several levels).
+UPDATE_OVERHEAD = 128
 
 
 DEFAULT_LIMITS = Limits()
@@ -191,6 +237,7 @@ class Hello(NamedTuple):
 class Update(NamedTuple):
     seq: int
     changes: Changes
+    epoch: int = 1
 
 
 class Ping(NamedTuple):
@@ -205,12 +252,27 @@ class Resync(NamedTuple):
     pass
 
 
+SchemaSpec: TypeAlias = "Mapping[str, Mapping[int, tuple[str, str, bool]]]"
+
+
+class Schema(NamedTuple):
+    """Model types a client first uses after joining (see ``SCHEMA`` in the module docs)."""
+
+    schema: SchemaSpec
+
+
+_NO_LIMITS: Mapping[str, int] = {}
+
+
 class Welcome(NamedTuple):
     client_id: int
     room_seq: int
     server_time: float
     snapshot: Sequence[tuple[Any, ...]]  # (model_id, type, owner, flags, props[, parent[, key]])
     clients: Sequence[int]
+    epoch: int = 1
+    last_applied: int = 0
+    limits: Mapping[str, int] = _NO_LIMITS
 
 
 class UpdateEntry(NamedTuple):
@@ -237,6 +299,7 @@ class Batch(NamedTuple):
 class Pong(NamedTuple):
     client_time: float
     server_time: float
+    room_seq: int = 0
 
 
 class Error(NamedTuple):
@@ -250,7 +313,7 @@ class Redirect(NamedTuple):
     room: str
 
 
-ClientMessage: TypeAlias = "Hello | Update | Ping | Bye | Resync"
+ClientMessage: TypeAlias = "Hello | Update | Ping | Bye | Resync | Schema"
 ServerMessage: TypeAlias = "Welcome | Batch | Pong | Error | Redirect"
 
 
@@ -339,7 +402,7 @@ def _encode_entry(entry: UpdateEntry | JoinEntry | LeaveEntry) -> list[Any]:
 
 
 _KIND_OF: dict[type, int] = {
-    Hello: _HELLO, Update: _UPDATE, Ping: _PING, Bye: _BYE, Resync: _RESYNC,
+    Hello: _HELLO, Update: _UPDATE, Ping: _PING, Bye: _BYE, Resync: _RESYNC, Schema: _SCHEMA,
     Welcome: _WELCOME, Batch: _BATCH, Pong: _PONG, Error: _ERROR, Redirect: _REDIRECT,
 }
 
@@ -493,8 +556,9 @@ def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Clien
         if len(data) > limits.max_update_bytes:
             raise ProtocolError(f"update of {len(data)} bytes is over the limit of "
                                 f"{limits.max_update_bytes} bytes")
-        _tuple(msg, "update", 3)
-        return Update(_int(msg[1], "update seq", 1), check_changes(msg[2]))
+        _tuple(msg, "update", 4)
+        return Update(_int(msg[1], "update seq", 1), check_changes(msg[2]),
+                      _int(msg[3], "update epoch", 1))
     if kind == _PING and type(kind) is int:
         _tuple(msg, "ping", 2)
         return Ping(_number(msg[1], "ping time"))
@@ -511,6 +575,9 @@ def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Clien
     if kind == _RESYNC and type(kind) is int:
         _tuple(msg, "resync", 1)
         return Resync()
+    if kind == _SCHEMA and type(kind) is int:
+        _tuple(msg, "schema", 2)
+        return Schema(_check_schema(msg[1]))
     raise _fail("unknown client message kind", kind)
 
 
@@ -538,10 +605,11 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
                 raise _fail("unknown batch entry", e)
         return Batch(_int(msg[1], "room seq", 0), _number(msg[2], "server time"), entries)
     if kind == _PONG and type(kind) is int:
-        _tuple(msg, "pong", 3)
-        return Pong(_number(msg[1], "ping time"), _number(msg[2], "server time"))
+        _tuple(msg, "pong", 4)
+        return Pong(_number(msg[1], "ping time"), _number(msg[2], "server time"),
+                    _int(msg[3], "pong room seq", 0))
     if kind == _WELCOME and type(kind) is int:
-        _tuple(msg, "welcome", 6)
+        _tuple(msg, "welcome", 9)
         records = _tuple(msg[4], "snapshot")
         for rec in records:
             if type(rec) is not tuple or not 5 <= len(rec) <= 7:
@@ -562,8 +630,14 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
         clients = _tuple(msg[5], "clients")
         for c in clients:
             _int(c, "client id", 1)
+        announced = msg[8]
+        if type(announced) is not dict or not all(
+                type(k) is str and type(v) is int and v > 0 for k, v in announced.items()):
+            raise _fail("welcome limits must map names to positive ints", announced)
         return Welcome(_int(msg[1], "client id", 1), _int(msg[2], "room seq", 0),
-                       _number(msg[3], "server time"), records, clients)
+                       _number(msg[3], "server time"), records, clients,
+                       _int(msg[6], "welcome epoch", 1), _int(msg[7], "last applied", 0),
+                       announced)
     if kind == _ERROR and type(kind) is int:
         _tuple(msg, "error", 4)
         if type(msg[3]) is not bool:

@@ -17,7 +17,6 @@ from rtecs_server.host import RoomHost
 from rtecs_server.plugins import Change, Plugin, Reject
 from rtecs_server.ratelimit import RateLimit
 from rtecs_server.room import (
-    ANSWER_RING,
     BadUpdate,
     JoinRefused,
     Room,
@@ -29,7 +28,7 @@ from rtecs_server.storage import SavedRoom, Storage, open_storage
 from rtecs_server.store import Problem, SnapshotRecord, value_size
 
 __all__ = [
-    "ANSWER_RING", "BadUpdate", "Change", "JoinRefused", "Plugin", "Problem", "RateLimit",
+    "BadUpdate", "Change", "JoinRefused", "Plugin", "Problem", "RateLimit",
     "Reject", "Room", "RoomHost", "RoomServer", "SavedRoom", "SnapshotRecord", "Storage",
     "UpdateOutcome", "UpdateStatus", "open_storage", "value_size",
 ]

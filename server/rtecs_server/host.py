@@ -17,11 +17,12 @@ input                                           error code        session
 ==============================================  ================  ======================
 undecodable frame, several frame parts          ``protocol``      kept
 frame over the update / hello size limit        ``over_limit``    kept
-an update or ping before a hello                ``not_joined``    (none)
+an update, ping or schema before a hello        ``not_joined``    (none)
 wrong protocol version, schema conflict, full   ``version`` …     refused (fatal)
 unknown model ids, wrong value types            ``bad_update``    kept (changes rejected)
 a write that would grow the datastore too big   ``over_limit``    kept (change rejected)
 a gap in update sequence numbers                ``sequence``      kept, resynced
+a schema extension contradicting the room's     ``schema``        kept (nothing merged)
 over the rate limit / sustained                 ``rate_limit``    kept / ended (fatal)
 ==============================================  ================  ======================
 
@@ -73,6 +74,7 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Resync,
+    Schema,
     Update,
     decode_client_message,
     encode,
@@ -104,7 +106,6 @@ class _Session:
     hosted: _HostedRoom
     client_id: int
     last_seen: float
-    awaiting_restart: bool = False   # resynced: drop old-numbered updates until seq 1
     needs_resync: bool = False       # resync when the cooldown allows (at the latest: a ping)
     stalled: bool = False            # a send failed (queue full): no batches until resynced
     last_resync: float = -math.inf
@@ -214,6 +215,8 @@ class RoomHost:
             log.info("client %d of room %r asked for a resync", session.client_id,
                      session.room.name)
             self._request_resync(session, now)
+        elif isinstance(message, Schema):
+            self.handle_schema(peer, session, message, now)
 
     def handle_malformed(self, peer: bytes, reason: str, now: float) -> None:
         """A message the transport could not even turn into one frame (several parts)."""
@@ -264,10 +267,6 @@ class RoomHost:
             self._error(peer, ErrorCode.NOT_JOINED, "send a hello before updates", fatal=False,
                         now=now)
             return
-        if session.awaiting_restart:
-            if update.seq != 1:
-                return  # sent before the client saw its resync; it rolled these back
-            session.awaiting_restart = False
         hosted = session.hosted
         room = hosted.room
         try:
@@ -277,11 +276,7 @@ class RoomHost:
             return
         if outcome.status is UpdateStatus.APPLIED:
             self._dirty[room.name] = hosted
-        elif outcome.status is UpdateStatus.DUPLICATE:
-            again = room.answer_again(session.client_id, update.seq, now)
-            if again is not None:
-                self.transport.send(peer, again)
-        else:  # GAP
+        elif outcome.status is UpdateStatus.GAP:
             self._error(peer, ErrorCode.SEQUENCE,
                         f"update {update.seq} skips a sequence number: resyncing", fatal=False,
                         now=now)
@@ -291,9 +286,25 @@ class RoomHost:
 
     def handle_ping(self, peer: bytes, session: _Session | None, ping: Ping,
                     now: float) -> None:
-        if session is not None and session.needs_resync:
+        if session is None:  # forgotten (restart, timeout): tell it, so it rejoins
+            self._error(peer, ErrorCode.NOT_JOINED, "no session: send a hello", fatal=False,
+                        now=now)
+            return
+        if session.needs_resync:
             self._request_resync(session, now)
-        self.transport.send(peer, encode(Pong(ping.client_time, now)), False)
+        self.transport.send(
+            peer, encode(Pong(ping.client_time, now, session.room.room_seq)), False)
+
+    def handle_schema(self, peer: bytes, session: _Session | None, message: Schema,
+                      now: float) -> None:
+        if session is None:
+            self._error(peer, ErrorCode.NOT_JOINED, "send a hello before a schema",
+                        fatal=False, now=now)
+            return
+        try:
+            session.room.extend_schema(session.client_id, message.schema)
+        except BadUpdate as exc:
+            self._error(peer, exc.code, exc.message, fatal=False, now=now)
 
     def handle_bye(self, peer: bytes, session: _Session | None, now: float) -> None:
         if session is not None:
@@ -422,7 +433,6 @@ class RoomHost:
     def _resync(self, session: _Session, now: float) -> None:
         self._fan_out(session.hosted, now)
         welcome = session.room.resync(session.client_id, now)
-        session.awaiting_restart = True  # the room expects seq 1 next, sent or not
         session.last_resync = now
         if self.transport.send(session.peer, encode(welcome)):
             session.needs_resync = False

@@ -9,15 +9,22 @@ Host loop, per server tick::
 
     welcome = room.join(hello, now)            # on HELLO (flush() first if has_pending_changes)
     out = room.apply_update(client_id, update) # on UPDATE, in arrival order
-    if out.status is UpdateStatus.DUPLICATE:   # send room.answer_again(...) to that client
     if out.status is UpdateStatus.GAP:         # send ERROR sequence, flush, then resync()
+    (UpdateStatus.DUPLICATE and STALE: nothing to send; the answer is in the stream)
     for p in out.problems:                     # send ERROR p.code to the sender (not fatal)
     room.leave(client_id, now)                 # on BYE or heartbeat timeout
     frame = room.flush(now)                    # once per tick: the same bytes to every member
 
+Sequencing (DESIGN §5): each member numbers its updates 1, 2, 3… within a session *epoch*;
+the join opens epoch 1 and every :meth:`Room.resync` the next one. The room applies an update
+only if it names the current epoch and the next seq; an older epoch's update is STALE (sent
+before the client saw its new welcome, which names the last update applied, so the client
+renumbers and resends what was not), a seq already applied is a DUPLICATE (its entry is in
+the stream already), a seq beyond the next one is a GAP. Nothing is answered outside the
+ordered stream and no answers are kept per client.
+
 Decisions where the design is silent are in the method docs: the snapshot/flush order of
-:meth:`Room.join`, the entry order of :meth:`Room.leave`, the numbering after
-:meth:`Room.resync` and the frame of :meth:`Room.answer_again`.
+:meth:`Room.join` and the entry order of :meth:`Room.leave`.
 
 Persistence: :meth:`Room.export` is the room's checkpoint (a
 :class:`~rtecs_server.storage.SavedRoom` of its persistent models), :meth:`Room.restore`
@@ -28,9 +35,8 @@ the new session joins with a snapshot).
 from __future__ import annotations
 
 import enum
-from collections import deque
-from collections.abc import Iterable
-from typing import Final, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from rtecs.errors import RtecsError, SchemaError
 from rtecs.protocol import (
@@ -52,10 +58,7 @@ from rtecs_server.plugins import Plugin
 from rtecs_server.storage import SavedRoom, persistent_models
 from rtecs_server.store import ModelStore, Problem, SnapshotRecord
 
-__all__ = ["ANSWER_RING", "BadUpdate", "JoinRefused", "Room", "UpdateOutcome", "UpdateStatus"]
-
-#: How many recent answers each client keeps for :meth:`Room.answer_again`.
-ANSWER_RING: Final = 8
+__all__ = ["BadUpdate", "JoinRefused", "Room", "UpdateOutcome", "UpdateStatus"]
 
 
 class JoinRefused(RtecsError):
@@ -80,25 +83,25 @@ class UpdateStatus(enum.Enum):
     """What :meth:`Room.apply_update` did with an update."""
 
     APPLIED = "applied"      # sequenced; its entry is queued for the next flush
-    DUPLICATE = "duplicate"  # seq ≤ last: not applied; answer it again
+    DUPLICATE = "duplicate"  # seq ≤ last: already applied; dropped (its answer is in the stream)
+    STALE = "stale"          # an older epoch's update: dropped (the welcome told the client)
     GAP = "gap"              # seq > last + 1: nothing applied; the client must resync
 
 
 class UpdateOutcome(NamedTuple):
     status: UpdateStatus
-    #: APPLIED: the queued entry. DUPLICATE: the recorded entry if still kept, else None.
+    #: APPLIED: the queued entry; otherwise None.
     entry: UpdateEntry | None
     #: At most a few problems (bad input, over limit); empty for a well-behaved client.
     problems: tuple[Problem, ...] = ()
 
 
 class _Client:
-    __slots__ = ("answers", "last_seq")
+    __slots__ = ("epoch", "last_seq")
 
     def __init__(self) -> None:
+        self.epoch = 1
         self.last_seq = 0
-        # (update seq, room_seq of the batch carrying the entry, entry)
-        self.answers: deque[tuple[int, int, UpdateEntry]] = deque(maxlen=ANSWER_RING)
 
 
 class Room:
@@ -216,20 +219,40 @@ class Room:
             raise JoinRefused(ErrorCode.SCHEMA, str(exc)) from None
         cid = self.next_client_id
         self.next_client_id = cid + 1
-        self._clients[cid] = _Client()
+        client = self._clients[cid] = _Client()
         self._pending.append(JoinEntry(cid))
-        return Welcome(cid, self.room_seq, now, self.snapshot(), list(self._clients))
+        return Welcome(cid, self.room_seq, now, self.snapshot(), list(self._clients),
+                       client.epoch, 0, self.limits.announced())
 
     def resync(self, client_id: int, now: float) -> Welcome:
-        """A fresh Welcome for a member (after a GAP or a send queue overflow). The client
-        keeps its id and numbers its updates from 1 again; its old answers are forgotten.
-        Same precondition as :meth:`join`. Raises ``KeyError`` for a non-member."""
+        """A fresh Welcome for a member (after a GAP, a RESYNC or a send queue overflow): a
+        new epoch, in which the client numbers its updates from 1 again, and the last update
+        applied in the old one. Same precondition as :meth:`join`. Raises ``KeyError`` for a
+        non-member."""
         if self._pending_changes:
             raise RuntimeError("flush() the pending update entries before resync()")
         client = self._clients[client_id]
+        last_applied = client.last_seq
+        client.epoch += 1
         client.last_seq = 0
-        client.answers.clear()
-        return Welcome(client_id, self.room_seq, now, self.snapshot(), list(self._clients))
+        return Welcome(client_id, self.room_seq, now, self.snapshot(), list(self._clients),
+                       client.epoch, last_applied, self.limits.announced())
+
+    def extend_schema(self, client_id: int, schema: Mapping[str, Mapping[int, tuple[str, str,
+                                                                                   bool]]],
+                      ) -> None:
+        """Merge model types a member first uses after joining (``SCHEMA``), all or nothing.
+        Raises :class:`BadUpdate` (``not_joined``) for a non-member and ``schema`` for a
+        contradiction (nothing merged)."""
+        if client_id not in self._clients:
+            raise BadUpdate(ErrorCode.NOT_JOINED, f"client {client_id} is not in room "
+                                                  f"{self.name!r}")
+        root_type = self.store.schema.root_type
+        assert root_type is not None  # set by the first join
+        try:
+            self.store.merge_schema(schema, root_type)
+        except SchemaError as exc:
+            raise BadUpdate(ErrorCode.SCHEMA, f"schema refused: {exc}") from None
 
     def leave(self, client_id: int, now: float) -> bool:
         """Remove a member (BYE or timeout); False if it was not one.
@@ -262,26 +285,6 @@ class Room:
         self._pending_changes = False
         return frame
 
-    def answer_again(self, client_id: int, seq: int, now: float) -> bytes | None:
-        """A one-entry BATCH re-sending the answer to ``client_id``'s update ``seq``, for that
-        client only; None if the answer is not kept (older than :data:`ANSWER_RING` answers)
-        or not flushed yet (then it arrives with the next batch anyway).
-
-        Its ``room_seq`` is the *current* room seq, which the client has already counted: it
-        is not a new stream position. A client must take it only as the answer to ``seq``
-        (drop pending writes ≤ seq) and must not apply its changes again, since later
-        entries may have overwritten them.
-        """
-        client = self._clients.get(client_id)
-        if client is None:
-            return None
-        for s, batch_seq, entry in client.answers:
-            if s == seq:
-                if batch_seq > self.room_seq:
-                    return None
-                return encode(Batch(self.room_seq, now, [entry]))
-        return None
-
     def apply_update(self, client_id: int, update: Update) -> UpdateOutcome:
         """Sequence and apply one client update; queue its entry for the next flush.
 
@@ -294,11 +297,13 @@ class Room:
         if client is None:
             raise BadUpdate(ErrorCode.NOT_JOINED, f"client {client_id} is not in room "
                                                   f"{self.name!r}")
+        if update.epoch != client.epoch:
+            if update.epoch < client.epoch:
+                return UpdateOutcome(UpdateStatus.STALE, None)
+            raise BadUpdate(ErrorCode.SEQUENCE, f"update epoch {update.epoch} was never "
+                                                f"opened (the session is at {client.epoch})")
         seq = update.seq
         if seq <= client.last_seq:
-            for s, _, kept in client.answers:
-                if s == seq:
-                    return UpdateOutcome(UpdateStatus.DUPLICATE, kept)
             return UpdateOutcome(UpdateStatus.DUPLICATE, None)
         if seq != client.last_seq + 1:
             return UpdateOutcome(UpdateStatus.GAP, None)
@@ -309,5 +314,4 @@ class Room:
         entry = UpdateEntry(client_id, seq, changes, rejected)
         self._pending.append(entry)
         self._pending_changes = True
-        client.answers.append((seq, self.room_seq + 1, entry))
         return UpdateOutcome(UpdateStatus.APPLIED, entry, tuple(problems))
