@@ -23,7 +23,7 @@ import esper
 from reactivex import Observable
 from reactivex.subject import Subject
 
-from rtecs.errors import RtecsError
+from rtecs.datastore import OpaqueModel
 from rtecs.model import RealtimeModel
 from rtecs.protocol import (
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
@@ -103,9 +103,7 @@ class Entities:
                 raise ValueError(f"{c!r} already belongs to a datastore")
         ds = self.realtime.datastore
         for t in types:
-            if ds.schema().get(t.type_name) is None:
-                raise RtecsError(f"{t.__name__} is not a model type of this client: pass it in "
-                                 f"types=[...] when connecting, so the room knows its schema")
+            ds.register_type(t)  # new to the room: its schema goes out before the spawn
         flags = ((PREVENT_OWNERSHIP_TAKEOVER if prevent_ownership_takeover else 0)
                  | (DESTROY_WHEN_OWNER_LEAVES if destroy_when_owner_leaves else 0)
                  | (DESTROY_WHEN_LAST_CLIENT_LEAVES if destroy_when_last_client_leaves else 0))
@@ -173,7 +171,9 @@ class Entities:
                 return
             esper.add_component(owner_entity, model)
         components = tuple(self._components(owner_entity))
-        if len(components) == len(self.realtime.datastore.kids(parent)):
+        shown = [kid for kid in self.realtime.datastore.kids(parent)
+                 if not isinstance(kid, OpaqueModel)]  # a type with no class here: not shown
+        if len(components) == len(shown):
             self._events.on_next(EntityEvent(owner_entity, components, True, True))
 
     def _components(self, entity: int) -> list[RealtimeModel]:

@@ -9,6 +9,18 @@ observers always run on the ticking thread.
 (the ZeroMQ one in production, :mod:`rtecs.transport.memory` in tests) and takes a clock, so
 tests step it without sleeping.
 
+The stream has no holes (DESIGN §4b): a batch is applied only if its ``room_seq`` is the
+last one plus one. A gap, a pong naming a batch this client never got, a malformed frame or an
+internal error while applying asks the server for a fresh snapshot (``RESYNC``); until the
+welcome arrives, batches are not applied. That welcome opens a new *epoch* of the same
+session: the datastore re-bases on it (:meth:`Datastore.rebase
+<rtecs.datastore.Datastore.rebase>`) — what the server applied is settled, the rest is
+renumbered and sent again — so nothing the server did not refuse is rolled back. A welcome
+that answers a hello starts a new session instead: unanswered writes roll back.
+
+A subscriber that raises never stops the tick: its exception is logged and put on
+:attr:`Realtime.errors`.
+
 Redirects: a server instance that does not host the room answers the hello with
 ``REDIRECT endpoint room`` (several instances sharing one Redis). The client follows it at
 once — a new transport to ``endpoint`` (the ``redirect`` factory), a new hello — without
@@ -49,6 +61,7 @@ from rtecs.protocol import (
     Pong,
     Redirect,
     Resync,
+    Schema,
     Update,
     UpdateEntry,
     Welcome,
@@ -101,7 +114,11 @@ class Realtime:
         self.reconnect_tries = reconnect_tries
         self.reconnect_backoff = reconnect_backoff
         self.limits = limits
+        """The limits in force: those passed in, with the values the server announced in
+        its welcome (writes and updates are checked against them)."""
+        self._limits_asked = limits
         self.datastore = Datastore(room_model, types)
+        self.datastore.max_value_bytes = limits.max_value_bytes
         self._entities = Entities(self, self.world)
         self._transport = transport
         self._reconnect = reconnect
@@ -119,6 +136,10 @@ class Realtime:
             ConnectionState.CONNECTING)
         self._outcomes: Subject[UpdateOutcome] = Subject()
         self._presence: Subject[Presence] = Subject()
+        self._errors: Subject[BaseException] = Subject()
+        self.datastore.error_listeners.append(self._errors.on_next)
+        self._joining = True        # a hello is out: its welcome starts a new session
+        self._resync_asked = False  # a hole in the stream: batches wait for the welcome
         self._clients: set[int] = set()
         self._next_frame = 0.0
         self._next_ping = 0.0
@@ -129,9 +150,13 @@ class Realtime:
         self.ping: float | None = None
         """Round trip to the server in milliseconds, measured (None until the first pong)."""
         self.disconnect_reason: DisconnectReason | None = None
+        """Why the session ended for good (None while it has not)."""
         self.last_error: str | None = None
+        """The last ``ERROR`` the server sent, as ``"code: message"`` (None if none)."""
         self.bytes_sent = 0
+        """Bytes of every frame sent to the server so far."""
         self.bytes_received = 0
+        """Bytes of every frame received from the server so far."""
         self._send_hello()
 
     # ----------------------------------------------------------------- public state
@@ -165,6 +190,22 @@ class Realtime:
     def outcomes(self) -> Observable[UpdateOutcome]:
         """Every update's fate: sent, then confirmed, transformed or rejected."""
         return self._outcomes
+
+    @property
+    def errors(self) -> Observable[BaseException]:
+        """Every exception a change subscriber raised (logged too, with its traceback). The
+        tick and the write that emitted carried on; the state was already applied."""
+        return self._errors
+
+    @property
+    def updates_in_flight(self) -> int:
+        """Updates sent whose answer has not come back through the stream yet."""
+        return self.datastore.updates_in_flight
+
+    @property
+    def has_unsent_changes(self) -> bool:
+        """True if local writes wait for the next frame's update."""
+        return self.datastore.has_unsent_changes
 
     @property
     def presence(self) -> Observable[Presence]:
@@ -206,6 +247,8 @@ class Realtime:
                 self.flush()
                 self._next_frame = max(self._next_frame + self.frame_duration, now)
             if now >= self._next_ping:
+                if self._resync_asked:
+                    self._send(encode(Resync()))  # in case the server could not serve it yet
                 self._send(encode(Ping(now)), reliable=False)
                 self._next_ping = now + self.ping_interval
         elif state is ConnectionState.RECONNECTING and now >= self._next_attempt:
@@ -250,21 +293,38 @@ class Realtime:
         update sent. A delta larger than the update size limit goes out as several updates."""
         if self._state.value is not ConnectionState.CONNECTED:
             return None
-        budget = self.limits.max_update_bytes * 3 // 4  # the estimate errs high; keep margin
-        update = last = self.datastore.collect(budget)
+        ds = self.datastore
+        new_types = ds.take_new_types()
+        if new_types:
+            self._send(encode(Schema(new_types)))  # before the update that uses them
+        limit = self.limits.max_update_bytes
+        budget = limit * 3 // 4  # the estimate errs high; keep margin
+        update = ds.collect(budget)
+        last = None
         while update is not None:
-            frame = encode(update)
-            if len(frame) > self.limits.max_update_bytes:
-                log.error("update %d is %d bytes, over the %d-byte limit (one value too "
-                          "large?); the server will refuse it", update.seq, len(frame),
-                          self.limits.max_update_bytes)
-            self._send(frame)
-            count = sum((len(run) - 1) // 2 for run in update.changes)
-            self._sent_sizes[update.seq] = count
-            self._outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.SENT, count))
-            last = update
-            update = self.datastore.collect(budget) if self.datastore.has_unsent_changes else None
+            try:
+                frame: bytes | None = encode(update)
+                why = ""
+            except TypeError as exc:
+                frame, why = None, str(exc)
+            if frame is None or len(frame) > limit:
+                # Never sent: the server would refuse it (or libzmq drop the link).
+                log.error("update %d not sent: %s; its writes roll back", update.seq,
+                          why or f"{len(frame or b'')} bytes, over the {limit}-byte limit")
+                ds.discard(update)
+                ds.flush_emissions()
+                self._outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.REJECTED, 0))
+            else:
+                self._send_update(update, frame)
+                last = update
+            update = ds.collect(budget) if ds.has_unsent_changes else None
         return last
+
+    def _send_update(self, update: Update, frame: bytes) -> None:
+        self._send(frame)
+        count = sum((len(run) - 1) // 2 for run in update.changes)
+        self._sent_sizes[update.seq] = count
+        self._outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.SENT, count))
 
     def receive(self) -> int:
         """Apply every message that has arrived; return how many were applied."""
@@ -280,8 +340,13 @@ class Realtime:
                 message = decode_server_message(frame, self.limits)
             except ProtocolError as exc:
                 log.error("dropping a malformed frame from the server: %s", exc)
+                self._ask_resync("a malformed frame")
                 continue
-            self.handle(message)
+            try:
+                self.handle(message)
+            except Exception:  # an internal error: never carry on from a half-applied state
+                log.exception("internal error while applying a %s", type(message).__name__)
+                self._ask_resync("an internal error")
             if self._state.value is ConnectionState.DISCONNECTED:
                 break
         return len(frames)
@@ -301,27 +366,54 @@ class Realtime:
 
     def handle_welcome(self, welcome: Welcome) -> None:
         first = self._state.value is not ConnectionState.CONNECTED
-        self.datastore.load_snapshot(welcome)
+        ds = self.datastore
+        self.limits = self._limits_asked.with_announced(welcome.limits)
+        ds.max_value_bytes = self.limits.max_value_bytes
+        resend: list[Update] = []
+        if first or self._joining or welcome.client_id != ds.client_id:
+            ds.load_snapshot(welcome)  # a new session: unanswered writes roll back
+            self._sent_sizes.clear()
+        else:
+            resend = ds.rebase(welcome)  # a new epoch of this session: nothing is lost
+            self._sent_sizes = {u.seq: sum((len(run) - 1) // 2 for run in u.changes)
+                                for u in resend}
+        self._joining = False
+        self._resync_asked = False
         self._room_seq = welcome.room_seq
         self._clients = set(welcome.clients)
         self._set_server_time(welcome.server_time)
-        self._sent_sizes.clear()
-        log.info("%s room %r as client %d (%d models)", "joined" if first else "resynced",
-                 self.room, welcome.client_id, len(welcome.snapshot))
+        log.info("%s room %r as client %d (%d models%s)", "joined" if first else "resynced",
+                 self.room, welcome.client_id, len(welcome.snapshot),
+                 f", {len(resend)} update(s) sent again" if resend else "")
         self._tries = 1
         self._redirects = 0
         self._ever_connected = True
         if first:
             self._next_frame = self._next_ping = self._clock()
             self._state.on_next(ConnectionState.CONNECTED)
-        self.datastore.flush_emissions()
+        for update in resend:  # renumbered into the new epoch: the server applies them now
+            self._send(encode(update))
+        ds.flush_emissions()
+
+    def _ask_resync(self, why: str, level: int = logging.WARNING) -> None:
+        """A hole in the stream: ask for a fresh snapshot and apply no batch until then."""
+        if self._state.value is not ConnectionState.CONNECTED or self._resync_asked:
+            return
+        log.log(level, "room %r: %s; asking the server for a fresh snapshot", self.room, why)
+        self._resync_asked = True
+        self._send(encode(Resync()))
 
     def handle_batch(self, batch: Batch) -> None:
         if self._state.value is not ConnectionState.CONNECTED:
             return  # from before our welcome: the snapshot includes it
+        if self._resync_asked:
+            return  # after a hole: the welcome on its way includes it
         if batch.room_seq <= self._room_seq:
             log.debug("ignoring batch %d already covered (at %d)", batch.room_seq,
                       self._room_seq)
+            return
+        if batch.room_seq != self._room_seq + 1:
+            self._ask_resync(f"batch {batch.room_seq} arrived after {self._room_seq}")
             return
         self._room_seq = batch.room_seq
         self._set_server_time(batch.server_time)
@@ -343,7 +435,8 @@ class Realtime:
         ds.flush_emissions()
         if ds.resync_wanted:
             ds.resync_wanted = False
-            self._send(encode(Resync()))
+            self._ask_resync("the server refused a destroy this client already applied",
+                             logging.INFO)  # a normal race (see Datastore._bury)
         for p in presence:
             self._presence.on_next(p)
         for o in outcomes:
@@ -364,6 +457,10 @@ class Realtime:
         now = self._clock()
         self.ping = max(0.0, (now - pong.client_time) * 1000.0)
         self._set_server_time(pong.server_time)
+        if pong.room_seq > self._room_seq and self._state.value is ConnectionState.CONNECTED:
+            # Every batch goes out before the pong that counts it: one was lost.
+            self._ask_resync(f"the server is at batch {pong.room_seq}, this client at "
+                             f"{self._room_seq}")
 
     def handle_redirect(self, redirect: Redirect) -> None:
         """The server does not host this room: connect to ``redirect.endpoint`` instead (see
@@ -460,7 +557,9 @@ class Realtime:
 
     def _send_hello(self) -> None:
         hello = Hello(PROTOCOL_VERSION, self.room, self.datastore.room_model.type_name,
-                      self.datastore.schema(), self._token)
+                      self.datastore.hello_schema(), self._token)
+        self._joining = True
+        self._resync_asked = False
         self._send(encode(hello))
 
     def _send(self, frame: bytes, reliable: bool = True) -> None:
@@ -523,6 +622,7 @@ class Realtime:
             self._send(encode(Bye()))
         self._disconnect(DisconnectReason.CLOSED)
         self._transport.close()
+        self.datastore.close()  # a write from now on raises NotConnectedError
 
     def __enter__(self) -> Realtime:
         return self
@@ -546,6 +646,9 @@ def connect(endpoint: str, room: str, room_model: RealtimeModel, *, world: str |
     ``reconnect_tries`` attempts with :attr:`Realtime.disconnect_reason` set. A redirect to
     the server instance that hosts the room is followed transparently.
     """
+    if "://" not in endpoint:
+        raise ValueError(f"endpoint {endpoint!r} names no transport: write it as a ZeroMQ "
+                         f"endpoint, e.g. 'tcp://{endpoint}'")
     from rtecs.transport.zmq import ZmqClientTransport
 
     def open_at(address: str) -> ClientTransport:

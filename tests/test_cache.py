@@ -556,10 +556,10 @@ def test_unreliable_properties_never_enter_the_cache() -> None:
     assert room.pos == 2.0
     assert ds.collect() is None  # nothing left to send
     room.pos = 3.0
-    room.pos = 2.0
-    assert ds.collect() is None
+    room.pos = 2.0  # back to the frame-start value: sent all the same (DESIGN §4)
+    assert ds.collect() == Update(1, [[0, 4, 2.0]])
     room.pos = 4.0
-    assert ds.collect() == Update(1, [[0, 4, 4.0]])
+    assert ds.collect() == Update(2, [[0, 4, 4.0]])
     assert len(ds.cache) == 0 and ds.cache.pending_updates == 0
 
 

@@ -219,9 +219,14 @@ def test_replica_equals_writer_after_every_frame_and_snapshot_equals_deltas(
 def assert_minimal(update: Update, before: dict[Any, Any], after: dict[Any, Any],
                    replica: Datastore) -> None:
     """Every property change an update carries changes what the replica shows: nothing
-    redundant is sent (values compared with their types)."""
+    redundant is sent (values compared with their types) — except an unreliable property
+    written during the frame, which is always sent (no "changed back" suppression for
+    unreliable properties, DESIGN §4)."""
     for mid, key in written(update):
         if key < 0 or mid not in after:
+            continue
+        model = replica.get(mid)
+        if model is not None and not type(model)._props[key].reliable:
             continue
         if mid in before:
             old = before[mid][2][key]
@@ -323,12 +328,26 @@ def test_changed_and_changed_back_within_a_frame_sends_nothing() -> None:
     room = src.room_model
     assert isinstance(room, Room)
     room.title, room.title = "x", ""           # reliable
-    room.ratio, room.ratio = 9.0, 0.0          # unreliable
-    room.hp, room.hp = 3, None                 # optional
+    room.blob, room.blob = b"x", None          # reliable, optional
     room.world.pos.x = 4.0
     room.world.pos.x = 0.0
     assert src.collect() is None
     assert src.next_seq == 1  # no sequence number used up
+
+
+def test_an_unreliable_property_changed_back_within_a_frame_is_sent() -> None:
+    # No "changed back" suppression for unreliable properties (DESIGN §4): the frame-start
+    # value may not be what the server holds by the time this update is ordered.
+    src = datastore(Room)
+    room = src.room_model
+    assert isinstance(room, Room)
+    room.ratio, room.ratio = 9.0, 0.0
+    room.hp, room.hp = 3, None                 # optional
+    update = src.collect()
+    assert update is not None
+    assert written(update) == [(0, Room.ratio.id), (0, Room.hp.id)]
+    assert update.changes == [[0, Room.ratio.id, 0.0, Room.hp.id, None]]
+    assert src.next_seq == 2
 
 
 def test_changed_back_after_a_frame_is_sent() -> None:

@@ -162,13 +162,38 @@ def test_spawn_before_the_welcome_is_refused() -> None:
         rt.spawn(Player())
 
 
-def test_spawning_an_unregistered_type_says_how_to_fix_it() -> None:
+def test_a_type_not_listed_in_types_is_announced_and_found_by_name() -> None:
     class Stranger(rtecs.RealtimeModel):
         v: int = rtecs.prop(1)
 
-    room = room_of(1)
-    with pytest.raises(rtecs.RtecsError, match="types="):
-        room.clients[0].spawn(Stranger())
+    room = room_of(2)
+    a, b = room.clients
+    e = a.spawn(Stranger(v=7))               # not in types=: its schema goes out first
+    room.sync()
+    assert "Stranger" in room.host.rooms[room.room].room.schema
+    theirs = [m for m in b.datastore.models.values() if isinstance(m, Stranger)]
+    assert [m.v for m in theirs] == [7]       # b found the class by its name
+    a.destroy(e)
+    room.sync()
+    assert not [m for m in b.datastore.models.values() if isinstance(m, Stranger)]
+
+
+def test_two_classes_of_one_name_must_be_passed_explicitly() -> None:
+    def make() -> type[rtecs.RealtimeModel]:
+        class Twin(rtecs.RealtimeModel):
+            v: int = rtecs.prop(1)
+        return Twin
+
+    first, second = make(), make()
+    room = room_of(2)
+    a, b = room.clients
+    errors: list[BaseException] = []
+    b.errors.subscribe(errors.append)
+    a.spawn(first(v=1))
+    room.sync()                               # b cannot tell which Twin: reported, kept
+    assert any("Twin" in str(e) for e in errors)
+    with pytest.raises(ValueError, match="Twin"):
+        a.spawn(second(v=2))                  # a already has the other one
 
 
 def test_a_frame_too_big_for_one_update_goes_out_as_several() -> None:

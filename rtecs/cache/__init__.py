@@ -16,7 +16,7 @@ Costs: per sent key three dict operations; per answered key two; nothing per idl
 
 from __future__ import annotations
 
-from collections.abc import Container, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Container, Hashable, Iterable, Iterator, Mapping, Sequence
 
 __all__ = ["InFlightCache"]
 
@@ -126,6 +126,12 @@ class InFlightCache:
         if not latest:
             self._latest = {}
         return result
+
+    def renumber(self, mapping: Mapping[int, int]) -> None:
+        """A new session epoch renumbered the unanswered updates: ``mapping`` takes every
+        pending sequence number to its new one (keeping their order)."""
+        self._by_seq = {mapping[seq]: keys for seq, keys in self._by_seq.items()}
+        self._latest = {key: mapping[seq] for key, seq in self._latest.items()}
 
     def forget(self, keys: Iterable[Hashable]) -> None:
         """Drop these keys (their model was destroyed)."""

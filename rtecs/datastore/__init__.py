@@ -11,10 +11,24 @@ decoded messages and sends what :meth:`Datastore.collect` returns.
   update keeps the order of the last writes (the server checks each change where it falls,
   e.g. after an ownership request). Per-frame cost grows with the changed properties only;
   the size of the datastore does not matter.
-- Reliable properties go through the :class:`~rtecs.cache.InFlightCache`; unreliable ones
-  apply remote values at once and ignore stale echoes of this client's own writes.
+- Reliable properties go through the :class:`~rtecs.cache.InFlightCache`. Unreliable ones
+  apply remote values at once and ignore stale echoes of this client's own writes; while an
+  own write of one is unsent or in flight, the datastore keeps the latest seq sent and the
+  stream's value of it (its *server value*), shown again if the server rejects the write
+  (DESIGN §4). Every write is sent, even one back to the frame-start value: there is no
+  "changed back" suppression for unreliable properties.
+- Types: a type not passed to the constructor is found by name among the defined
+  :class:`RealtimeModel` subclasses (:func:`rtecs.model.find_model_type`); one created here
+  that the room was not told about in the hello is announced by :meth:`take_new_types`
+  (the client sends it as ``SCHEMA`` before the update that uses it). A type no class is
+  found for is kept as an :class:`OpaqueModel` (values stored, changes applied, never shown
+  to the ECS), never an error.
+- Resyncs within a session are *re-based* (:meth:`rebase`), not rolled back: what the
+  server applied is settled from the snapshot, the rest is renumbered and sent again.
 - Emissions from applying server messages are queued and delivered by :meth:`flush_emissions`
-  once the whole message is applied (DESIGN §4b).
+  once the whole message is applied (DESIGN §4b); a queued emission for a property that a
+  callback has since written locally is dropped (the local write is newer). A subscriber
+  that raises is reported to :attr:`Datastore.error_listeners` and never stops the others.
 - Collections (:mod:`rtecs.collections`) are models that follow their dynamic kids
   (``_follows_kids``). The datastore keeps the *server's* structure for them — which
   elements exist, which element is at each key (a keyed create replaces the element at its
@@ -41,11 +55,14 @@ from reactivex.subject import Subject
 
 from rtecs.cache import InFlightCache
 from rtecs.datastore import _receive
-from rtecs.errors import NotConnectedError, OwnershipError
-from rtecs.model import Change, ChangeSource, Prop, RealtimeModel
+from rtecs.datastore._opaque import OpaqueModel
+from rtecs.errors import NotConnectedError, OwnershipError, SchemaError
+from rtecs.model import Change, ChangeSource, Prop, RealtimeModel, find_model_type
 from rtecs.model._model import _OWNER_PROP, CREATE_MARK, DESTROY_MARK, DESTROYED, KidEvent
+from rtecs.model._streams import guarded
 from rtecs.protocol import (
     CREATE,
+    DEFAULT_LIMITS,
     F32,
     OWNER,
     PREVENT_OWNERSHIP_TAKEOVER,
@@ -56,7 +73,7 @@ from rtecs.protocol import (
     dynamic_model_id,
 )
 
-__all__ = ["UNCHECKED", "Datastore"]
+__all__ = ["UNCHECKED", "Datastore", "OpaqueModel"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +93,13 @@ UNCHECKED = _Unchecked.UNCHECKED
 
 def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
+
+
+class _Closed(dict[Any, Any]):
+    """The dirty set of a closed datastore: any write raises."""
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        raise NotConnectedError("this client was closed: connect again to write")
 
 
 def _estimate(value: object) -> int:
@@ -107,6 +131,16 @@ class Datastore:
         self._types: dict[str, type[RealtimeModel]] = {}
         self._dirty: dict[Key, Any] = {}
         self._unreliable_sent: dict[Key, int] = {}
+        # The stream's value of each unreliable property with an own write in flight.
+        self._unreliable_server: dict[Key, Any] = {}
+        self._announced: set[str] = set()  # type names the room was told about
+        self.epoch = 1
+        """The session epoch the welcome named: every update carries it (DESIGN §5)."""
+        self.max_value_bytes = DEFAULT_LIMITS.max_value_bytes
+        """Largest str/bytes value a property may take (from the limits the server
+        announced); larger writes raise ``ValueError`` at the assignment."""
+        self.error_listeners: list[Callable[[BaseException], None]] = []
+        """Called with every exception a subscriber raised (see :meth:`report_error`)."""
         # What each unanswered update carried: its runs, its reliable (key, value) pairs and
         # its unreliable keys, so an answer that accepts it as sent is settled in bulk.
         self._inflight: dict[int, tuple[list[list[Any]], list[tuple[Key, Any]],
@@ -145,8 +179,40 @@ class Datastore:
 
     # ----------------------------------------------------------------- types and schema
 
+    def find_type(self, type_name: str) -> type[RealtimeModel] | None:
+        """The class of ``type_name``: a registered one, or else the one defined
+        :class:`RealtimeModel` subclass of that name (then registered; the room knows it
+        already, since it came from the room). None if no class has that name. Raises
+        :class:`~rtecs.errors.SchemaError` if two classes share it and neither was passed
+        in ``types=``."""
+        found = self._types.get(type_name)
+        if found is None:
+            found = find_model_type(type_name)
+            if found is not None:
+                known = set(self._types)
+                self.register_type(found)
+                self._announced.update(set(self._types) - known)
+        return found
+
+    def take_new_types(self) -> dict[str, dict[int, tuple[str, str, bool]]] | None:
+        """The schema of types registered since the room was last told (the hello, or a
+        previous call), or None; they count as told from now on."""
+        new = [name for name in self._types if name not in self._announced]
+        if not new:
+            return None
+        self._announced.update(new)
+        return {name: self._types[name].schema() for name in new}
+
+    def hello_schema(self) -> dict[str, dict[int, tuple[str, str, bool]]]:
+        """:meth:`schema`, for a hello: every type counts as told to the room."""
+        self._announced = set(self._types)
+        return self.schema()
+
     def register_type(self, model_type: type[RealtimeModel]) -> None:
         """Make a model type (and its child types) known: in the schema and for remote creates."""
+        if issubclass(model_type, OpaqueModel):
+            raise SchemaError("an opaque model stands for a type this client has no class "
+                              "for; it cannot be created here")
         known = self._types.get(model_type.type_name)
         if known is model_type:
             return
@@ -226,6 +292,8 @@ class Datastore:
         destroys it. ``key`` (and ``expected``, the id of the element this client believes is
         at ``key``, None for none) create an element of a keyed collection: see
         :mod:`rtecs.protocol`; collections call this for you."""
+        if self.closed:
+            raise NotConnectedError("this client was closed: connect again to create models")
         if self.client_id < 1:
             raise NotConnectedError("creating a model needs a client id: wait for the welcome")
         if model._ds is not None:
@@ -256,10 +324,14 @@ class Datastore:
         if owned:
             model._v[0] = self.client_id
             dirty[(model, _OWNER_PROP)] = -1
-        for m in self._walk(model):
+        for m in self._walk(model):  # its values that differ from its class's defaults
+            values, template = m._v, type(m)._template
             for p in type(m)._props.values():
                 if p.id != OWNER and p.child_type is None:
-                    dirty[(m, p)] = type(m)._template[p.slot]
+                    start = template[p.slot]
+                    value = values[p.slot]
+                    if value != start or type(value) is not type(start):
+                        dirty[(m, p)] = start
         if follows:
             assert parent is not None
             self._tell(parent, KidEvent.CREATED, model, key)
@@ -345,6 +417,7 @@ class Datastore:
         self.cache.forget([k for k in self.cache if k[0] in gone])  # type: ignore[index]
         for key in [k for k in self._unreliable_sent if k[0] in gone]:
             del self._unreliable_sent[key]
+            self._unreliable_server.pop(key, None)
 
     def _place(self, parent: RealtimeModel, key: Any, model: RealtimeModel) -> None:
         """The stream put ``model`` at ``key`` of ``parent``: the element there goes."""
@@ -411,6 +484,7 @@ class Datastore:
         seq = self._next_seq
         cache = self.cache
         sent = self._unreliable_sent
+        userver = self._unreliable_server
         keys: list[Key] = []
         starts: list[Any] = []
         values: list[Any] = []
@@ -424,37 +498,43 @@ class Datastore:
         for key, start in dirty.items():
             model, p = key
             pid = p.id
-            if budget >= 0:
-                if size > budget and runs:
-                    break
-                consumed += 1
             if pid >= 0:
                 value = model._v[p.slot]
-                if value == start and type(value) is type(start):
-                    # Changed back: nothing to send, unless a remote value arrived meanwhile.
-                    hidden, server = cache.hidden_remote(key)
-                    if not hidden or (value == server and type(value) is type(server)):
-                        cache.drop_hidden(key)
-                        continue
+            elif pid == CREATE:
+                value = start  # the whole create, made by create()
+            else:
+                value = None
+            if budget >= 0:
+                t = type(value)
+                grow = ((9 if t is float or t is int or t is bool else _estimate(value))
+                        + (2 if model is last else 14))
+                if size + grow > budget and runs:
+                    break  # the rest goes in the next update
+                size += grow
+                consumed += 1
+            if pid >= 0:
                 if p.reliable:
+                    if value == start and type(value) is type(start):
+                        # Changed back: nothing to send, unless a remote value arrived
+                        # meanwhile (there is no such suppression for unreliable ones).
+                        hidden, server = cache.hidden_remote(key)
+                        if not hidden or (value == server and type(value) is type(server)):
+                            cache.drop_hidden(key)
+                            continue
                     keys.append(key)
                     starts.append(start)
                     values.append(value)
                 else:
+                    if key not in sent:
+                        userver[key] = start  # the stream's value, until it says otherwise
                     sent[key] = seq
                     unreliable.append((key, value))
             elif pid == CREATE:
-                value = start  # the whole create, made by create()
                 parent = model._parent
                 if parent is not None and type(parent)._follows_kids:
                     lifecycle.append((model._id, pid))  # type: ignore[arg-type]
             else:
-                value = None
                 lifecycle.append((model._id, pid))  # type: ignore[arg-type]
-            if budget >= 0:
-                t = type(value)
-                size += ((9 if t is float or t is int or t is bool else _estimate(value))
-                         + (2 if model is last else 14))
             if p.f32 and value is not None:
                 value = F32(value)  # sent as a 4-byte float (it was rounded when written)
             if model is last:
@@ -476,11 +556,49 @@ class Datastore:
         if lifecycle:
             self._lifecycle_sent[seq] = lifecycle
         self._next_seq = seq + 1
-        return Update(seq, runs)
+        return Update(seq, runs, self.epoch)
+
+    def discard(self, update: Update) -> None:
+        """Take back the last update :meth:`collect` returned, unsent (it could not be
+        encoded, or its frame is over the size limit): it is treated as if the server had
+        rejected all of it (its writes roll back, its creates vanish) and its seq is
+        reused."""
+        if update.seq != self._next_seq - 1:
+            raise ValueError("only the last collected update can be discarded")
+        rejected = [(run[0], run[i]) for run in update.changes for i in range(1, len(run), 2)]
+        self.apply_entry(UpdateEntry(self.client_id, update.seq, (), rejected))
+        self._next_seq = update.seq
 
     @property
     def has_unsent_changes(self) -> bool:
+        """True if writes wait for the next :meth:`collect`."""
         return bool(self._dirty)
+
+    @property
+    def updates_in_flight(self) -> int:
+        """Updates collected (sent) whose answer has not arrived yet."""
+        return len(self._inflight)
+
+    @property
+    def closed(self) -> bool:
+        return type(self._dirty) is _Closed
+
+    def close(self) -> None:
+        """No more writes: from now on every write to a model of this datastore raises
+        :class:`~rtecs.errors.NotConnectedError` (the client was closed)."""
+        self._dirty = _Closed()
+
+    def report_error(self, error: BaseException) -> None:
+        """A subscriber raised ``error``: log it with its traceback and tell every
+        :attr:`error_listeners` (a listener that raises is logged and skipped). The state
+        is already applied; nothing else is affected (DESIGN §4b)."""
+        log.error("a change subscriber raised %s: %s", type(error).__name__, error,
+                  exc_info=(type(error), error, error.__traceback__))
+        for listener in list(self.error_listeners):
+            try:
+                listener(error)
+            except Exception:
+                log.exception("an error listener raised")
 
     @property
     def next_seq(self) -> int:
@@ -493,12 +611,24 @@ class Datastore:
         _receive.apply_entry(self, entry)
 
     def load_snapshot(self, welcome: Welcome) -> None:
-        """Replace the state with the server's (join or resync).
+        """Replace the state with the server's at the start of a (new) session.
 
         Unanswered writes roll back (source ``rollback``); everything else that differs shows
         with source ``snapshot``. Writes made before the first welcome are simply overwritten.
         """
         _receive.load_snapshot(self, welcome)
+
+    def rebase(self, welcome: Welcome) -> list[Update]:
+        """Take a welcome that opens a new epoch of the same session (a resync).
+
+        The snapshot holds every update up to ``welcome.last_applied`` and none after: those
+        are settled from it (their creates confirmed or refused, their destroys done or not,
+        their writes showing what the server holds), the snapshot shows like a stream of the
+        missed changes (source ``snapshot``) under any newer local write, and the unapplied
+        updates are renumbered into the new epoch: returned, to be sent again in order.
+        Nothing of this client's is rolled back that the server did not refuse.
+        """
+        return _receive.rebase(self, welcome)
 
     def _show(self, model: RealtimeModel, p: Prop, value: Any, source: ChangeSource) -> None:
         _receive._show(self, model, p, value, source)
@@ -510,7 +640,7 @@ class Datastore:
         """Every visible change of every model in this datastore."""
         if self._all_changes is None:
             self._all_changes = Subject()
-        return self._all_changes
+        return guarded(self._all_changes, self.report_error)
 
     def flush_emissions(self) -> None:
         """Deliver what applying server messages queued: first the collections take in what
@@ -540,8 +670,17 @@ class Datastore:
             return
         self._emissions = []
         everything = self._all_changes
+        dirty, cache, sent = self._dirty, self.cache, self._unreliable_sent
         for model, p, old, new, source in pending:
-            if model._subs is not None:
-                model._notify(p, old, new, source)
-            if everything is not None:
-                everything.on_next(Change(model, p.name, old, new, source))
+            now = model._v[p.slot]
+            if now is not new and (type(now) is not type(new) or now != new):
+                key = (model, p)
+                if key in dirty or key in cache or key in sent:
+                    continue  # written locally since (a callback): that write is newer
+            try:
+                if model._subs is not None:
+                    model._notify(p, old, new, source)
+                if everything is not None:
+                    everything.on_next(Change(model, p.name, old, new, source))
+            except Exception as exc:  # a subscriber without the guard (see rtecs.model)
+                self.report_error(exc)

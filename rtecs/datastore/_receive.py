@@ -12,15 +12,18 @@ import logging
 from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from rtecs.errors import ProtocolError
+from rtecs.datastore._opaque import OpaqueModel
+from rtecs.errors import SchemaError
 from rtecs.model import ChangeSource, Prop, RealtimeModel
-from rtecs.model._model import KidEvent
-from rtecs.protocol import CREATE, DESTROY, OWNER, ModelId, UpdateEntry, Welcome
+from rtecs.model._model import CREATE_MARK, KidEvent
+from rtecs.protocol import CREATE, DESTROY, OWNER, ModelId, Update, UpdateEntry, Welcome
 
 if TYPE_CHECKING:
     from rtecs.datastore import Datastore, Key
 
 log = logging.getLogger("rtecs.datastore")
+
+_MISSING: Any = object()
 
 
 def _same_runs(received: Any, sent: list[list[Any]]) -> bool:
@@ -43,8 +46,11 @@ def apply_entry(ds: Datastore, entry: UpdateEntry) -> None:
 
 def _apply_changes(ds: Datastore, changes: Iterable[Any]) -> None:
     models, dirty, remote = ds._models, ds._dirty, ds.cache.remote
+    sent, userver = ds._unreliable_sent, ds._unreliable_server
     for run in changes:
         model = models.get(run[0])
+        if model is None and type(run[0]) is tuple:
+            model = _opaque_child(ds, run[0], "")
         for i in range(1, len(run), 2):
             pid = run[i]
             if pid < 0:
@@ -55,14 +61,30 @@ def _apply_changes(ds: Datastore, changes: Iterable[Any]) -> None:
                 break
             p = type(model)._props.get(pid)
             if p is None or p.child_type is not None:
+                if type(model) is OpaqueModel and pid > 0:
+                    model.values[pid] = run[i + 1]
                 continue  # a newer peer's property: skip (forward compatibility)
             key = (model, p)
             if p.reliable:
                 if remote(key, run[i + 1], key in dirty):
                     _show(ds, model, p, run[i + 1], ChangeSource.REMOTE)
             else:
-                dirty.pop(key, None)
+                dirty.pop(key, None)  # latest wins: the stream's value replaces an unsent one
+                if key in sent:
+                    userver[key] = run[i + 1]
                 _show(ds, model, p, run[i + 1], ChangeSource.REMOTE)
+
+
+def _opaque_child(ds: Datastore, model_id: tuple[Any, ...], type_name: str,
+                  ) -> RealtimeModel | None:
+    """A declared child of an opaque model, made when the stream first names it (the
+    client cannot know an unknown type's children in advance); None for anything else."""
+    parent = ds._models.get(model_id[0] if len(model_id) == 2 else model_id[:-1])
+    if type(parent) is not OpaqueModel:
+        return None
+    child = OpaqueModel(type_name)
+    ds._attach_under(child, model_id, parent)
+    return child
 
 def _apply_lifecycle(ds: Datastore, model_id: ModelId, key: int, value: Any,
                      model: RealtimeModel | None) -> RealtimeModel | None:
@@ -75,10 +97,11 @@ def _apply_lifecycle(ds: Datastore, model_id: ModelId, key: int, value: Any,
     if model is not None:
         return model  # our own create, or a duplicate
     type_name, flags = value[0], value[1]
-    model_type = ds._types.get(type_name)
-    if model_type is None:
-        raise ProtocolError(f"the server created a model of type {type_name!r}, which this "
-                            "client does not know: register the type with the client")
+    try:
+        model_type = ds.find_type(type_name)
+    except SchemaError as exc:
+        ds.report_error(exc)  # two classes of that name: pass one in types=
+        model_type = None
     parent = None
     if len(value) >= 3:
         parent = ds._models.get(value[2])
@@ -88,6 +111,13 @@ def _apply_lifecycle(ds: Datastore, model_id: ModelId, key: int, value: Any,
             log.debug("model %r arrived under parent %r, which is gone here", model_id,
                       value[2])
             return None
+    if model_type is None:
+        # No class for it (a newer client's type): kept, never shown (DESIGN §4b).
+        log.debug("model %r of unknown type %r kept as opaque", model_id, type_name)
+        model = OpaqueModel(type_name)
+        model._flags = flags
+        ds._attach_under(model, model_id, parent)
+        return model
     model = model_type()
     model._flags = flags
     ds._attach_under(model, model_id, parent)
@@ -115,7 +145,7 @@ def _apply_answer(ds: Datastore, entry: UpdateEntry) -> None:
         _settle_as_sent(ds, seq, sent_with[1], sent_with[2])
         return
     accepted: list[tuple[Hashable, object]] = []
-    sent = ds._unreliable_sent
+    sent, userver = ds._unreliable_sent, ds._unreliable_server
     for run in entry.changes:
         model = models.get(run[0])
         if model is None:
@@ -140,9 +170,11 @@ def _apply_answer(ds: Datastore, entry: UpdateEntry) -> None:
                 continue
             latest = sent.get(key)
             if latest is not None and latest > seq:
+                userver[key] = run[i + 1]
                 continue  # a stale echo: a newer write of ours is on its way
             if latest == seq:
                 del sent[key]
+                userver.pop(key, None)
             if key not in dirty:
                 _show(ds, model, p, run[i + 1], ChangeSource.TRANSFORMED)
     rejected: set[Hashable] = set()
@@ -154,7 +186,16 @@ def _apply_answer(ds: Datastore, entry: UpdateEntry) -> None:
         elif pid == DESTROY:
             _destroyed(ds, mid, False)
         elif model is not None and (p := model._props.get(pid)) is not None:
-            rejected.add((model, p))
+            if p.reliable:
+                rejected.add((model, p))
+                continue
+            key = (model, p)
+            if sent.get(key) != seq:
+                continue  # a newer write of ours is on its way: it decides
+            del sent[key]
+            server = userver.pop(key, _MISSING)
+            if key not in dirty and server is not _MISSING:
+                _show(ds, model, p, server, ChangeSource.ROLLBACK)  # DESIGN §4
     for settled, value in ds.cache.confirm(seq, accepted, dirty):
         owner_model: RealtimeModel = settled[0]  # type: ignore[index]
         p = settled[1]  # type: ignore[index]
@@ -167,10 +208,14 @@ def _apply_answer(ds: Datastore, entry: UpdateEntry) -> None:
 def _settle_as_sent(ds: Datastore, seq: int, reliable: list[tuple[Key, Any]],
                     unreliable: list[tuple[Key, Any]]) -> None:
     """The server accepted update ``seq`` exactly as sent (the common case)."""
-    sent, dirty = ds._unreliable_sent, ds._dirty
+    sent, dirty, userver = ds._unreliable_sent, ds._dirty, ds._unreliable_server
     for key, value in unreliable:
-        if sent.get(key) == seq:
+        latest = sent.get(key)
+        if latest is not None and latest != seq:
+            userver[key] = value  # a stale echo still tells the stream's value
+        elif latest == seq:
             del sent[key]
+            userver.pop(key, None)
             if key not in dirty:  # our value is the latest: show it again if a remote
                 model, p = key    # value ordered before ours replaced it here meanwhile
                 old = model._v[p.slot]
@@ -242,12 +287,13 @@ def _show(ds: Datastore, model: RealtimeModel, p: Prop, value: Any, source: Chan
         ds._emissions.append((model, p, old, value, source))
 
 def load_snapshot(ds: Datastore, welcome: Welcome) -> None:
-    """Replace the state with the server's (join or resync).
+    """Replace the state with the server's at the start of a (new) session.
 
     Unanswered writes roll back (source ``rollback``); everything else that differs shows
     with source ``snapshot``. Writes made before the first welcome are simply overwritten.
     """
     ds._next_seq = 1  # a (re)join restarts update numbering
+    ds.epoch = welcome.epoch
     if welcome.client_id != ds.client_id:
         ds._counter = 0
     ds.client_id = welcome.client_id
@@ -255,47 +301,135 @@ def load_snapshot(ds: Datastore, welcome: Welcome) -> None:
     if ds._welcomed:
         rolled = ds.cache.clear()
         rolled.update(dict.fromkeys(ds._dirty))
+        rolled.update(dict.fromkeys(ds._unreliable_sent))
     ds._welcomed = True
     ds.resync_wanted = False
     ds._dirty.clear()
     ds._unreliable_sent.clear()
+    ds._unreliable_server.clear()
     ds._inflight.clear()
     ds._lifecycle_sent.clear()
     ds._destroying.clear()  # unanswered destroys: the snapshot says what exists
     ds._deferred.clear()
     ds._raced.clear()
     ds._keyed.clear()       # rebuilt from the records' keys
+    _apply_records(ds, welcome, rolled, set(), set())
+    for model in ds._models.values():
+        if type(model)._follows_kids:
+            ds._kid_reports.append((model, KidEvent.RESET, model, None))
+
+
+def rebase(ds: Datastore, welcome: Welcome) -> list[Update]:
+    """A welcome opening a new epoch of this session: see :meth:`Datastore.rebase`."""
+    last = welcome.last_applied
+    ds.epoch = welcome.epoch
+    ds.resync_wanted = False
+    in_snapshot = {rec[0] for rec in welcome.snapshot}
+    confirm: set[RealtimeModel] = set()  # own creates the server applied: confirmed in order
+    for seq in sorted(ds._inflight):
+        if seq > last:
+            break
+        del ds._inflight[seq]
+        for mid, pid in ds._lifecycle_sent.pop(seq, ()):
+            if pid == DESTROY:
+                if mid in ds._deferred:
+                    _destroyed(ds, mid, mid not in in_snapshot)
+                else:  # already gone here: the snapshot brings it back if it was refused
+                    ds._destroying.pop(mid, None)
+                    ds._raced.discard(mid)
+            elif (created := ds._models.get(mid)) is not None:
+                if mid in in_snapshot:
+                    confirm.add(created)
+                else:
+                    _created(ds, created, False)
+    ds.cache.confirm(last, (), ds._dirty)  # settled: the snapshot shows what became of them
+    sent, userver = ds._unreliable_sent, ds._unreliable_server
+    for key in [k for k, seq in sent.items() if seq <= last]:
+        del sent[key]
+        userver.pop(key, None)
+    unapplied = sorted(ds._inflight)
+    renumber = {old: new for new, old in enumerate(unapplied, 1)}
+    ds.cache.renumber(renumber)
+    ds._inflight = {renumber[seq]: sent_with for seq, sent_with in ds._inflight.items()}
+    ds._lifecycle_sent = {renumber[seq]: ops for seq, ops in ds._lifecycle_sent.items()}
+    for key, seq in sent.items():
+        sent[key] = renumber[seq]
+    ds._next_seq = len(unapplied) + 1
+    keep: set[ModelId] = {run[0] for runs, _, _ in ds._inflight.values() for run in runs
+                          if CREATE in run[1::2]}
+    keep.update(m._id for m, p in ds._dirty if p is CREATE_MARK)  # type: ignore[misc]
+    _apply_records(ds, welcome, {}, keep, confirm, rebase=True)
+    resend: list[Update] = []
+    models = ds._models
+    for seq, (runs, _, _) in ds._inflight.items():
+        # Writes to models the server no longer has would only be refused as unknown.
+        runs[:] = [run for run in runs if run[0] in models or DESTROY in run[1::2]]
+        resend.append(Update(seq, runs, ds.epoch))
+    return resend
+
+
+def _apply_records(ds: Datastore, welcome: Welcome, rolled: dict[Hashable, object],
+                   keep: set[ModelId], confirm: set[RealtimeModel], *,
+                   rebase: bool = False) -> None:
+    """Show the snapshot's records; remove dynamic models it lacks (except ``keep``).
+
+    ``rolled``: keys whose unanswered writes a new session rolls back (source ``rollback``).
+    With ``rebase``, keys with newer local writes keep showing them and take the snapshot as
+    their server value; ``confirm`` are own creates the server applied."""
+    cache, dirty = ds.cache, ds._dirty
+    sent, userver = ds._unreliable_sent, ds._unreliable_server
     seen: dict[ModelId, int] = {}
     for position, record in enumerate(welcome.snapshot):
         model_id, type_name, owner, flags, props = record[:5]
         model = ds._models.get(model_id)
         if model is None:
             if type(model_id) is not int:
-                continue  # a child of a model we could not create
-            model = _apply_lifecycle(ds, model_id, CREATE, (type_name, flags, *record[5:]),
-                                          None)
-            if model is None:
-                continue
+                # A child of a model we could not create, or of an opaque one.
+                model = _opaque_child(ds, model_id, type_name)
+                if model is None:
+                    continue
+            elif model_id in ds._destroying:
+                continue  # this client's destroy of it is on its way again
+            else:
+                model = _apply_lifecycle(ds, model_id, CREATE, (type_name, flags, *record[5:]),
+                                         None)
+                if model is None:
+                    continue
+        elif model in confirm:
+            _created(ds, model, True)
         elif len(record) == 7 and model._parent is not None:
             ds._key_of[model] = record[6]
             ds._place(model._parent, record[6], model)
         seen[model_id] = position
         model._flags = flags
+        if type(model) is OpaqueModel:
+            model._v[0] = owner
+            model.values.clear()
+            model.values.update(props)
+            continue
         for p in type(model)._props.values():
             if p.child_type is not None:
                 continue
             value = owner if p.id == OWNER else props.get(p.id, type(model)._template[p.slot])
-            source = (ChangeSource.ROLLBACK if (model, p) in rolled
-                      else ChangeSource.SNAPSHOT)
+            key = (model, p)
+            if rebase:
+                if p.reliable:
+                    if key in cache or key in dirty:  # a newer local write keeps showing
+                        cache.remote(key, value, True)
+                        continue
+                elif key in dirty or key in sent:
+                    if key in sent:
+                        userver[key] = value
+                    continue
+                source = ChangeSource.SNAPSHOT
+            else:
+                source = ChangeSource.ROLLBACK if key in rolled else ChangeSource.SNAPSHOT
             _show(ds, model, p, value, source)
     for model_id, model in list(ds._models.items()):
         if (model_id not in seen and type(model_id) is int and model_id != 0
-                and model._ds is ds):
+                and model._ds is ds and model_id not in keep):
             ds._remove(model)
     last = len(seen)
     for parent, kids in ds._kids.items():  # the room's order of creation
         order = sorted(kids, key=lambda kid: seen.get(kid._id, last))  # type: ignore[arg-type]
         ds._kids[parent] = dict.fromkeys(order)
-    for model in ds._models.values():
-        if type(model)._follows_kids:
-            ds._kid_reports.append((model, KidEvent.RESET, model, None))

@@ -1,0 +1,284 @@
+"""Situations that once left one client showing a different room from everyone else, for
+good, with no error (issue 9, item 4). Each test drives the real room host and real clients
+over the deterministic memory transport (tests/harness.py), through the public API.
+
+DESIGN §4 (unreliable rejections roll back, no "changed back" suppression for unreliable
+properties), §4b (callback writes, raising subscribers, no holes in the stream, unknown
+types), §5 (session epochs, duplicates dropped, pings without a session).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import rtecs
+from harness import LocalRoom, assert_same_models
+from rtecs.protocol import (
+    PROTOCOL_VERSION,
+    Batch,
+    Hello,
+    Ping,
+    Resync,
+    Update,
+    Welcome,
+    decode_server_message,
+    encode,
+)
+from rtecs_server.host import RESYNC_COOLDOWN
+from rtecs_server.plugins import Change as ServerChange
+from rtecs_server.plugins import Reject
+from rtecs_server.room import Room
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Spot(rtecs.RealtimeModel):
+    label: str = rtecs.prop(1, default="")
+    x: float = rtecs.prop(2, reliable=False)
+
+
+class Board(rtecs.RealtimeModel):
+    title: str = rtecs.prop(1, default="")
+    score: int = rtecs.prop(2)
+    x: float = rtecs.prop(3, reliable=False)
+    y: float = rtecs.prop(4, reliable=False)
+    spot: Spot = rtecs.prop(5)
+
+
+def no_big_x(room: Room, sender: int, change: ServerChange) -> Any:
+    if change.prop_name == "x" and isinstance(change.value, float) and change.value > 100:
+        raise Reject("x too large")
+    return change.value
+
+
+def state(room: LocalRoom) -> None:
+    """Every client equals the room core."""
+    records = room.host.rooms[room.room].room.snapshot()
+    for rt in room.clients:
+        assert_same_models(rt, records)
+
+
+# ----------------------------------------------------------------------------- §4
+
+
+def test_a_rejected_unreliable_write_rolls_back_to_the_server_value() -> None:
+    room = LocalRoom(Board, plugins=[no_big_x])
+    a, b = room.clients
+    a.room_model.x = 5.0
+    room.sync()
+    seen: list[float] = []
+    a.room_model.observe("x").subscribe(seen.append)
+    a.room_model.x = 500.0           # the plugin refuses it
+    room.sync()
+    assert a.room_model.x == 5.0, "the refused unreliable write is still shown"
+    assert b.room_model.x == 5.0
+    assert seen == [5.0, 500.0, 5.0]
+    state(room)
+
+
+def test_an_unreliable_write_before_learning_the_owner_rolls_back() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    b.room_model.spot.request_ownership()
+    room.send(b)
+    room.server_receives(b)          # ordered: b owns the spot
+    a.room_model.spot.x = 7.0        # a does not know yet
+    room.send(a)
+    room.server_receives(a)          # refused: owned by b
+    room.sync()
+    assert a.room_model.spot.owner_id == b.client_id
+    assert a.room_model.spot.x == 0.0, "a non-owner's refused write is still shown"
+    state(room)
+
+
+def test_an_unreliable_write_back_to_the_frame_start_value_is_sent() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    a.room_model.x = 74.0
+    room.sync()
+    b.room_model.x = 2.5             # ordered after a's 74, not yet seen by a
+    room.send(b)
+    room.server_receives(b)
+    a.room_model.x = 1.0             # a writes twice in one frame, back to 74
+    a.room_model.x = 74.0
+    room.send(a)
+    room.server_receives(a)          # a's 74 is the last write the server orders
+    room.sync()
+    assert (a.room_model.x, b.room_model.x) == (74.0, 74.0)
+    state(room)
+
+
+# ----------------------------------------------------------------------------- §4b
+
+
+def test_a_write_inside_a_callback_drops_the_stale_queued_emission() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    seen: list[float] = []
+    a.room_model.observe("y").subscribe(seen.append)
+
+    def react(title: str) -> None:
+        if title == "go":
+            a.room_model.y = 10.0
+
+    a.room_model.observe("title").subscribe(react)
+    b.room_model.title = "go"        # one batch: title first, then y
+    b.room_model.y = 2.0
+    room.send(b)
+    room.server_receives(b)
+    room.deliver(a)                  # a's callback writes y = 10 while y = 2 is queued
+    assert a.room_model.y == 10.0
+    assert seen[-1] == a.room_model.y, f"observe('y') saw {seen} while y == {a.room_model.y}"
+    room.sync()
+    assert seen[-1] == a.room_model.y
+    state(room)
+
+
+def test_a_raising_subscriber_neither_aborts_the_tick_nor_loses_frames() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    errors: list[BaseException] = []
+    a.errors.subscribe(errors.append)
+    later: list[str] = []
+
+    def explode(title: str) -> None:
+        if title == "boom":
+            raise RuntimeError("a bug in a subscriber")
+
+    a.room_model.observe("title").subscribe(explode)
+    a.room_model.observe("title").subscribe(later.append)
+    b.room_model.title = "boom"
+    room.send(b)
+    room.server_receives(b)
+    b.room_model.score = 5           # a second batch, received in the same tick
+    room.send(b)
+    room.server_receives(b)
+    room.net.deliver_to(room.peer(a))
+    a.tick()                         # both batches in one tick: must not raise
+    assert later[-1] == "boom", "the other subscriber missed the change"
+    assert a.room_model.score == 5, "the frame after the raising emission was lost"
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    room.sync()
+    state(room)
+
+
+def test_a_lost_batch_is_noticed_and_repaired_by_a_resync() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    b.room_model.title = "lost"
+    room.send(b)
+    room.server_receives(b)
+    room.net.downlinks[room.peer(a)].clear()    # the batch never reaches a
+    b.room_model.score = 3
+    room.send(b)
+    room.server_receives(b)
+    room.sync()
+    assert a.room_model.title == "lost"
+    assert a.room_seq == b.room_seq
+    state(room)
+
+
+def test_a_lost_last_batch_is_noticed_through_the_pong() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    b.room_model.title = "last"
+    room.send(b)
+    room.server_receives(b)
+    room.net.downlinks[room.peer(a)].clear()    # nothing follows it
+    a.ping_interval = 1.0
+    for _ in range(3):
+        room.clock.advance(RESYNC_COOLDOWN + 1.0)
+        room.sync()
+    assert a.room_model.title == "last"
+    state(room)
+
+
+def test_a_model_type_this_client_has_no_class_for_is_kept_not_raised() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    raw = room.net.connect("raw-newer-client")
+    schema = {"Board": Board.schema(), "Spot": Spot.schema(),
+              "Ghost": {1: ("mood", "str", True)}}
+    raw.send(encode(Hello(PROTOCOL_VERSION, room.room, "Board", schema, None)))
+    room.net.step()
+    room.host.pump(room.clock())
+    room.net.step()
+    welcome = next(m for m in map(decode_server_message, raw.receive())
+                   if isinstance(m, Welcome))
+    ghost = rtecs.protocol.dynamic_model_id(welcome.client_id, 1)
+    raw.send(encode(Update(1, [[ghost, -1, ("Ghost", 0), 1, "sad"]], welcome.epoch)))
+    room.sync()                      # must not raise
+    late = room.add_client()
+    room.sync()                      # the late joiner's welcome holds the Ghost
+    assert late.connected
+    for rt in (a, b, late):
+        assert rt.room_seq == room.host.rooms[room.room].room.room_seq
+
+
+# ----------------------------------------------------------------------------- §5
+
+
+def _server_frames(room: LocalRoom, peer: str) -> list[Any]:
+    return [decode_server_message(f) for f in room.net.clients[peer.encode()].receive()]
+
+
+def test_a_duplicate_update_is_dropped_silently() -> None:
+    room = LocalRoom(Board)
+    raw = room.net.connect("raw")
+    raw.send(encode(Hello(PROTOCOL_VERSION, room.room, "Board", {"Board": Board.schema(),
+                                                                "Spot": Spot.schema()}, None)))
+    room.sync()
+    welcome = next(m for m in _server_frames(room, "raw") if isinstance(m, Welcome))
+    update = encode(Update(1, [[0, 1, "once"]], welcome.epoch))
+    raw.send(update)
+    room.sync()
+    first = _server_frames(room, "raw")
+    assert [type(m) for m in first] == [Batch]
+    raw.send(update)                 # the same update again
+    room.sync()
+    assert _server_frames(room, "raw") == [], "a duplicate was answered outside the stream"
+    state(room)
+
+
+def test_updates_from_before_a_resync_welcome_are_not_taken_for_the_new_epoch() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    link = room.transports[a]
+    link.send(encode(Resync()))      # the first resync is served at once
+    room.sync()
+    link.send(encode(Resync()))      # the second waits out the cooldown
+    room.net.step()
+    room.host.pump(room.clock())
+    room.clock.advance(RESYNC_COOLDOWN)
+    link.send(encode(Ping(room.clock())))
+    room.net.step()
+    room.host.pump(room.clock())     # at the ping the second welcome goes out
+    a.room_model.title = "before"    # sent before a has seen that welcome
+    room.send(a)
+    room.net.step()
+    room.host.pump(room.clock())
+    room.sync()
+    a.room_model.title = "after"
+    room.sync()
+    b.room_model.score = 9
+    room.sync()
+    assert a.updates_in_flight == 0, "a write of a stays pending forever"
+    assert a.room_model.score == 9, "everyone else's writes are hidden"
+    assert a.room_model.title == b.room_model.title == "after"
+    state(room)
+
+
+def test_a_forgotten_client_that_only_reads_finds_out_at_its_next_ping() -> None:
+    room = LocalRoom(Board)
+    a, _ = room.clients
+    room.host.heartbeat_timeout = 5.0
+    room.clock.advance(10.0)
+    room.host.expire(room.clock())   # the server forgot everyone (a link cut, say)
+    a.ping_interval = 1.0
+    room.clock.advance(1.0)
+    room.sync()
+    assert a.state is not rtecs.ConnectionState.CONNECTED, (
+        "the server answered a ping without a session with PONG")
+    assert a.last_error is not None and a.last_error.startswith("not_joined")
