@@ -282,3 +282,37 @@ def test_a_forgotten_client_that_only_reads_finds_out_at_its_next_ping() -> None
     assert a.state is not rtecs.ConnectionState.CONNECTED, (
         "the server answered a ping without a session with PONG")
     assert a.last_error is not None and a.last_error.startswith("not_joined")
+
+
+# ----------------------------------------------------------------------------- item 5
+
+
+def test_values_that_can_never_be_sent_are_refused_at_the_write() -> None:
+    room = LocalRoom(Board, clients=0)
+    room.host.limits = rtecs.Limits(max_update_bytes=4096)  # announced in the welcome
+    a = room.add_client()
+    b = room.add_client()
+    room.sync()
+    assert a.limits.max_update_bytes == 4096
+    a.room_model.title = "kept"
+    room.sync()
+    with pytest.raises(ValueError, match="64"):
+        a.room_model.score = 2**70
+    with pytest.raises(ValueError, match="bytes"):
+        a.room_model.title = "x" * 5000          # over what one update may carry here
+    with pytest.raises(AttributeError, match="titel"):
+        a.room_model.titel = "typo"               # type: ignore[attr-defined]
+    a.room_model._scratch = 1                     # type: ignore[attr-defined]
+    assert a.room_model.title == "kept" and not a.has_unsent_changes
+    a.room_model.score = 12                       # the next valid write is not rolled back
+    room.sync()
+    assert (a.room_model.score, b.room_model.score) == (12, 12)
+    a.close()
+    with pytest.raises(rtecs.NotConnectedError):
+        a.room_model.score = 13
+    assert a.room_model.score == 12
+
+
+def test_connect_names_the_missing_transport() -> None:
+    with pytest.raises(ValueError, match="tcp://127.0.0.1:7777"):
+        rtecs.connect("127.0.0.1:7777", room="lobby", room_model=Board())
