@@ -48,10 +48,10 @@ class EntityEvent(NamedTuple):
     """A replicated entity appeared (``spawned``) or went, here (``remote`` False) or
     because of another client or the server (``remote`` True)."""
 
-    entity: int
-    components: tuple[RealtimeModel, ...]
-    spawned: bool
-    remote: bool
+    entity: int                            # the esper entity id in this client's world
+    components: tuple[RealtimeModel, ...]  # its replicated component models
+    spawned: bool                          # True: it appeared; False: it went
+    remote: bool                           # True: another client or the server did it
 
 
 @contextlib.contextmanager
@@ -198,6 +198,8 @@ class SyncSystem(esper.Processor):
 
     def __init__(self, realtime: Realtime) -> None:
         self.realtime = realtime
+        """The client this processor ticks."""
 
     def process(self, *args: Any, **kwargs: Any) -> None:
+        """One :meth:`Realtime.tick` (esper calls it once per ``esper.process()``)."""
         self.realtime.tick()

@@ -105,19 +105,30 @@ class Realtime:
         if frame_duration < 0:
             raise ValueError("frame_duration must be ≥ 0")
         self.room = room
+        """The room's name, as passed to connect."""
         self.world: str = world if world is not None else esper.current_world
         """The esper world this client's entities live in (see :class:`rtecs.SyncSystem`)."""
         self.frame_duration = frame_duration
+        """Seconds between two updates sent (default 1/20: 20 Hz); a tick between frames
+        only applies what arrived."""
         self.ping_interval = ping_interval
+        """Seconds between two pings (they measure :attr:`ping` and keep the session alive)."""
         self.heartbeat_timeout = heartbeat_timeout
+        """Seconds without any frame from the server after which the session counts as lost
+        (then it reconnects, or gives up)."""
         self.connect_timeout = connect_timeout
+        """Seconds a hello waits for its welcome before the attempt counts as failed."""
         self.reconnect_tries = reconnect_tries
+        """Connection attempts (the first included) before giving up for good."""
         self.reconnect_backoff = reconnect_backoff
+        """``(base, cap)`` seconds of the jittered exponential backoff between attempts."""
         self.limits = limits
         """The limits in force: those passed in, with the values the server announced in
         its welcome (writes and updates are checked against them)."""
         self._limits_asked = limits
         self.datastore = Datastore(room_model, types)
+        """The room's datastore as this client sees it (models by network id, the in-flight
+        cache): for inspection and tests; write through the models."""
         self.datastore.max_value_bytes = limits.max_value_bytes
         self._entities = Entities(self, self.world)
         self._transport = transport
@@ -327,7 +338,8 @@ class Realtime:
         self._outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.SENT, count))
 
     def receive(self) -> int:
-        """Apply every message that has arrived; return how many were applied."""
+        """Apply every message that has arrived, without sending (``tick()`` calls it);
+        return how many frames were taken."""
         transport = self._transport
         frames = transport.receive()
         if frames:
@@ -343,7 +355,7 @@ class Realtime:
                 self._ask_resync("a malformed frame")
                 continue
             try:
-                self.handle(message)
+                self._handle(message)
             except Exception:  # an internal error: never carry on from a half-applied state
                 log.exception("internal error while applying a %s", type(message).__name__)
                 self._ask_resync("an internal error")
@@ -351,20 +363,20 @@ class Realtime:
                 break
         return len(frames)
 
-    def handle(self, message: Welcome | Batch | Pong | Error | Redirect) -> None:
+    def _handle(self, message: Welcome | Batch | Pong | Error | Redirect) -> None:
         """Apply one decoded server message, then let its change streams emit."""
         if isinstance(message, Batch):
-            self.handle_batch(message)
+            self._handle_batch(message)
         elif isinstance(message, Welcome):
-            self.handle_welcome(message)
+            self._handle_welcome(message)
         elif isinstance(message, Pong):
-            self.handle_pong(message)
+            self._handle_pong(message)
         elif isinstance(message, Redirect):
-            self.handle_redirect(message)
+            self._handle_redirect(message)
         else:
-            self.handle_error(message)
+            self._handle_error(message)
 
-    def handle_welcome(self, welcome: Welcome) -> None:
+    def _handle_welcome(self, welcome: Welcome) -> None:
         first = self._state.value is not ConnectionState.CONNECTED
         ds = self.datastore
         self.limits = self._limits_asked.with_announced(welcome.limits)
@@ -403,7 +415,7 @@ class Realtime:
         self._resync_asked = True
         self._send(encode(Resync()))
 
-    def handle_batch(self, batch: Batch) -> None:
+    def _handle_batch(self, batch: Batch) -> None:
         if self._state.value is not ConnectionState.CONNECTED:
             return  # from before our welcome: the snapshot includes it
         if self._resync_asked:
@@ -453,7 +465,7 @@ class Realtime:
             status = UpdateStatus.CONFIRMED
         return UpdateOutcome(entry.seq, status, accepted, tuple(entry.rejected))
 
-    def handle_pong(self, pong: Pong) -> None:
+    def _handle_pong(self, pong: Pong) -> None:
         now = self._clock()
         self.ping = max(0.0, (now - pong.client_time) * 1000.0)
         self._set_server_time(pong.server_time)
@@ -462,7 +474,7 @@ class Realtime:
             self._ask_resync(f"the server is at batch {pong.room_seq}, this client at "
                              f"{self._room_seq}")
 
-    def handle_redirect(self, redirect: Redirect) -> None:
+    def _handle_redirect(self, redirect: Redirect) -> None:
         """The server does not host this room: connect to ``redirect.endpoint`` instead (see
         the module docs)."""
         if redirect.room != self.room:
@@ -492,7 +504,7 @@ class Realtime:
         self._last_heard = now
         self._send_hello()
 
-    def handle_error(self, error: Error) -> None:
+    def _handle_error(self, error: Error) -> None:
         self.last_error = f"{error.code}: {error.message}"
         if error.code in _RECONNECT_CODES:
             log.warning("the server lost this session (%s): reconnecting", self.last_error)
@@ -551,6 +563,9 @@ class Realtime:
         return self.datastore.create(model, flags, owned, parent)
 
     def destroy_model(self, model: RealtimeModel) -> None:
+        """Destroy a dynamic model made with :meth:`create` (and its children) here at once
+        and in the room with the next frame (see :meth:`Datastore.destroy
+        <rtecs.datastore.Datastore.destroy>`)."""
         self.datastore.destroy(model)
 
     # ----------------------------------------------------------------- lifecycle

@@ -26,10 +26,10 @@ class DisconnectReason(enum.Enum):
     CLOSED = "closed"                        # close() was called
     SERVER_GONE = "server_gone"              # the server said goodbye or stopped answering
     TIMEOUT = "timeout"                      # no answer within the heartbeat timeout
-    KICKED = "kicked"
+    KICKED = "kicked"                        # the server ended the session (any other code)
     PROTOCOL_MISMATCH = "protocol_mismatch"  # protocol version or malformed frames
     SCHEMA_CONFLICT = "schema_conflict"      # this client's models contradict the room's
-    ROOM_FULL = "room_full"
+    ROOM_FULL = "room_full"                  # the room has its maximum of clients
     OVER_LIMIT = "over_limit"                # an update, the datastore or the send rate
     REDIRECT_LOOP = "redirect_loop"          # redirected too often in a row (or unfollowable)
     ROOM_CORRUPT = "room_corrupt"            # the server cannot load the room's saved state
@@ -53,7 +53,7 @@ _RECONNECT_CODES = (ErrorCode.NOT_JOINED, ErrorCode.SHUTDOWN, ErrorCode.UNAVAILA
 class UpdateStatus(enum.Enum):
     """What became of an update (see :class:`UpdateOutcome`)."""
 
-    SENT = "sent"
+    SENT = "sent"                # on its way; the answer comes through the stream
     CONFIRMED = "confirmed"      # accepted as sent
     TRANSFORMED = "transformed"  # accepted, some values changed by the server
     REJECTED = "rejected"        # some or all changes refused (and rolled back)
@@ -62,14 +62,14 @@ class UpdateStatus(enum.Enum):
 class UpdateOutcome(NamedTuple):
     """What became of one update this client sent (for diagnostics and overlays)."""
 
-    seq: int
-    status: UpdateStatus
+    seq: int                                      # the update's sequence number
+    status: UpdateStatus                          # what became of it
     changes: int                                  # properties carried (sent) or accepted
-    rejected: tuple[tuple[ModelId, int], ...] = ()
+    rejected: tuple[tuple[ModelId, int], ...] = ()  # (model id, key) the server refused
 
 
 class Presence(NamedTuple):
     """A client joined (``joined``) or left the room."""
 
-    client_id: int
-    joined: bool
+    client_id: int   # the client that joined or left
+    joined: bool     # True: it joined; False: it left

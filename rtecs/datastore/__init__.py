@@ -343,6 +343,8 @@ class Datastore:
         An element of a collection is the exception: it stays until the server answers (its
         collection hides it meanwhile, or keeps showing it if transactional) and goes then;
         if the server refuses, it stays. Asking again while it waits does nothing."""
+        if self.closed:
+            raise NotConnectedError("this client was closed: connect again to destroy models")
         if type(model._id) is not int or model._id == 0 or model._ds is not self:
             raise ValueError(f"only dynamic models of this datastore can be destroyed: {model!r}")
         self._check_owner(model, model._v[0], None)

@@ -156,8 +156,12 @@ OWNER = 0
 CREATE = -1
 DESTROY = -2
 
+#: Model flag: while owned, the server refuses anyone else's ownership request.
 PREVENT_OWNERSHIP_TAKEOVER = 1
+#: Model flag: the server destroys the model when its owner's session ends.
 DESTROY_WHEN_OWNER_LEAVES = 2
+#: Model flag: the server destroys the model when the room's last client leaves (it does
+#: not persist).
 DESTROY_WHEN_LAST_CLIENT_LEAVES = 4
 _ALL_FLAGS = 7
 
@@ -175,8 +179,11 @@ class Limits:
     """Size limits applied before and while decoding. Configurable per server and client."""
 
     max_update_bytes: int = 125 * 1024
+    """Largest UPDATE frame (the server announces its value in the welcome)."""
     max_datastore_bytes: int = 10 * 1024 * 1024
+    """Largest room, estimated from its values (announced in the welcome)."""
     max_hello_bytes: int = 1024 * 1024
+    """Largest HELLO frame (the schema travels in it)."""
 
     @property
     def max_frame_bytes(self) -> int:

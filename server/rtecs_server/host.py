@@ -163,17 +163,27 @@ class RoomHost:
                  rate_limit: RateLimit | None = None,
                  persistence: Persistence | None = None) -> None:
         self.transport = transport
+        """Where frames come from and go to (ZeroMQ in the server, memory in tests)."""
         self.plugins = tuple(plugins)
+        """The plugins every room runs (:mod:`rtecs_server.plugins`)."""
         self.limits = limits
+        """Size limits of frames and rooms (rooms take them when they open)."""
         self.heartbeat_timeout = heartbeat_timeout
+        """Seconds of silence after which a client's session ends."""
         self.empty_room_timeout = empty_room_timeout
+        """Seconds a room stays open after its last member left."""
         self.max_clients_per_room = max_clients_per_room
+        """Members per room at most (None: no cap)."""
         self.rate_limit = rate_limit
+        """Per-peer message rate limit (None: off)."""
         self.rooms: dict[str, _HostedRoom] = {}
+        """Open rooms by name."""
         self.sessions: dict[bytes, _Session] = {}
+        """Joined clients by routing id."""
         self._peers: dict[bytes, _Peer] = {}
         self._dirty: dict[str, _HostedRoom] = {}   # rooms with entries waiting for flush()
         self.persistence = persistence
+        """Room storage and leases (None: rooms live in memory only)."""
         self._lease_deadline = math.inf  # time.monotonic() when the first lease runs out
 
     @property
@@ -225,6 +235,8 @@ class RoomHost:
 
     def handle_hello(self, peer: bytes, session: _Session | None, hello: Hello,
                      now: float) -> None:
+        """Join ``peer`` to the hello's room (opening or loading it first), ending any
+        session it had; answer ``WELCOME``, ``REDIRECT`` or a fatal ``ERROR``."""
         if session is not None:
             self._end_session(session, now)
         hosted = self.rooms.get(hello.room)
@@ -263,6 +275,8 @@ class RoomHost:
 
     def handle_update(self, peer: bytes, session: _Session | None, update: Update,
                       now: float) -> None:
+        """Sequence and apply one update (see :meth:`Room.apply_update
+        <rtecs_server.room.Room.apply_update>`); its answer goes out in the next batch."""
         if session is None:
             self._error(peer, ErrorCode.NOT_JOINED, "send a hello before updates", fatal=False,
                         now=now)
@@ -286,6 +300,8 @@ class RoomHost:
 
     def handle_ping(self, peer: bytes, session: _Session | None, ping: Ping,
                     now: float) -> None:
+        """Answer ``PONG`` (with the room's ``room_seq``), or ``ERROR not_joined`` to a peer
+        with no session; a resync that waited for its cooldown happens here."""
         if session is None:  # forgotten (restart, timeout): tell it, so it rejoins
             self._error(peer, ErrorCode.NOT_JOINED, "no session: send a hello", fatal=False,
                         now=now)
@@ -297,6 +313,7 @@ class RoomHost:
 
     def handle_schema(self, peer: bytes, session: _Session | None, message: Schema,
                       now: float) -> None:
+        """Merge the types a member first uses after joining into its room's schema."""
         if session is None:
             self._error(peer, ErrorCode.NOT_JOINED, "send a hello before a schema",
                         fatal=False, now=now)
@@ -307,6 +324,7 @@ class RoomHost:
             self._error(peer, exc.code, exc.message, fatal=False, now=now)
 
     def handle_bye(self, peer: bytes, session: _Session | None, now: float) -> None:
+        """End the peer's session at once (its lifetime flags apply)."""
         if session is not None:
             self._end_session(session, now)
 

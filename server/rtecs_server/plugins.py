@@ -55,6 +55,7 @@ class Reject(RtecsError):
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        """Why the write was refused (logged at debug level, never sent)."""
 
 
 class Change(NamedTuple):
@@ -65,12 +66,12 @@ class Change(NamedTuple):
     nullable property holding nil looks the same).
     """
 
-    model_id: ModelId
-    type_name: str
-    prop_id: int
-    prop_name: str
-    value: Value
-    previous: Value
+    model_id: ModelId  # the model written
+    type_name: str     # its type's name (from the schema)
+    prop_id: int       # the property's id
+    prop_name: str     # the property's name (from the schema)
+    value: Value       # the value written, coerced to the property's type
+    previous: Value    # the value before this write (None if never written)
 
 
 class Plugin(Protocol):

@@ -33,9 +33,9 @@ class RateLimit:
     """``rate`` frames per second with bursts of up to ``burst``; over it for ``grace``
     seconds (or by more than ``burst`` dropped frames) ends the session."""
 
-    rate: float = 200.0
-    burst: int = 400
-    grace: float = 2.0
+    rate: float = 200.0  # frames per second, sustained
+    burst: int = 400     # frames admitted at once above the rate
+    grace: float = 2.0   # seconds over the limit before the session ends
 
     def __post_init__(self) -> None:
         if not self.rate > 0:

@@ -67,16 +67,22 @@ class JoinRefused(RtecsError):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+        """The ``ERROR`` code to send (an :class:`~rtecs.protocol.ErrorCode`)."""
         self.message = message
+        """The ``ERROR`` message to send: what was wrong, for the client's developer."""
 
 
 class BadUpdate(RtecsError):
-    """Protocol-level misuse of :meth:`Room.apply_update` (an update from a non-member)."""
+    """Protocol-level misuse of :meth:`Room.apply_update` (an update from a non-member, an
+    epoch never opened) or a refused :meth:`Room.extend_schema`; send ``ERROR code message``
+    (not fatal)."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+        """The ``ERROR`` code to send (an :class:`~rtecs.protocol.ErrorCode`)."""
         self.message = message
+        """The ``ERROR`` message to send: what was wrong, for the client's developer."""
 
 
 class UpdateStatus(enum.Enum):
@@ -89,6 +95,9 @@ class UpdateStatus(enum.Enum):
 
 
 class UpdateOutcome(NamedTuple):
+    """What :meth:`Room.apply_update` did with one update."""
+
+    #: What became of it (see :class:`UpdateStatus`).
     status: UpdateStatus
     #: APPLIED: the queued entry; otherwise None.
     entry: UpdateEntry | None
@@ -116,8 +125,11 @@ class Room:
                  limits: Limits = DEFAULT_LIMITS, max_clients: int | None = None, *,
                  next_client_id: int = 1) -> None:
         self.name = name
+        """The room's name (from the hellos)."""
         self.limits = limits
+        """Size limits of the room's datastore and updates (announced in every welcome)."""
         self.max_clients = max_clients
+        """Members at most (None: no cap); a joiner beyond it is refused ``room_full``."""
         #: The id the next joiner gets. Only grows; persist it with the room.
         self.next_client_id = next_client_id
         #: Sequence number of the last flushed batch (0 before the first).

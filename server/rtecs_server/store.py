@@ -114,8 +114,8 @@ def value_size(value: object) -> int:
 class Problem(NamedTuple):
     """Bad input found in an update; report it to the sender as ``ERROR code message``."""
 
-    code: ErrorCode
-    message: str
+    code: ErrorCode  # the ERROR code to send
+    message: str     # what was wrong, for the client's developer
 
 
 class _Model:
