@@ -12,25 +12,53 @@ hundred bytes and nothing more until somebody subscribes: change Subjects are cr
 first ``observe()``. Property setters do no I/O: a write is type-checked, short-circuits when
 the value is equal, tells the datastore (dirty tracking, ownership check), stores the value and
 emits if anybody listens.
+
+Values are refused at the write, before anything changes (DESIGN §4b): a value of the wrong
+type raises ``TypeError``; an int outside 64 bits, or a str (UTF-8) or bytes value longer than
+the datastore's ``max_value_bytes`` (the server announces it; :data:`DEFAULT_MAX_VALUE_BYTES`
+for a model in no datastore), raises ``ValueError``. Assigning an attribute that is not a
+declared property, a class attribute or a ``_private`` name raises ``AttributeError`` (a
+typo never silently creates an unsynchronised attribute). Subscribers that raise are isolated
+(see :mod:`rtecs.model._streams`). Model types are found by name with
+:func:`find_model_type`.
 """
 
 from __future__ import annotations
 
+import difflib
 import enum
+import gc
 import types
 import typing
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol, Union
 
-import reactivex
 from reactivex import Observable
-from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+from reactivex.abc import ObserverBase
 from reactivex.subject import Subject
 
 from rtecs.errors import ModelDestroyedError, NotConnectedError, OwnershipError, SchemaError
-from rtecs.protocol import CREATE, DESTROY, OWNER, PREVENT_OWNERSHIP_TAKEOVER, ModelId, coerce_value
+from rtecs.model._streams import guarded, log_error
+from rtecs.protocol import (
+    CREATE,
+    DEFAULT_LIMITS,
+    DESTROY,
+    OWNER,
+    PREVENT_OWNERSHIP_TAKEOVER,
+    ModelId,
+    coerce_value,
+)
 
-__all__ = ["Change", "ChangeSource", "KidEvent", "Prop", "RealtimeModel", "prop"]
+__all__ = ["DEFAULT_MAX_VALUE_BYTES", "Change", "ChangeSource", "KidEvent", "Prop",
+           "RealtimeModel", "find_model_type", "prop"]
+
+#: The largest str (UTF-8) or bytes value a model in no datastore accepts: the default
+#: update limit less room for the update's framing (model id, property id, headers). A
+#: model in a datastore uses the datastore's ``max_value_bytes`` (announced by the server).
+DEFAULT_MAX_VALUE_BYTES = DEFAULT_LIMITS.max_update_bytes - 128
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # literals in Prop.__set__: keep them in step
 
 
 class ChangeSource(enum.Enum):
@@ -78,12 +106,18 @@ class _Owner(Protocol):
     """What a model needs from the datastore it is attached to."""
 
     client_id: int
+    max_value_bytes: int
+    """The largest str (UTF-8) or bytes value a property accepts (the server announces it)."""
     _dirty: dict[tuple[RealtimeModel, Prop], Any]
     _all_changes: Subject[Change] | None
 
     def check_write(self, model: RealtimeModel) -> None: ...
 
     def write_owner(self, model: RealtimeModel, owner: int) -> None: ...
+
+    def report_error(self, exc: BaseException) -> None:
+        """A subscriber raised ``exc``: log it with its traceback and report it on the
+        client's error stream. Must not raise."""
 
 
 class _Tomb(dict[tuple["RealtimeModel", "Prop"], Any]):
@@ -99,10 +133,14 @@ class _Destroyed:
     """Stands in for the datastore of a destroyed model: every write raises."""
 
     client_id = -1
+    max_value_bytes = DEFAULT_MAX_VALUE_BYTES
     _all_changes: Subject[Change] | None = None
 
     def __init__(self) -> None:
         self._dirty: dict[tuple[RealtimeModel, Prop], Any] = _Tomb()
+
+    def report_error(self, exc: BaseException) -> None:
+        log_error(exc)
 
     def check_write(self, model: RealtimeModel) -> None:
         self._dirty.pop((model, _OWNER_PROP))
@@ -154,49 +192,52 @@ class Prop:
         return obj._v[self.slot]
 
     def __set__(self, obj: RealtimeModel, value: Any) -> None:
-        # The hot path of every write: keep it to a few attribute reads and dict operations.
-        pytype = self.pytype
-        if type(value) is not pytype or (
-                pytype is str and not value.isascii()):  # type: ignore[attr-defined]
-            value = self._coerce(obj, value)
-        v = obj._v
-        slot = self.slot
-        old = v[slot]
-        if old == value and type(old) is type(value):
-            return
-        ds = obj._ds
-        if ds is not None:
-            me = ds.client_id
-            owner = v[0]
-            if owner != -1 and owner != me:
-                ds.check_write(obj)  # owned by another client: raises
-            parent = obj._parent
-            while parent is not None:  # the owner of any ancestor covers this model
-                owner = parent._v[0]
-                if owner != -1 and owner != me:
-                    ds.check_write(obj)
-                parent = parent._parent
-            key = (obj, self)
-            dirty = ds._dirty
-            dirty[key] = dirty.pop(key, old)  # keep the frame-start value; move to the end
-            v[slot] = value
-            if obj._subs is not None:
-                obj._notify(self, old, value, ChangeSource.LOCAL)
-            if ds._all_changes is not None:
-                ds._all_changes.on_next(Change(obj, self.name, old, value, ChangeSource.LOCAL))
-            return
-        v[slot] = value
-        if obj._subs is not None:
-            obj._notify(self, old, value, ChangeSource.LOCAL)
+        # Writes through ``model.x = v`` never come here: RealtimeModel.__setattr__ does them
+        # (one call less on the hot path). This is for object.__setattr__ and direct calls.
+        _write(obj, self.name, value)
 
     def _coerce(self, obj: RealtimeModel, value: object) -> Any:
         if self.id == OWNER:
             raise AttributeError("owner_id is read-only: use request_ownership() or "
                                  "clear_ownership()")
+        tag = self.tag
+        if type(value) is int and tag.rstrip("?") in ("int", "float", "f32"):
+            self._refuse_int(obj, value)  # a ValueError (not coerce_value's TypeError)
+        if type(value) is str and (tag == "str" or tag == "str?"):
+            size = len(value)
+            if not value.isascii():
+                try:
+                    size = len(value.encode("utf-8"))
+                except UnicodeEncodeError:
+                    raise TypeError(f"{type(obj).__name__}.{self.name}: {value[:40]!r}... "
+                                    "cannot be sent: it is not valid Unicode (a lone "
+                                    "surrogate?)") from None
+            if size > _limit(obj):
+                self._refuse_size(obj, size)
+            return value
         try:
-            return coerce_value(self.tag, value)
+            coerced = coerce_value(tag, value)
         except TypeError as exc:
             raise TypeError(f"{type(obj).__name__}.{self.name}: {exc}") from None
+        if type(coerced) is bytes and len(coerced) > _limit(obj):
+            self._refuse_size(obj, len(coerced))
+        return coerced
+
+    def _refuse_int(self, obj: RealtimeModel, value: int) -> None:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValueError(f"{type(obj).__name__}.{self.name}: {value} does not fit in 64 "
+                             f"bits (ints must be in [-2**63, 2**64 - 1])")
+
+    def _refuse_size(self, obj: RealtimeModel, size: int) -> None:
+        what = "UTF-8 encoding" if self.pytype is str else "value"
+        raise ValueError(f"{type(obj).__name__}.{self.name}: the {what} is {size} bytes, over "
+                         f"the limit of {_limit(obj)} bytes per value (the server announces "
+                         "the limit: max_value_bytes)")
+
+
+def _limit(obj: RealtimeModel) -> int:
+    ds = obj._ds
+    return DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes
 
 
 def prop(prop_id: int, *, default: Any = _UNSET, reliable: bool = True,
@@ -249,6 +290,13 @@ class RealtimeModel:
     """
 
     __slots__ = ("_ds", "_flags", "_id", "_parent", "_subs", "_v")
+    if typing.TYPE_CHECKING:  # set in __init__
+        _v: list[Any]
+        _ds: _Owner | None
+        _id: ModelId | None
+        _parent: RealtimeModel | None
+        _subs: _Subjects | None
+        _flags: int
 
     type_name: ClassVar[str] = "RealtimeModel"
     _follows_kids: ClassVar[bool] = False
@@ -263,7 +311,10 @@ class RealtimeModel:
     _children: ClassVar[tuple[Prop, ...]] = ()
     _template: ClassVar[list[Any]] = [-1]
 
-    def __init_subclass__(cls, type_name: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(cls, type_name: str | None = None, abstract: bool = False,
+                          **kwargs: Any) -> None:
+        """``type_name``: the wire name (default the class name). ``abstract=True``: a base
+        class that is never a model type of its own, so :func:`find_model_type` skips it."""
         super().__init_subclass__(**kwargs)
         cls.type_name = type_name or cls.__name__
         found: dict[str, Prop] = {}
@@ -302,33 +353,101 @@ class RealtimeModel:
                 template.append(None if tag.endswith("?") else _ZERO[tag])
             else:
                 try:
-                    template.append(coerce_value(tag, p.default))
+                    default = coerce_value(tag, p.default)
                 except TypeError as exc:
                     raise SchemaError(f"{where}: bad default: {exc}") from None
+                size = (len(default.encode("utf-8")) if type(default) is str
+                        else len(default) if type(default) is bytes else 0)
+                if size > DEFAULT_MAX_VALUE_BYTES:
+                    raise SchemaError(f"{where}: bad default: {size} bytes, over the limit "
+                                      f"of {DEFAULT_MAX_VALUE_BYTES} bytes per value")
+                template.append(default)
             by_id[p.id] = p
         cls._props = by_id
         cls._props_by_name = {p.name: p for p in by_id.values()}
         cls._children = tuple(p for p in by_id.values() if p.child_type is not None)
         cls._template = template
+        if not abstract:
+            _REGISTRY.setdefault(cls.type_name, weakref.WeakSet()).add(cls)
 
     def __init__(self, **values: Any) -> None:
         cls = type(self)
-        self._v = list(cls._template)
-        self._ds: _Owner | None = None
-        self._id: ModelId | None = None
-        self._parent: RealtimeModel | None = None
-        self._subs: _Subjects | None = None
-        self._flags = 0
+        # The slots, set past __setattr__ (which would only pass them on, slower).
+        _set_v(self, list(cls._template))
+        _set_ds(self, None)
+        _set_id(self, None)
+        _set_parent(self, None)
+        _set_subs(self, None)
+        _set_flags(self, 0)
         for p in cls._children:
             assert p.child_type is not None
             child = p.child_type()
-            child._parent = self
+            _set_parent(child, self)
             self._v[p.slot] = child
         for name, value in values.items():
             target = cls._props_by_name.get(name)
             if target is None or target.id == OWNER:
                 raise TypeError(f"{cls.__name__} has no property {name!r}")
-            target.__set__(self, value)
+            _write(self, name, value)
+
+    def _setattr(self, name: str, value: Any) -> None:
+        # Every ``model.x = v`` comes here (as __setattr__). A property write is done right
+        # here — the hot path of every write: keep it to a few attribute reads and dict
+        # operations. It is type-checked and size-checked (refused before anything changes),
+        # short-circuits when equal, checks ownership, marks the property dirty, stores and
+        # emits. Other names: ``_private`` ones and class attributes are set as usual.
+        p = type(self)._props_by_name.get(name)
+        if p is None:
+            if name[0] == "_" or hasattr(type(self), name):
+                object.__setattr__(self, name, value)
+                return
+            raise AttributeError(_no_property(type(self), name), name=name, obj=self)
+        pytype: Any = p.pytype  # Any: mypy must not narrow value to `type`
+        ds = self._ds
+        if type(value) is not pytype:
+            value = p._coerce(self, value)
+        elif pytype is int:
+            if not -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF:  # _INT_MIN, _INT_MAX
+                p._refuse_int(self, value)
+        elif pytype is str:
+            # An ascii str has as many UTF-8 bytes as characters; others are measured.
+            if not value.isascii() or len(value) > (
+                    DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes):
+                value = p._coerce(self, value)
+        elif pytype is bytes and len(value) > (
+                DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes):
+            p._refuse_size(self, len(value))
+        v = self._v
+        slot = p.slot
+        old = v[slot]
+        if old == value and type(old) is type(value):
+            return
+        if ds is not None:
+            me = ds.client_id
+            owner = v[0]
+            if owner != -1 and owner != me:
+                ds.check_write(self)  # owned by another client: raises
+            parent = self._parent
+            while parent is not None:  # the owner of any ancestor covers this model
+                owner = parent._v[0]
+                if owner != -1 and owner != me:
+                    ds.check_write(self)
+                parent = parent._parent
+            key = (self, p)
+            dirty = ds._dirty
+            dirty[key] = dirty.pop(key, old)  # keep the frame-start value; move to the end
+            v[slot] = value
+            if self._subs is not None:
+                self._notify(p, old, value, ChangeSource.LOCAL)
+            if ds._all_changes is not None:
+                ds._all_changes.on_next(Change(self, p.name, old, value, ChangeSource.LOCAL))
+            return
+        v[slot] = value
+        if self._subs is not None:
+            self._notify(p, old, value, ChangeSource.LOCAL)
+
+    if not typing.TYPE_CHECKING:  # hidden, so that type checkers still flag typos statically
+        __setattr__ = _setattr
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{p.name}={self._v[p.slot]!r}" for p in type(self)._props.values()
@@ -401,7 +520,10 @@ class RealtimeModel:
     def observe(self, name: str) -> Observable[Any]:
         """The property's value now, on subscribe, then every visible change of it.
 
-        Emissions are synchronous, on the thread that ticks the client.
+        Emissions are synchronous, on the thread that ticks the client. A subscriber that
+        raises stops neither the write or tick that emitted nor the other subscribers: the
+        error goes to the datastore's ``report_error`` (``rt.errors``), or is logged
+        (logger ``rtecs.model``) for a model in no datastore.
         """
         found = type(self)._props_by_name.get(name)
         if found is None:
@@ -413,22 +535,30 @@ class RealtimeModel:
         subject = subs.props.get(p.id)
         if subject is None:
             subject = subs.props[p.id] = Subject()
-        slot, values, stream = p.slot, self._v, subject
+        slot, values = p.slot, self._v
 
-        def subscribe(observer: ObserverBase[Any],
-                      scheduler: SchedulerBase | None = None) -> DisposableBase:
+        def current(observer: ObserverBase[Any]) -> None:
             observer.on_next(values[slot])
-            return stream.subscribe(observer)
 
-        return reactivex.create(subscribe)
+        return guarded(subject, self._report_error, current)
 
     @property
     def changes(self) -> Observable[Change]:
-        """Every visible change of any property of this model, as :class:`Change` records."""
+        """Every visible change of any property of this model, as :class:`Change` records
+        (subscribers are isolated as for :meth:`observe`)."""
         subs = self._subs or self._make_subjects()
         if subs.changes is None:
             subs.changes = Subject()
-        return subs.changes
+        return guarded(subs.changes, self._report_error)
+
+    def _report_error(self, exc: BaseException) -> None:
+        """A subscriber of one of this model's streams raised ``exc``: tell the datastore
+        it is in now (which logs and reports it), or log it."""
+        report = getattr(self._ds, "report_error", None)
+        if report is None:
+            log_error(exc)
+        else:
+            report(exc)
 
     # ----------------------------------------------------------------- kids (collections)
 
@@ -467,3 +597,48 @@ CREATE_MARK = Prop(CREATE)
 CREATE_MARK.name = "<create>"
 DESTROY_MARK = Prop(DESTROY)
 DESTROY_MARK.name = "<destroy>"
+
+
+_write = RealtimeModel._setattr
+_SLOTS = RealtimeModel.__dict__
+_set_v = _SLOTS["_v"].__set__
+_set_ds = _SLOTS["_ds"].__set__
+_set_id = _SLOTS["_id"].__set__
+_set_parent = _SLOTS["_parent"].__set__
+_set_subs = _SLOTS["_subs"].__set__
+_set_flags = _SLOTS["_flags"].__set__
+
+
+def _no_property(cls: type[RealtimeModel], name: str) -> str:
+    names = [p.name for p in cls._props.values() if p.id != OWNER]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(names) if names else "none"
+    return (f"{cls.__name__} has no property {name!r}: {hint}its properties are {listed} "
+            "(only declared properties, class attributes and _private names can be set)")
+
+
+# ----------------------------------------------------------------- model types by name
+
+_REGISTRY: dict[str, weakref.WeakSet[type[RealtimeModel]]] = {}
+
+
+def find_model_type(type_name: str) -> type[RealtimeModel] | None:
+    """The defined :class:`RealtimeModel` subclass whose ``type_name`` is ``type_name``, or
+    None if there is none (DESIGN §4b). Classes that were garbage-collected do not count;
+    neither do ``abstract=True`` bases. Raises :class:`~rtecs.errors.SchemaError` naming
+    both if two live classes share the name: pass the one you mean in ``types=``."""
+    found = _REGISTRY.get(type_name)
+    if not found:
+        return None
+    if len(found) > 1:
+        gc.collect()  # classes sit in reference cycles: a dead one may not be freed yet
+    classes = sorted(found, key=lambda c: (c.__module__, c.__qualname__))
+    if not classes:
+        return None
+    if len(classes) > 1:
+        names = " and ".join(f"{c.__module__}.{c.__qualname__}" for c in classes[:2])
+        more = f" (and {len(classes) - 2} more)" if len(classes) > 2 else ""
+        raise SchemaError(f"two model classes are named {type_name!r}: {names}{more}; "
+                          "pass the one this client uses in types=")
+    return classes[0]
