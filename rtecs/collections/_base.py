@@ -20,6 +20,7 @@ not at all.
 from __future__ import annotations
 
 import types
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast
@@ -29,7 +30,7 @@ from reactivex.subject import Subject
 
 from rtecs.datastore import Datastore
 from rtecs.errors import ModelDestroyedError, NotConnectedError
-from rtecs.model import RealtimeModel
+from rtecs.model import RealtimeModel, guarded
 from rtecs.model._model import KidEvent, KidReport
 from rtecs.protocol import collection_type_name
 
@@ -37,7 +38,11 @@ __all__ = ["E", "CollectionChange", "Collection", "Batch", "settled"]
 
 E = TypeVar("E", bound=RealtimeModel)
 
-_MADE: dict[tuple[type, type], type] = {}
+# The classes made by parameterising, by (collection class, id of the element type). Weak:
+# a made class lives as long as a model declares it (and the element type lives as long as
+# the made class, which refers to it, so the id is never stale), so element classes defined
+# in functions and tests can be collected and vanish from find_model_type().
+_MADE: weakref.WeakValueDictionary[tuple[type, int], type] = weakref.WeakValueDictionary()
 
 
 class CollectionChange(NamedTuple, Generic[E]):
@@ -103,7 +108,7 @@ class _Streams:
         self.replaced: Subject[Any] | None = None
 
 
-class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection"):
+class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection", abstract=True):
     """Base of the four collections. Parameterise a concrete one by its element type."""
 
     __slots__ = ("_streams",)
@@ -121,7 +126,7 @@ class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection"):
                             f"not {element!r}")
         if "element_type" in vars(cls) or not cls._kind:
             raise TypeError(f"{cls.__name__} cannot be parameterised again")
-        made = _MADE.get((cls, element))
+        made = _MADE.get((cls, id(element)))
         if made is None:
             name = f"{cls.__name__}[{element.__name__}]"
             extra = {"__slots__": (), "element_type": element, "_kid_types": (element,),
@@ -129,7 +134,7 @@ class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection"):
             made = types.new_class(
                 name, (cls,), {"type_name": collection_type_name(cls._kind, element.type_name)},
                 lambda ns: ns.update(extra))
-            _MADE[(cls, element)] = made
+            _MADE[(cls, id(element))] = made
         return made
 
     def __init__(self) -> None:
@@ -153,7 +158,7 @@ class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection"):
         streams = self._streams or self._make_streams()
         if streams.added is None:
             streams.added = Subject()
-        return streams.added
+        return guarded(streams.added, self._report_error)
 
     @property
     def removed(self) -> Observable[CollectionChange[E]]:
@@ -161,7 +166,7 @@ class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection"):
         streams = self._streams or self._make_streams()
         if streams.removed is None:
             streams.removed = Subject()
-        return streams.removed
+        return guarded(streams.removed, self._report_error)
 
     def _make_streams(self) -> _Streams:
         self._streams = _Streams()

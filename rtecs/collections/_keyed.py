@@ -12,7 +12,7 @@ from reactivex.subject import Subject
 
 from rtecs.collections._base import Batch, Collection, CollectionChange, E, settled, when_done
 from rtecs.datastore import UNCHECKED, Datastore
-from rtecs.model import RealtimeModel
+from rtecs.model import RealtimeModel, guarded
 from rtecs.model._model import KidEvent
 
 __all__ = ["RealtimeDictionary", "StringKeyDictionary"]
@@ -38,7 +38,7 @@ class _Op:
         return when_done(self.future, on_done)
 
 
-class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed"):
+class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed", abstract=True):
     """What the two dictionaries share: the elements shown by key, and this client's
     pending operations per key (oldest first), answered in order."""
 
@@ -82,7 +82,7 @@ class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed"):
         streams = self._streams or self._make_streams()
         if streams.replaced is None:
             streams.replaced = Subject()
-        return streams.replaced
+        return guarded(streams.replaced, self._report_error)
 
     # ----------------------------------------------------------------- operations
 
@@ -171,7 +171,7 @@ class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed"):
         return out
 
 
-class RealtimeDictionary(_Keyed[int, E], type_name="rtecs.Dict"):
+class RealtimeDictionary(_Keyed[int, E], type_name="rtecs.Dict", abstract=True):
     """Models of one type by int key: ``slots: RealtimeDictionary[Item] = prop(7)``.
 
     ``d[k] = item`` adds or replaces (the old element is destroyed), ``del d[k]`` or
@@ -216,7 +216,7 @@ class RealtimeDictionary(_Keyed[int, E], type_name="rtecs.Dict"):
         return self._target(key)
 
 
-class StringKeyDictionary(_Keyed[str, E], type_name="rtecs.StrDict"):
+class StringKeyDictionary(_Keyed[str, E], type_name="rtecs.StrDict", abstract=True):
     """Models of one type by string key, changed transactionally:
     ``names: StringKeyDictionary[Item] = prop(8)``.
 

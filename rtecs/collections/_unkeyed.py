@@ -30,7 +30,7 @@ def _settle_removals(batch: Batch, removing: dict[RealtimeModel, Future[bool]],
     removing.clear()
 
 
-class RealtimeSet(Collection[E], type_name="rtecs.Set"):
+class RealtimeSet(Collection[E], type_name="rtecs.Set", abstract=True):
     """An unordered set of models of one type: ``inventory: RealtimeSet[Item] = prop(5)``.
 
     ``add(item)`` creates ``item`` under the set (a dynamic model; it shows at once);
@@ -102,7 +102,7 @@ class RealtimeSet(Collection[E], type_name="rtecs.Set"):
         return _membership(self, batch, self._shown, self._removing)
 
 
-class RealtimeArray(Collection[E], type_name="rtecs.Array"):
+class RealtimeArray(Collection[E], type_name="rtecs.Array", abstract=True):
     """An append-only list of models of one type: ``log: RealtimeArray[Line] = prop(6)``.
 
     The order is the room's order of creation (the server's stream), the same on every
