@@ -12,7 +12,7 @@ import rtecs
 from rtecs.datastore import Datastore
 from rtecs.errors import SchemaError
 from rtecs.model import DEFAULT_MAX_VALUE_BYTES, Change, Prop, RealtimeModel
-from rtecs.protocol import DEFAULT_LIMITS
+from rtecs.protocol import DEFAULT_LIMITS, UPDATE_OVERHEAD
 
 
 class Owner:
@@ -145,7 +145,7 @@ def test_bytes_over_the_limit_are_refused_whatever_their_type() -> None:
 
 
 def test_a_model_in_no_datastore_uses_the_default_limit() -> None:
-    assert DEFAULT_LIMITS.max_update_bytes - 128 == DEFAULT_MAX_VALUE_BYTES
+    assert DEFAULT_LIMITS.max_update_bytes - UPDATE_OVERHEAD == DEFAULT_MAX_VALUE_BYTES
     thing = Thing()
     thing.s = "x" * DEFAULT_MAX_VALUE_BYTES
     with pytest.raises(ValueError, match=f"limit of {DEFAULT_MAX_VALUE_BYTES} bytes"):

@@ -42,7 +42,7 @@ def test_a_name_defined_twice_is_an_error_naming_both() -> None:
     where = f"{__name__}.test_a_name_defined_twice_is_an_error_naming_both.<locals>." \
             "define.<locals>.Twin"
     assert message.count(where) == 2 and "types=" in message
-    del second, info  # (the traceback's frames hold the classes too)
+    del second
     gc.collect()
     assert find_model_type("registry.Twin") is first
 

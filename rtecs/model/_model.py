@@ -54,9 +54,9 @@ __all__ = ["DEFAULT_MAX_VALUE_BYTES", "Change", "ChangeSource", "KidEvent", "Pro
            "RealtimeModel", "find_model_type", "prop"]
 
 #: The largest str (UTF-8) or bytes value a model in no datastore accepts: the default
-#: update limit less room for the update's framing (model id, property id, headers). A
-#: model in a datastore uses the datastore's ``max_value_bytes`` (announced by the server).
-DEFAULT_MAX_VALUE_BYTES = DEFAULT_LIMITS.max_update_bytes - 128
+#: update limit less room for the update's framing (``Limits.max_value_bytes``). A model in
+#: a datastore uses the datastore's ``max_value_bytes`` (from the limits the server announced).
+DEFAULT_MAX_VALUE_BYTES = DEFAULT_LIMITS.max_value_bytes
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # literals in Prop.__set__: keep them in step
 
@@ -633,12 +633,12 @@ def find_model_type(type_name: str) -> type[RealtimeModel] | None:
         return None
     if len(found) > 1:
         gc.collect()  # classes sit in reference cycles: a dead one may not be freed yet
-    classes = sorted(found, key=lambda c: (c.__module__, c.__qualname__))
-    if not classes:
+    if len(found) == 1:
+        for only in found:
+            return only
+    if not found:
         return None
-    if len(classes) > 1:
-        names = " and ".join(f"{c.__module__}.{c.__qualname__}" for c in classes[:2])
-        more = f" (and {len(classes) - 2} more)" if len(classes) > 2 else ""
-        raise SchemaError(f"two model classes are named {type_name!r}: {names}{more}; "
-                          "pass the one this client uses in types=")
-    return classes[0]
+    names = sorted(f"{c.__module__}.{c.__qualname__}" for c in found)  # no strong references
+    more = f" (and {len(names) - 2} more)" if len(names) > 2 else ""
+    raise SchemaError(f"two model classes are named {type_name!r}: {names[0]} and {names[1]}"
+                      f"{more}; pass the one this client uses in types=")
