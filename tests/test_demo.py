@@ -60,16 +60,26 @@ def test_two_demo_processes_converge_on_positions_and_team_name(tmp_path: Path) 
     try:
         endpoint = free_endpoint(server)
 
+        go = tmp_path / "go"
+
         def demo(name: str, script: str) -> subprocess.Popen[str]:
             return subprocess.Popen(
                 [sys.executable, "-m", "examples.pygame_demo", "--headless", "--connect",
-                 endpoint, "--name", name, "--frames", "400", "--fps", "100",
-                 "--report-frame", "250", "--report", str(tmp_path / f"{name}.json"),
+                 endpoint, "--name", name, "--fps", "100", "--frames", "100000",
+                 "--report-when", str(go), "--report", str(tmp_path / f"{name}.json"),
                  "--script", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True)
 
         ann = demo("ann", "wait 20; move 1 0 40; move 0 1 20; type Blue Team")
         bob = demo("bob", "wait 30; move -1 0 30")
+        for proc in (ann, bob):  # each says so once its script is done and answered
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.strip() == "settled":
+                    break
+            else:
+                raise AssertionError(f"a demo ended before it settled: {proc.wait()}")
+        go.touch()
         for proc in (ann, bob):
             out, _ = proc.communicate(timeout=60)
             assert proc.returncode == 0, out

@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="write what this client sees (avatars, team name) as JSON")
     parser.add_argument("--report-frame", type=int, metavar="N",
                         help="take the report at frame N instead of at the end")
+    parser.add_argument("--report-when", metavar="FILE",
+                        help="for tests of several demos: print 'settled' when the script "
+                             "is done and every write answered; once FILE exists, report "
+                             "when the view has held still for a second, and stop")
     parser.add_argument("--data-dir", default="./rtecs-data", metavar="DIR",
                         help="where the embedded server keeps its SQLite rooms "
                              "(default: %(default)s)")
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     report = run(Options(connect=args.connect, room=args.room, name=args.name, bots=args.bots,
                          headless=headless, frames=frames, screenshot=screenshot, fps=args.fps,
                          script=args.script, report=args.report,
-                         report_frame=args.report_frame, data_dir=args.data_dir))
+                         report_frame=args.report_frame, report_when=args.report_when,
+                         data_dir=args.data_dir))
     if headless:
         print(f"ran {report['frames']} frames; team name {report['team_name']!r}; "
               f"avatars: {', '.join(sorted(report['avatars']))}; screenshot: {screenshot}")

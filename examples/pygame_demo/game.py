@@ -31,6 +31,7 @@ class Options:
     script: str = ""
     report: str | None = None
     report_frame: int | None = None
+    report_when: str | None = None
     data_dir: str = "./rtecs-data"
 
 
@@ -63,6 +64,10 @@ class Scripted:
         self.steps = parse_script(script)
         self.left = 0
 
+    @property
+    def done(self) -> bool:
+        return not self.steps
+
     def decide(self) -> Input | None:
         while self.steps:
             verb, args = self.steps[0]
@@ -85,6 +90,37 @@ class Scripted:
                 return Input(gem=True)
             raise ValueError(f"unknown script step {verb!r}")
         return None
+
+
+@dataclass
+class _Waiting:
+    """State of ``--report-when``: settled yet, and the view and since when it held."""
+
+    settled: bool = False
+    view: dict[str, Any] | None = None
+    since: float = 0.0
+
+
+def _report_when(path: str, me: Participant, script: Scripted | None,
+                 waiting: _Waiting) -> tuple[dict[str, Any], bool]:
+    """``--report-when FILE`` (for tests of several demo processes): once the script is
+    done and every write of this client is answered, print ``settled``; once ``FILE``
+    exists (whoever runs the processes creates it when all of them said so), take the
+    report when the view has not changed for a second, and stop."""
+    rt = me.rt
+    if not waiting.settled:
+        if (me.avatar is not None and (script is None or script.done)
+                and not rt.has_unsent_changes and rt.updates_in_flight == 0):
+            waiting.settled = True
+            print("settled", flush=True)
+        return {}, True
+    if not os.path.exists(path):
+        return {}, True
+    view, now = describe(me), time.monotonic()
+    if view != waiting.view:
+        waiting.view, waiting.since = view, now
+        return {}, True
+    return (view, False) if now - waiting.since >= 1.0 else ({}, True)
 
 
 def run(options: Options) -> dict[str, Any]:
@@ -123,6 +159,7 @@ def run(options: Options) -> dict[str, Any]:
     typing: str | None = None
     report: dict[str, Any] = {}
     frame, running = 0, True
+    waiting = _Waiting()
     last_bytes, bytes_rate, rate_at = 0, 0.0, time.monotonic()
     try:
         while running:
@@ -139,8 +176,8 @@ def run(options: Options) -> dict[str, Any]:
                     keys[pygame.K_LEFT] or keys[pygame.K_a])
                 action.dy = (keys[pygame.K_DOWN] or keys[pygame.K_s]) - (
                     keys[pygame.K_UP] or keys[pygame.K_w])
-            if script is not None:
-                action = script.decide() or action
+            if script is not None and me.avatar is not None:  # the script starts once in
+                action = script.decide() or action              # the room, avatar spawned
             me.step(dt, action)
             for bot in bots:
                 bot.p.step(dt, bot.decide(dt))
@@ -153,6 +190,8 @@ def run(options: Options) -> dict[str, Any]:
             frame += 1
             if options.report_frame is not None and frame == options.report_frame:
                 report = describe(me)
+            if options.report_when is not None:
+                report, running = _report_when(options.report_when, me, script, waiting)
             if options.frames is not None and frame >= options.frames:
                 running = False
         if options.screenshot:

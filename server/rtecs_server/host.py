@@ -184,7 +184,7 @@ class RoomHost:
         self._dirty: dict[str, _HostedRoom] = {}   # rooms with entries waiting for flush()
         self.persistence = persistence
         """Room storage and leases (None: rooms live in memory only)."""
-        self._lease_deadline = math.inf  # time.monotonic() when the first lease runs out
+        self._lease_deadline = math.inf  # persistence clock: when the first lease runs out
 
     @property
     def has_pending(self) -> bool:
