@@ -42,7 +42,7 @@ from reactivex import Observable
 from reactivex.subject import BehaviorSubject, Subject
 
 from rtecs.datastore import Datastore
-from rtecs.ecs import Entities, Entity, EntityEvent
+from rtecs.entities import Entities, Entity, EntityEvent
 from rtecs.errors import NotConnectedError, ProtocolError
 from rtecs.model import Change, RealtimeModel
 from rtecs.protocol import (
@@ -130,7 +130,7 @@ class Realtime:
         """The room's datastore as this client sees it (models by network id, the in-flight
         cache): for inspection and tests; write through the models."""
         self.datastore.max_value_bytes = limits.max_value_bytes
-        self._entities = Entities(self, self.world)
+        self._entities = Entities(self.datastore, self.world)
         self._transport = transport
         self._reconnect = reconnect
         self._redirect = redirect
