@@ -7,11 +7,12 @@ One ROUTER socket, one room. It speaks just enough of the rtecs wire format
 (:mod:`rtecs.protocol`) for the same load generator — raw protocol clients and full
 ``rtecs`` clients — to run against it unchanged:
 
-- ``HELLO`` → ``WELCOME [10, client_id, 0, time, [], members]`` (no snapshot: the generator
-  joins its sampled clients first, so they see every later create in the stream);
-- ``UPDATE [2, seq, changes]`` → the entry ``[0, sender, seq, changes, []]`` appended to the
+- ``HELLO`` → ``WELCOME [10, client_id, room_seq, time, [], members, 1, 0, {}]`` (epoch 1,
+  nothing applied before, no limits; no snapshot: the generator joins its sampled clients
+  first, so they see every later create in the stream);
+- ``UPDATE [2, seq, changes, epoch]`` → the entry ``[0, sender, seq, changes, []]`` appended to the
   pending batch: no sequencing, no validation, no authority, no state;
-- ``PING`` → ``PONG``; ``BYE`` → forget the member.
+- ``PING`` → ``PONG [12, client_time, time, room_seq]``; ``BYE`` → forget the member.
 
 Every ``--tick-ms`` (default 50) the pending entries become one
 ``BATCH [11, room_seq, time, entries]``, encoded once with ``msgpack.packb`` and the same bytes
@@ -82,13 +83,13 @@ def serve(bind: str, tick: float) -> None:
                         pending.append([0, cid, msg[1], msg[2], []])
                 elif kind == _PING:
                     send(peer, SNDMORE_NB)
-                    send(packb([_PONG, msg[1], time.time()]), NB)
+                    send(packb([_PONG, msg[1], time.time(), room_seq]), NB)
                 elif kind == _HELLO:
                     members[peer] = next_id
                     next_id += 1
                     send(peer, SNDMORE_NB)
                     send(packb([_WELCOME, members[peer], room_seq, time.time(), [],
-                                list(members.values())]), NB)
+                                list(members.values()), 1, 0, {}]), NB)
                 elif kind == _BYE:
                     members.pop(peer, None)
         now = time.monotonic()

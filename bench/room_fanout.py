@@ -454,7 +454,7 @@ def _join(socks: list[zmq.Socket[bytes]], hello: bytes, endpoint: str, sampled: 
     for s, cid in zip(socks, ids, strict=True):
         s.send(_ENC.encode((2, 1, ((dynamic_model_id(cid, 1), CREATE,
                                     ("Player", PLAYER_FLAGS), OWNER, cid,
-                                    1, 0.0, 2, 0.0, 3, 0),))))
+                                    1, 0.0, 2, 0.0, 3, 0),), 1)))
     return ids
 
 
@@ -599,7 +599,7 @@ def run(kind: str, n: int, tick_ms: float | None, warmup: float, seconds: float,
                 run_ = ((raw_mids[k], 1, x, 2, -x, 3, seq) if seq % SCORE_EVERY == 0
                         else (raw_mids[k], 1, x, 2, -x))
                 try:
-                    socks[k].send(_ENC.encode((2, seq, (run_,))), NOBLOCK)
+                    socks[k].send(_ENC.encode((2, seq, (run_,), 1)), NOBLOCK)
                 except zmq.Again:
                     anomalies += 1
                 due[k] += PERIOD
