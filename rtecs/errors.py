@@ -12,7 +12,17 @@ class ProtocolError(RtecsError):
 
     Raised by :mod:`rtecs.protocol` for *anything* malformed: bad MessagePack, wrong types,
     frames over the configured limits. The message says what was wrong.
+
+    ``code`` is the ``ERROR`` code a server answers it with when the frame's fault has one
+    of its own (:attr:`ErrorCode.OVER_LIMIT <rtecs.protocol.ErrorCode.OVER_LIMIT>` for a
+    frame over a size limit), else None (``protocol``).
     """
+
+    def __init__(self, *args: object, code: str | None = None) -> None:
+        super().__init__(*args)
+        self.code = code
+        """The error code of this fault (an :class:`~rtecs.protocol.ErrorCode` value), or
+        None for a plain malformed frame."""
 
 
 class SchemaError(RtecsError):

@@ -420,7 +420,8 @@ def _unpack(data: bytes, limit: int) -> Any:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"a frame must be bytes, not {type(data).__name__}")
     if len(data) > limit:
-        raise ProtocolError(f"frame of {len(data)} bytes is over the limit of {limit} bytes")
+        raise ProtocolError(f"frame of {len(data)} bytes is over the limit of {limit} bytes",
+                            code=ErrorCode.OVER_LIMIT)
     try:
         return msgpack.unpackb(
             data, raw=False, use_list=False, strict_map_key=False, timestamp=0,
@@ -562,7 +563,7 @@ def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Clien
     if kind == _UPDATE and type(kind) is int:
         if len(data) > limits.max_update_bytes:
             raise ProtocolError(f"update of {len(data)} bytes is over the limit of "
-                                f"{limits.max_update_bytes} bytes")
+                                f"{limits.max_update_bytes} bytes", code=ErrorCode.OVER_LIMIT)
         _tuple(msg, "update", 4)
         return Update(_int(msg[1], "update seq", 1), check_changes(msg[2]),
                       _int(msg[3], "update epoch", 1))

@@ -502,7 +502,7 @@ class RoomHost:
 
     def _bad_frame(self, peer: bytes, frame: bytes, exc: ProtocolError, now: float) -> None:
         text = str(exc)
-        code = ErrorCode.OVER_LIMIT if "over the limit" in text else ErrorCode.PROTOCOL
+        code = ErrorCode.PROTOCOL if exc.code is None else ErrorCode(exc.code)
         session = self.sessions.get(peer)
         if session is not None:
             session.last_seen = now
