@@ -16,6 +16,7 @@ and leases a server's rooms (``RoomServer(storage=...)``; see ``docs/server.md``
 from rtecs_server.host import RoomHost
 from rtecs_server.plugins import Change, Plugin, Reject
 from rtecs_server.ratelimit import RateLimit
+from rtecs_server.records import SavedRoom, SnapshotRecord
 from rtecs_server.room import (
     BadUpdate,
     JoinRefused,
@@ -24,8 +25,8 @@ from rtecs_server.room import (
     UpdateStatus,
 )
 from rtecs_server.server import RoomServer
-from rtecs_server.storage import SavedRoom, Storage, open_storage
-from rtecs_server.store import Problem, SnapshotRecord, value_size
+from rtecs_server.storage import Storage, open_storage
+from rtecs_server.store import Problem, value_size
 
 __all__ = [
     "BadUpdate", "Change", "JoinRefused", "Plugin", "Problem", "RateLimit",

@@ -33,51 +33,17 @@ What it may do
 Several plugins run in the order given; each sees the value the previous one returned. Any
 exception other than :class:`Reject` is logged (logger ``rtecs_server.room``) with its
 traceback and counts as a rejection: a faulty plugin never takes the room down.
+
+This module is the plugin interface's face: :class:`Plugin` is defined beside
+:class:`~rtecs_server.room.Room` (its signature names the room), :class:`Change` with the
+core's records (:mod:`rtecs_server.records`) and :class:`Reject` with the server's errors
+(:mod:`rtecs_server.errors`), so the room core needs nothing from this module.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Protocol
-
-from rtecs.errors import RtecsError
-from rtecs.protocol import ModelId, Value
-
-if TYPE_CHECKING:
-    from rtecs_server.room import Room
+from rtecs_server.errors import Reject
+from rtecs_server.records import Change
+from rtecs_server.room import Plugin
 
 __all__ = ["Change", "Plugin", "Reject"]
-
-
-class Reject(RtecsError):
-    """Raised by a plugin to refuse one property write. ``reason`` is logged (debug level);
-    clients only learn *that* the write was rejected, never why."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        """Why the write was refused (logged at debug level, never sent)."""
-
-
-class Change(NamedTuple):
-    """One property write, as a plugin sees it.
-
-    ``value`` is already coerced to the property's type tag. ``previous`` is the value the
-    room holds before this write, or ``None`` when the property was never written (a
-    nullable property holding nil looks the same).
-    """
-
-    model_id: ModelId  # the model written
-    type_name: str     # its type's name (from the schema)
-    prop_id: int       # the property's id
-    prop_name: str     # the property's name (from the schema)
-    value: Value       # the value written, coerced to the property's type
-    previous: Value    # the value before this write (None if never written)
-
-
-class Plugin(Protocol):
-    """The plugin interface: a plain function or an object with ``__call__``."""
-
-    def __call__(self, room: Room, sender: int, change: Change, /) -> Value:
-        """Return the value to accept (``change.value`` or a transformed one), or raise
-        :class:`Reject`."""
-        ...

@@ -27,7 +27,7 @@ Decisions where the design is silent are in the method docs: the snapshot/flush 
 :meth:`Room.join` and the entry order of :meth:`Room.leave`.
 
 Persistence: :meth:`Room.export` is the room's checkpoint (a
-:class:`~rtecs_server.storage.SavedRoom` of its persistent models), :meth:`Room.restore`
+:class:`~rtecs_server.records.SavedRoom` of its persistent models), :meth:`Room.restore`
 rebuilds a room from one; ``room_seq`` starts again at 0 after a restore (every client of
 the new session joins with a snapshot).
 """
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from rtecs.errors import RtecsError, SchemaError
 from rtecs.protocol import (
@@ -51,14 +51,24 @@ from rtecs.protocol import (
     ModelId,
     Update,
     UpdateEntry,
+    Value,
     Welcome,
     encode,
 )
-from rtecs_server.plugins import Plugin
-from rtecs_server.storage import SavedRoom, persistent_models
-from rtecs_server.store import ModelStore, Problem, SnapshotRecord
+from rtecs_server.records import Change, SavedRoom, SnapshotRecord, persistent_models
+from rtecs_server.store import ModelStore, Problem
 
-__all__ = ["BadUpdate", "JoinRefused", "Room", "UpdateOutcome", "UpdateStatus"]
+__all__ = ["BadUpdate", "JoinRefused", "Plugin", "Room", "UpdateOutcome", "UpdateStatus"]
+
+
+class Plugin(Protocol):
+    """The plugin interface (see :mod:`rtecs_server.plugins`): a plain function or an object
+    with ``__call__``."""
+
+    def __call__(self, room: Room, sender: int, change: Change, /) -> Value:
+        """Return the value to accept (``change.value`` or a transformed one), or raise
+        :class:`~rtecs_server.plugins.Reject`."""
+        ...
 
 
 class JoinRefused(RtecsError):
@@ -135,7 +145,7 @@ class Room:
         #: Sequence number of the last flushed batch (0 before the first).
         self.room_seq = 0
         #: The room's models (authority checks, plugins, lifetime, size).
-        self.store = ModelStore(self, limits, tuple(plugins))
+        self.store: ModelStore[Room] = ModelStore(self, name, limits, tuple(plugins))
         self._clients: dict[int, _Client] = {}
         self._pending: list[UpdateEntry | JoinEntry | LeaveEntry] = []
         self._pending_changes = False
@@ -146,7 +156,7 @@ class Room:
         """The room a checkpoint holds, with no members (see
         :meth:`ModelStore.restore <rtecs_server.store.ModelStore.restore>`). Its next joiner
         gets a client id above every id the saved room ever gave. Raises
-        :class:`~rtecs_server.storage.CorruptRoomError` for a checkpoint that contradicts
+        :class:`~rtecs_server.errors.CorruptRoomError` for a checkpoint that contradicts
         itself."""
         next_id = max(saved.next_client_id, max(saved.created, default=0) + 1)
         room = cls(saved.name, plugins, limits, max_clients, next_client_id=next_id)
@@ -157,7 +167,7 @@ class Room:
     def export(self) -> SavedRoom:
         """The room's checkpoint as it would stand once every client had left: its schema,
         client-id counter, created counters and persistent models
-        (:func:`~rtecs_server.storage.persistent_models`: unowned, without models flagged
+        (:func:`~rtecs_server.records.persistent_models`: unowned, without models flagged
         destroy_when_last_client_leaves or owned destroy_when_owner_leaves models, and
         their subtrees). The records share the room's live ``props`` dicts: encode (save)
         the result at once, on the room's thread, before the room changes."""

@@ -63,27 +63,18 @@ import math
 import struct
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Self
+from typing import Final, NamedTuple, Self
 
 import msgpack
 import msgspec
 
 from rtecs.clock import SYSTEM_CLOCK, Clock
-from rtecs.errors import RtecsError
-from rtecs.protocol import (
-    DESTROY_WHEN_LAST_CLIENT_LEAVES,
-    DESTROY_WHEN_OWNER_LEAVES,
-    F32,
-    enc_hook,
-    is_model_id,
-)
-
-if TYPE_CHECKING:
-    pass
+from rtecs.protocol import F32, enc_hook, is_model_id
+from rtecs_server.errors import CorruptRoomError, FencedOut, StorageError, StorageUnavailable
+from rtecs_server.records import FORMAT_VERSION, SavedRoom, Schema, persistent_models
 
 __all__ = [
     "DEFAULT_DB_FILE", "FORMAT_VERSION", "CorruptRoomError", "FencedOut", "Lease", "Owner",
@@ -92,8 +83,6 @@ __all__ = [
     "persistent_models",
 ]
 
-#: The checkpoint format this code writes; it reads only this one.
-FORMAT_VERSION: Final = 1
 #: The SQLite file :func:`open_storage` uses under the data directory by default.
 DEFAULT_DB_FILE: Final = "rooms.sqlite3"
 
@@ -101,71 +90,7 @@ _MAGIC: Final = b"RTRM"
 _HEADER: Final = struct.Struct(">4sHI")  # magic, format version, CRC-32 of the body
 _SQLITE_SCHEMA_VERSION: Final = 1
 
-Schema = dict[str, dict[int, tuple[str, str, bool]]]
-
-
-# ----------------------------------------------------------------------------- errors
-
-class StorageError(RtecsError):
-    """A storage operation failed (I/O, a database error, a bad URL)."""
-
-
-class StorageUnavailable(StorageError):
-    """The storage could not be reached (Redis down, the database locked or unwritable)."""
-
-
-class CorruptRoomError(StorageError):
-    """A stored room cannot be read: damaged, of an unknown format version, or malformed.
-    Only that room is affected; ``room`` names it and ``reason`` says what is wrong."""
-
-    def __init__(self, room: str, reason: str) -> None:
-        super().__init__(f"stored room {room!r} cannot be loaded: {reason}")
-        self.room = room
-        self.reason = reason
-
-
-class FencedOut(StorageError):
-    """A save was made with a fencing token older than the room's newest claim: another
-    instance has claimed the room since, and this one must stop hosting it."""
-
-    def __init__(self, room: str, fence: int, current: int) -> None:
-        super().__init__(f"room {room!r}: save with fencing token {fence} refused, the room "
-                         f"was claimed since (token {current}); this instance no longer "
-                         f"hosts it")
-        self.room = room
-        self.fence = fence
-        self.current = current
-
-
 # ----------------------------------------------------------------------------- records
-
-@dataclass(slots=True)
-class SavedRoom:
-    """One room's persistent state.
-
-    ``schema`` is the room's union schema in the hello's shape, ``{type_name: {prop_id:
-    (name, tag, reliable)}}``. ``next_client_id`` is the id the room's next joiner gets, and
-    ``created`` the highest dynamic-model counter each client id has used (``{client_id:
-    counter}``) so ids are never reused after a reload. ``models`` are the persistent model
-    records exactly as in a WELCOME snapshot: ``(model_id, type_name, owner_id, flags,
-    props[, parent_id[, key]])``, parents before children; model ids are ints or tuples of
-    ints, ``props`` maps property id → bool/int/float/str/bytes/None, a collection key is an
-    int or a string. :func:`persistent_models` picks them out of a live room's snapshot.
-
-    ``format``, ``saved_at`` (wall time) and ``version`` (1, 2, 3… per save of this room) are
-    filled in by :meth:`Storage.load`; :meth:`Storage.save` ignores what the caller put there.
-    """
-
-    name: str
-    root_type: str
-    schema: Schema
-    next_client_id: int
-    created: dict[int, int]
-    models: list[tuple[Any, ...]]
-    format: int = FORMAT_VERSION
-    saved_at: float = 0.0
-    version: int = 0
-
 
 class RoomInfo(NamedTuple):
     """A stored room as :meth:`Storage.list_rooms` lists it."""
@@ -206,49 +131,6 @@ class Lease:
     def time_left(self) -> float:
         """Seconds until :attr:`expires_at` by :attr:`clock` (negative once past)."""
         return self.expires_at - self.clock.monotonic()
-
-
-def persistent_models(records: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The records of a room's snapshot (parents before children) as they would stand once
-    every client had left — what a checkpoint of a live room should hold, so that loading it
-    after a crash gives what a clean shutdown would have saved:
-
-    - models flagged ``DESTROY_WHEN_LAST_CLIENT_LEAVES``, and models flagged
-      ``DESTROY_WHEN_OWNER_LEAVES`` that have an owner, are left out with everything under
-      them (their declared children, and dynamic models created under them, recursively);
-    - every other model is kept, unowned (owner -1): its owner's session is over.
-
-    ``props`` dicts are shared with ``records``, not copied (the result is meant to be
-    encoded at once). The room model (id 0) is always kept.
-    """
-    out: list[tuple[Any, ...]] = []
-    append = out.append
-    dropped: set[Any] = set()
-    gone = DESTROY_WHEN_LAST_CLIENT_LEAVES
-    doomed = DESTROY_WHEN_LAST_CLIENT_LEAVES | DESTROY_WHEN_OWNER_LEAVES
-    paused = gc.isenabled()  # up to one new tuple per record, none cyclic: see decode_room
-    gc.disable()
-    try:
-        for rec in records:
-            if dropped:
-                mid = rec[0]
-                if type(mid) is tuple:
-                    parent = mid[0] if len(mid) == 2 else mid[:-1]
-                    if parent in dropped:
-                        dropped.add(mid)
-                        continue
-                elif len(rec) > 5 and rec[5] in dropped:
-                    dropped.add(mid)
-                    continue
-            flags, owner = rec[3], rec[2]
-            if flags & doomed and rec[0] != 0 and (flags & gone or owner != -1):
-                dropped.add(rec[0])
-                continue
-            append(rec if owner == -1 else (rec[0], rec[1], -1, *rec[3:]))
-    finally:
-        if paused:
-            gc.enable()
-    return out
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=enc_hook)  # F32 values as float32

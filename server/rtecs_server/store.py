@@ -44,9 +44,10 @@ models is never re-saved), and :meth:`ModelStore.restore` rebuilds a store from 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
+from rtecs.errors import SchemaError
 from rtecs.protocol import (
     COLLECTION_KINDS,
     CREATE,
@@ -65,50 +66,26 @@ from rtecs.protocol import (
     split_collection_type,
     split_dynamic_model_id,
 )
-from rtecs_server.plugins import Change, Plugin, Reject
+from rtecs_server.errors import CorruptRoomError, Reject
+from rtecs_server.records import Change, SavedRoom, SnapshotRecord
+from rtecs_server.restore import load_models
 from rtecs_server.schema import ModelType, Prop, RoomSchema, SchemaSpec
-from rtecs_server.storage import SavedRoom
-
-if TYPE_CHECKING:
-    from rtecs_server.room import Room
+from rtecs_server.tree import MODEL_OVERHEAD, Model, child_id, value_size
 
 __all__ = ["MODEL_OVERHEAD", "ModelStore", "Problem", "SnapshotRecord", "value_size"]
 
 log = logging.getLogger("rtecs_server.room")
 
-#: Estimated bytes of one model record, and of one property beside its value.
-MODEL_OVERHEAD: Final = 32
-PROP_OVERHEAD: Final = 2
 _MAX_PROBLEMS: Final = 8
 
 _REJECTED: Final = object()
 _ABSENT: Final = object()
 
-#: ``(model_id, type_name, owner, flags, props)``, plus the parent's id for a dynamic model
-#: created under a parent, plus its key for an element of a keyed collection.
-SnapshotRecord = tuple[Any, ...]
-
 #: What a collection type accepts under it: (element type name, key type or None).
 _NOT_A_COLLECTION: Final = ("", None)
 
-#: The Python type of each scalar tag (a restored value of exactly this type is kept as is).
-_TAG_TYPES: Final[dict[str, type]] = {"bool": bool, "int": int, "float": float, "str": str,
-                                      "bytes": bytes}
-
-#: The lifetime flags that keep a model (and everything under it) out of a checkpoint.
-_LIFE: Final = DESTROY_WHEN_LAST_CLIENT_LEAVES | DESTROY_WHEN_OWNER_LEAVES
-
-
-def value_size(value: object) -> int:
-    """Cheap size estimate of one stored property: str/bytes length (UTF-8 for non-ASCII
-    text) or 9 for anything else, plus :data:`PROP_OVERHEAD`."""
-    t = type(value)
-    if t is str:
-        s: str = value  # type: ignore[assignment]
-        return PROP_OVERHEAD + (len(s) if s.isascii() else len(s.encode()))
-    if t is bytes:
-        return PROP_OVERHEAD + len(value)  # type: ignore[arg-type]
-    return PROP_OVERHEAD + 9
+#: What the plugins are given as their first argument (the room, for a room's store).
+C = TypeVar("C")
 
 
 class Problem(NamedTuple):
@@ -116,36 +93,6 @@ class Problem(NamedTuple):
 
     code: ErrorCode  # the ERROR code to send
     message: str     # what was wrong, for the client's developer
-
-
-class _Model:
-    __slots__ = ("flags", "key", "keyed", "kids", "life", "owner", "parent", "parent_id",
-                 "props", "type")
-
-    def __init__(self, mtype: ModelType, parent: _Model | None, flags: int) -> None:
-        self.type = mtype
-        self.owner = -1
-        self.flags = flags
-        # The lifetime flags of this model and its ancestors, ORed (they never change): 0
-        # for the common persistent model, so the checkpoint bookkeeping costs one test.
-        self.life: int = (flags | (parent.life if parent is not None else 0)) & _LIFE
-        self.parent = parent
-        self.props: dict[int, Value] = {}
-        self.parent_id: ModelId | None = None   # set for a dynamic model under a parent
-        self.kids: dict[ModelId, None] | None = None  # dynamic models under it, in order
-        self.key: int | str | None = None       # its key, in a keyed collection
-        self.keyed: dict[int | str, ModelId] | None = None  # key → element, for a collection
-
-    def record(self, mid: ModelId, props: dict[int, Value]) -> SnapshotRecord:
-        if self.parent_id is None:
-            return (mid, self.type.name, self.owner, self.flags, props)
-        if self.key is None:
-            return (mid, self.type.name, self.owner, self.flags, props, self.parent_id)
-        return (mid, self.type.name, self.owner, self.flags, props, self.parent_id, self.key)
-
-
-def _child_id(mid: ModelId, pid: int) -> ModelId:
-    return (mid, pid) if type(mid) is int else (*mid, pid)  # type: ignore[misc]
 
 
 def _bad(problems: list[Problem], code: ErrorCode, message: str) -> object:
@@ -175,17 +122,21 @@ def _append(out: list[Any], mid: ModelId, key: int, value: object) -> None:
     out.append([mid, key, value])
 
 
-class ModelStore:
-    """The models of one room, keyed by model id; the room model is id 0."""
+class ModelStore(Generic[C]):
+    """The models of one room, keyed by model id; the room model is id 0. ``context`` is
+    what the ``plugins`` get as their first argument (the room); ``name`` names the room in
+    logs."""
 
-    def __init__(self, room: Room, limits: Limits, plugins: tuple[Plugin, ...]) -> None:
-        self._room = room  # passed to plugins
+    def __init__(self, context: C, name: str, limits: Limits,
+                 plugins: tuple[Callable[[C, int, Change], Value], ...]) -> None:
+        self._context = context
+        self.name = name
         self.limits = limits
         self.plugins = plugins
         self.schema = RoomSchema()
         #: Estimated size in bytes (see :func:`value_size`).
         self.size = 0
-        self._models: dict[ModelId, _Model] = {}
+        self._models: dict[ModelId, Model] = {}
         self._owned: dict[int, dict[ModelId, None]] = {}   # owner → its models, ordered
         self._created: dict[int, int] = {}                 # creator → highest counter used
         self._collections: dict[str, tuple[str, type | None]] = {}  # type name → what it takes
@@ -244,7 +195,7 @@ class ModelStore:
             new_pids = grown.get(m.type.name)
             if new_pids:
                 for pid, child_type in m.type.children:
-                    cid = _child_id(mid, pid)
+                    cid = child_id(mid, pid)
                     if pid in new_pids and cid not in self._models:
                         self._make(cid, child_type, m, 0)
 
@@ -321,7 +272,7 @@ class ModelStore:
         return _bad(problems, ErrorCode.BAD_UPDATE, f"model {mid!r} does not exist: "
                                                     f"{top!r} has no such child model")
 
-    def _write(self, sender: int, m: _Model, mid: ModelId, pid: int, value: object,
+    def _write(self, sender: int, m: Model, mid: ModelId, pid: int, value: object,
                problems: list[Problem]) -> object:
         mtype = m.type
         prop = mtype.props.get(pid)
@@ -337,11 +288,8 @@ class ModelStore:
         except TypeError as exc:
             return _bad(problems, ErrorCode.BAD_UPDATE,
                         f"{mtype.name}.{prop.name} (model {mid!r}, property {pid}): {exc}")
-        o: _Model | None = m
-        while o is not None:
-            if o.owner != -1 and o.owner != sender:
-                return _REJECTED
-            o = o.parent
+        if m.held_by_other(sender):
+            return _REJECTED
         if self.plugins:
             result = self._run_plugins(sender, m, mid, pid, prop, new)
             if result is _REJECTED:
@@ -363,36 +311,33 @@ class ModelStore:
             self.persistent_changes += 1
         return new
 
-    def _run_plugins(self, sender: int, m: _Model, mid: ModelId, pid: int, prop: Prop,
+    def _run_plugins(self, sender: int, m: Model, mid: ModelId, pid: int, prop: Prop,
                      value: Value) -> object:
         previous = m.props.get(pid)
         for plugin in self.plugins:
             change = Change(mid, m.type.name, pid, prop.name, value, previous)
             try:
-                result = plugin(self._room, sender, change)
+                result = plugin(self._context, sender, change)
                 if result is not value:
                     result = coerce_value(prop.tag, result)
             except Reject as r:
                 log.debug("room %r: plugin rejected %s from client %d: %s",
-                          self._room.name, change, sender, r.reason)
+                          self.name, change, sender, r.reason)
                 return _REJECTED
             except Exception:
                 log.exception("room %r: plugin %r failed on %s from client %d; the write is "
-                              "rejected", self._room.name, plugin, change, sender)
+                              "rejected", self.name, plugin, change, sender)
                 return _REJECTED
             value = result
         return value
 
-    def _claim(self, sender: int, m: _Model, mid: ModelId, value: object,
+    def _claim(self, sender: int, m: Model, mid: ModelId, value: object,
                problems: list[Problem]) -> object:
         if type(value) is not int:
             return _bad(problems, ErrorCode.BAD_UPDATE,
                         f"owner of model {mid!r} must be an int, got {value!r}")
-        p = m.parent
-        while p is not None:
-            if p.owner != -1 and p.owner != sender:
-                return _REJECTED
-            p = p.parent
+        if m.parent is not None and m.parent.held_by_other(sender):
+            return _REJECTED
         owner = m.owner
         if value == sender:
             if owner != -1 and owner != sender and m.flags & PREVENT_OWNERSHIP_TAKEOVER:
@@ -430,7 +375,7 @@ class ModelStore:
         if mtype is None:
             return _bad(problems, ErrorCode.BAD_UPDATE,
                         f"model {mid} cannot be created: unknown type {type_name!r}")
-        parent: _Model | None = None
+        parent: Model | None = None
         replaced: ModelId | None = None
         if len(value) >= 3:
             parent_id = value[2]
@@ -440,11 +385,8 @@ class ModelStore:
             problem = self._check_element(parent, mid, value)
             if problem:
                 return _bad(problems, ErrorCode.BAD_UPDATE, problem)
-            o: _Model | None = parent
-            while o is not None:  # creating under a parent is writing to it
-                if o.owner != -1 and o.owner != sender:
-                    return _REJECTED
-                o = o.parent
+            if parent.held_by_other(sender):  # creating under a parent is writing to it
+                return _REJECTED
             if len(value) >= 4:
                 replaced = parent.keyed.get(value[3]) if parent.keyed else None
                 if len(value) == 5 and value[4] != replaced:
@@ -465,21 +407,12 @@ class ModelStore:
             self._destroy(replaced, old)
         self._make(mid, mtype, parent, flags)
         if parent is not None:
-            m = self._models[mid]
-            m.parent_id = value[2]
-            if parent.kids is None:
-                parent.kids = {}
-            parent.kids[mid] = None
-            if len(value) >= 4:
-                m.key = value[3]
-                if parent.keyed is None:
-                    parent.keyed = {}
-                parent.keyed[value[3]] = mid
+            parent.adopt(mid, self._models[mid], value[2], value[3] if len(value) >= 4 else None)
         if self._persists(self._models[mid]):
             self.persistent_changes += 1
         return value
 
-    def _check_element(self, parent: _Model, mid: ModelId, value: Any) -> str | None:
+    def _check_element(self, parent: Model, mid: ModelId, value: Any) -> str | None:
         """What is wrong with creating ``value`` under ``parent``, as a collection element
         (None: nothing)."""
         name = parent.type.name
@@ -502,16 +435,13 @@ class ModelStore:
             return f"model {mid}: an element of a {name} is created with {shape[want]}"
         return None
 
-    def _destroy_change(self, sender: int, m: _Model, mid: ModelId, value: object,
+    def _destroy_change(self, sender: int, m: Model, mid: ModelId, value: object,
                         problems: list[Problem]) -> object:
         if type(mid) is not int or mid == 0:
             return _bad(problems, ErrorCode.BAD_UPDATE, f"model {mid!r} cannot be destroyed: "
                                                         f"only dynamic models can")
-        o: _Model | None = m
-        while o is not None:
-            if o.owner != -1 and o.owner != sender:
-                return _REJECTED
-            o = o.parent
+        if m.held_by_other(sender):
+            return _REJECTED
         if self._persists(m):
             self.persistent_changes += 1
         self._destroy(mid, m)
@@ -520,16 +450,16 @@ class ModelStore:
     # ------------------------------------------------------------------ persistence
 
     @staticmethod
-    def _persists(m: _Model) -> bool:
+    def _persists(m: Model) -> bool:
         """True if ``m`` would be in a checkpoint (see
-        :func:`~rtecs_server.storage.persistent_models`): nothing above it or itself is
+        :func:`~rtecs_server.records.persistent_models`): nothing above it or itself is
         flagged destroy_when_last_client_leaves, nor destroy_when_owner_leaves and owned."""
         life = m.life
         if not life:
             return True
         if life & DESTROY_WHEN_LAST_CLIENT_LEAVES:
             return False
-        o: _Model | None = m
+        o: Model | None = m
         while o is not None:
             if o.flags & DESTROY_WHEN_OWNER_LEAVES and o.owner != -1:
                 return False
@@ -537,21 +467,41 @@ class ModelStore:
         return True
 
     def restore(self, saved: SavedRoom) -> None:
-        """Load a saved room into this empty store (see :func:`rtecs_server._restore.restore`)."""
-        from rtecs_server import _restore  # it builds on this module's definitions
-
-        _restore.restore(self, saved)
+        """Fill this empty store from a checkpoint: the saved schema first, then the models
+        in record order (parents before children) with their values re-checked against the
+        schema (:func:`~rtecs_server.restore.load_models`), every model unowned, collection
+        keys and the created counters restored. A declared child missing from the records is
+        made. Raises :class:`~rtecs_server.errors.CorruptRoomError` if the checkpoint
+        contradicts itself (its schema is invalid, a record names an unknown type or
+        property, a value has the wrong type, a child comes before its parent…); the store
+        is then unusable."""
+        if self._models:
+            raise RuntimeError("restore() needs an empty store")
+        try:
+            self.schema.merge(saved.schema, saved.root_type)
+        except SchemaError as exc:
+            raise CorruptRoomError(saved.name, f"its schema is invalid: {exc}") from None
+        loaded = load_models(self.schema, saved)
+        self._models = models = loaded.models
+        self._created = loaded.created
+        self.size = loaded.size
+        for mid, m in list(models.items()):
+            for pid, child_type in m.type.children:
+                cid = child_id(mid, pid)
+                if cid not in models:
+                    self._make(cid, child_type, m, 0)
+        self.persistent_changes = 0
 
     # ------------------------------------------------------------------ model tree
 
-    def _make(self, mid: ModelId, mtype: ModelType, parent: _Model | None, flags: int) -> None:
-        m = _Model(mtype, parent, flags)
+    def _make(self, mid: ModelId, mtype: ModelType, parent: Model | None, flags: int) -> None:
+        m = Model(mtype, parent, flags)
         self._models[mid] = m
         self.size += MODEL_OVERHEAD
         for pid, child_type in mtype.children:
-            self._make(_child_id(mid, pid), child_type, m, 0)
+            self._make(child_id(mid, pid), child_type, m, 0)
 
-    def _destroy(self, mid: ModelId, m: _Model) -> None:
+    def _destroy(self, mid: ModelId, m: Model) -> None:
         del self._models[mid]
         size = MODEL_OVERHEAD
         for v in m.props.values():
@@ -562,7 +512,7 @@ class ModelStore:
             if owned is not None:
                 owned.pop(mid, None)
         for pid, _ in m.type.children:
-            cid = _child_id(mid, pid)
+            cid = child_id(mid, pid)
             child = self._models.get(cid)
             if child is not None:
                 self._destroy(cid, child)

@@ -1,0 +1,120 @@
+"""The records the room core produces and reads: what a plugin sees of a write
+(:class:`Change`), a model as a snapshot lists it (:data:`SnapshotRecord`), a room's checkpoint
+(:class:`SavedRoom`), and :func:`persistent_models`, the one home of the rule of which models a
+checkpoint keeps. Storage encodes these records (:mod:`rtecs_server.codec`); the core never
+imports storage. Pure: no I/O."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from rtecs.protocol import (
+    DESTROY_WHEN_LAST_CLIENT_LEAVES,
+    DESTROY_WHEN_OWNER_LEAVES,
+    ModelId,
+    Value,
+)
+
+__all__ = ["FORMAT_VERSION", "Change", "SavedRoom", "Schema", "SnapshotRecord",
+           "persistent_models"]
+
+#: The checkpoint format this code writes; it reads only this one.
+FORMAT_VERSION: Final = 1
+
+#: A room's union schema in the hello's shape: ``{type_name: {prop_id: (name, tag, reliable)}}``.
+Schema = dict[str, dict[int, tuple[str, str, bool]]]
+
+#: ``(model_id, type_name, owner, flags, props)``, plus the parent's id for a dynamic model
+#: created under a parent, plus its key for an element of a keyed collection.
+SnapshotRecord = tuple[Any, ...]
+
+
+class Change(NamedTuple):
+    """One property write, as a plugin sees it.
+
+    ``value`` is already coerced to the property's type tag. ``previous`` is the value the
+    room holds before this write, or ``None`` when the property was never written (a
+    nullable property holding nil looks the same).
+    """
+
+    model_id: ModelId  # the model written
+    type_name: str     # its type's name (from the schema)
+    prop_id: int       # the property's id
+    prop_name: str     # the property's name (from the schema)
+    value: Value       # the value written, coerced to the property's type
+    previous: Value    # the value before this write (None if never written)
+
+
+@dataclass(slots=True)
+class SavedRoom:
+    """One room's persistent state.
+
+    ``schema`` is the room's union schema in the hello's shape, ``{type_name: {prop_id:
+    (name, tag, reliable)}}``. ``next_client_id`` is the id the room's next joiner gets, and
+    ``created`` the highest dynamic-model counter each client id has used (``{client_id:
+    counter}``) so ids are never reused after a reload. ``models`` are the persistent model
+    records exactly as in a WELCOME snapshot: ``(model_id, type_name, owner_id, flags,
+    props[, parent_id[, key]])``, parents before children; model ids are ints or tuples of
+    ints, ``props`` maps property id → bool/int/float/str/bytes/None, a collection key is an
+    int or a string. :func:`persistent_models` picks them out of a live room's snapshot.
+
+    ``format``, ``saved_at`` (wall time) and ``version`` (1, 2, 3… per save of this room) are
+    filled in by :meth:`Storage.load`; :meth:`Storage.save` ignores what the caller put there.
+    """
+
+    name: str
+    root_type: str
+    schema: Schema
+    next_client_id: int
+    created: dict[int, int]
+    models: list[SnapshotRecord]
+    format: int = FORMAT_VERSION
+    saved_at: float = 0.0
+    version: int = 0
+
+
+
+def persistent_models(records: Iterable[SnapshotRecord]) -> list[SnapshotRecord]:
+    """The records of a room's snapshot (parents before children) as they would stand once
+    every client had left — what a checkpoint of a live room should hold, so that loading it
+    after a crash gives what a clean shutdown would have saved:
+
+    - models flagged ``DESTROY_WHEN_LAST_CLIENT_LEAVES``, and models flagged
+      ``DESTROY_WHEN_OWNER_LEAVES`` that have an owner, are left out with everything under
+      them (their declared children, and dynamic models created under them, recursively);
+    - every other model is kept, unowned (owner -1): its owner's session is over.
+
+    ``props`` dicts are shared with ``records``, not copied (the result is meant to be
+    encoded at once). The room model (id 0) is always kept.
+    """
+    out: list[SnapshotRecord] = []
+    append = out.append
+    dropped: set[Any] = set()
+    gone = DESTROY_WHEN_LAST_CLIENT_LEAVES
+    doomed = DESTROY_WHEN_LAST_CLIENT_LEAVES | DESTROY_WHEN_OWNER_LEAVES
+    paused = gc.isenabled()  # up to one new tuple per record, none cyclic: see decode_room
+    gc.disable()
+    try:
+        for rec in records:
+            if dropped:
+                mid = rec[0]
+                if type(mid) is tuple:
+                    parent = mid[0] if len(mid) == 2 else mid[:-1]
+                    if parent in dropped:
+                        dropped.add(mid)
+                        continue
+                elif len(rec) > 5 and rec[5] in dropped:
+                    dropped.add(mid)
+                    continue
+            flags, owner = rec[3], rec[2]
+            if flags & doomed and rec[0] != 0 and (flags & gone or owner != -1):
+                dropped.add(rec[0])
+                continue
+            append(rec if owner == -1 else (rec[0], rec[1], -1, *rec[3:]))
+    finally:
+        if paused:
+            gc.enable()
+    return out
