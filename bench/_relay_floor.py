@@ -14,7 +14,7 @@ One ROUTER socket, one room. It speaks just enough of the rtecs wire format
   pending batch: no sequencing, no validation, no authority, no state;
 - ``PING`` → ``PONG [12, client_time, time, room_seq]``; ``BYE`` → forget the member.
 
-Every ``--tick-ms`` (default 50) the pending entries become one
+Every ``--tick-ms`` (default 50; 0: after every receive) the pending entries become one
 ``BATCH [11, room_seq, time, entries]``, encoded once with ``msgpack.packb`` and the same bytes
 sent to every member the same way the rtecs server's transport sends (routing id with
 ``SNDMORE | NOBLOCK``, then the frame with ``NOBLOCK``). What it costs is the price of
@@ -70,6 +70,8 @@ def serve(bind: str, tick: float) -> None:
         except zmq.ZMQError:  # EINTR from the signal
             continue
         if ready:
+            if tick <= 0:  # --tick-ms 0: a batch after every receive
+                next_tick = time.monotonic()
             for _ in range(4096):
                 try:
                     peer, frame = recv(NB)
@@ -96,7 +98,7 @@ def serve(bind: str, tick: float) -> None:
         if now >= next_tick:
             next_tick += tick
             if next_tick < now:  # fell behind: don't burst to catch up
-                next_tick = now + tick
+                next_tick = now + tick if tick > 0 else now + 0.1
             if pending:
                 room_seq += 1
                 batch = packb([_BATCH, room_seq, time.time(), pending])
