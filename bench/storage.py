@@ -3,7 +3,7 @@ floor of moving the same bytes as one blob.
 
 Run from the project root::
 
-    .venv/bin/python -m bench.storage [--models 100000] [--reps 5] [--redis URL]
+    .venv/bin/python -m bench.storage [--models 100000] [--reps 7] [--redis URL] [--quick]
 
 The room has ``--models`` dynamic models of 4 properties (a float, an int, a 10-char string,
 8 bytes) plus the room model, as :class:`~rtecs_server.storage.SavedRoom` records. For each
@@ -24,6 +24,7 @@ second is one full save against one floor write per second. Shown beside it: the
 core's snapshot copy, emulated the way ``ModelStore.snapshot`` copies today (a new dict of
 props per model), and :func:`persistent_models`. Ten simulated seconds run back to back
 (1,000 writes to random models, then snapshot, filter and save): no time is spent sleeping.
+``--quick`` (5,000 models, 3 reps, 2 simulated seconds) is a smoke run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from bench._harness import ratio_line
 from rtecs.protocol import dynamic_model_id
 from rtecs_server.storage import (
     RedisStorage,
@@ -189,7 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--seconds", type=int, default=10, help="simulated checkpoint seconds")
     ap.add_argument("--redis", help="use this Redis instead of starting one")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: --models 5000 --reps 3 --seconds 2")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.models, args.reps, args.seconds = 5_000, 3, 2
 
     start = time.monotonic()
     room = make_room(args.models)
@@ -264,6 +270,14 @@ def main(argv: list[str] | None = None) -> None:
           f" write;\n   core % = total / 1000 ms; * = the cyclic GC paused from snapshot to"
           f" saved. It writes\n   {len(blob) / 1e6:.1f} MB/s for about 12 kB/s of changed"
           f" values.)")
+    print()
+    for name, save, _w, fw, load, _r, fr in rows:
+        print(ratio_line(f"storage {name} save", save / fw, detail=f"{save:.1f} vs {fw:.1f} ms"))
+        print(ratio_line(f"storage {name} load", load / fr, detail=f"{load:.1f} vs {fr:.1f} ms"))
+    for name, copy_ms, filter_ms, ck, fw in costs:
+        total = copy_ms + filter_ms + ck
+        print(ratio_line(f"storage {name} checkpoint per second", total / fw,
+                         detail=f"{total:.1f} vs {fw:.1f} ms"))
     print(f"\nran in {time.monotonic() - start:.1f} s")
 
 
