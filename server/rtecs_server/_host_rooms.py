@@ -9,10 +9,10 @@ import math
 from typing import TYPE_CHECKING
 
 from rtecs.protocol import Error, ErrorCode, Redirect, encode
+from rtecs_server.errors import CorruptRoomError, FencedOut, StorageError
 from rtecs_server.host import _HostedRoom
 from rtecs_server.persistence import Elsewhere
 from rtecs_server.room import Room
-from rtecs_server.storage import CorruptRoomError, FencedOut, StorageError
 
 if TYPE_CHECKING:
     from rtecs_server.host import RoomHost

@@ -10,17 +10,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from rtecs.clock import SYSTEM_CLOCK, Clock
-from rtecs_server.storage import (
-    CorruptRoomError,
-    FencedOut,
-    Lease,
-    Owner,
-    RoomInfo,
-    Storage,
-    StorageError,
-    StorageUnavailable,
-    _ttl_ms,
-)
+from rtecs_server.errors import CorruptRoomError, FencedOut, StorageError, StorageUnavailable
+from rtecs_server.storage_base import Lease, Owner, RoomInfo, Storage, ttl_ms
 
 if TYPE_CHECKING:
     import redis
@@ -200,7 +191,7 @@ class RedisStorage(Storage):
     # -- directory
 
     def claim(self, room: str, instance_id: str, endpoint: str, ttl: float) -> Lease | None:
-        ms = _ttl_ms(ttl)
+        ms = ttl_ms(ttl)
         start = self.clock.monotonic()
         with self._calls(f"claiming room {room!r}"):
             reply = self._claim(keys=[self._key("lease", room), self._key("fence", room)],
@@ -212,10 +203,10 @@ class RedisStorage(Storage):
                      start + ms / 1000 - _CLOCK_MARGIN, value.decode(), clock=self.clock)
 
     def renew(self, lease: Lease) -> bool:
-        ms = _ttl_ms(lease.ttl)
+        ms = ttl_ms(lease.ttl)
         start = self.clock.monotonic()
         with self._calls(f"renewing the lease of room {lease.room!r}"):
-            ok = self._renew(keys=[self._key("lease", lease.room)], args=[lease._value, ms])
+            ok = self._renew(keys=[self._key("lease", lease.room)], args=[lease.stored, ms])
         if ok:
             lease.expires_at = start + ms / 1000 - _CLOCK_MARGIN
         return bool(ok)
@@ -223,7 +214,7 @@ class RedisStorage(Storage):
     def release(self, lease: Lease) -> bool:
         with self._calls(f"releasing the lease of room {lease.room!r}"):
             return bool(self._release(keys=[self._key("lease", lease.room)],
-                                      args=[lease._value]))
+                                      args=[lease.stored]))
 
     def owner(self, room: str) -> Owner | None:
         with self._calls(f"looking up the host of room {room!r}"):

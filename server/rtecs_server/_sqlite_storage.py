@@ -9,26 +9,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Final
 
 from rtecs.clock import SYSTEM_CLOCK, Clock
-from rtecs_server.storage import (
-    _SQLITE_SCHEMA_VERSION,
-    CorruptRoomError,
-    FencedOut,
-    Lease,
-    Owner,
-    RoomInfo,
-    Storage,
-    StorageError,
-    StorageUnavailable,
-    _ttl_ms,
-)
+from rtecs_server.errors import CorruptRoomError, FencedOut, StorageError, StorageUnavailable
+from rtecs_server.storage_base import Lease, Owner, RoomInfo, Storage, ttl_ms
 
-if TYPE_CHECKING:
-    pass
+#: The version of the database's tables (``PRAGMA user_version``) this code makes and reads.
+_SQLITE_SCHEMA_VERSION: Final = 1
 
-# ----------------------------------------------------------------------------- SQLite
 
 class SQLiteStorage(Storage):
     """Checkpoints in one SQLite file (WAL mode, one transaction per save).
@@ -181,7 +170,7 @@ class SQLiteStorage(Storage):
     # -- directory: a single instance
 
     def claim(self, room: str, instance_id: str, endpoint: str, ttl: float) -> Lease | None:
-        _ttl_ms(ttl)
+        ttl_ms(ttl)
         start = self.clock.monotonic()
         try:
             with self._tx(f"claiming room {room!r}") as conn:

@@ -28,7 +28,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -37,11 +36,11 @@ from rtecs_server.plugins import Plugin
 from rtecs_server.ratelimit import RateLimit
 from rtecs_server.server import DEFAULT_RATE_LIMIT, DEFAULT_TICK_INTERVAL, RoomServer
 from rtecs_server.storage import (
-    DEFAULT_DB_FILE,
     SavedRoom,
     Storage,
     StorageError,
     open_storage,
+    sqlite_file,
 )
 
 __all__ = ["COMMANDS", "build_command_parser", "build_parser", "dump_json", "load_plugin",
@@ -290,22 +289,15 @@ def _size(n: int) -> str:
     return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1_000_000:.1f} MB"
 
 
-def _sqlite_file(url: str | None, data_dir: str) -> Path | None:
-    """The file a SQLite storage URL names (as :func:`open_storage` reads it), else None."""
-    if url is None or url in ("", "sqlite:", "sqlite://"):
-        return Path(data_dir) / DEFAULT_DB_FILE
-    if url.startswith("sqlite:"):
-        rest = url[len("sqlite:"):]
-        return Path(rest[2:] if rest.startswith("//") else rest)
-    return None
-
-
 def _run_command(command: str, argv: Sequence[str]) -> int:
     parser = build_command_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(level="WARNING", stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    db = _sqlite_file(args.storage, args.data_dir)
+    try:
+        db = sqlite_file(args.storage, args.data_dir)
+    except StorageError as exc:
+        parser.error(str(exc))
     if db is not None and not db.exists():  # an operator command creates no database
         print(f"no stored rooms: {db} does not exist", file=sys.stderr if command != "rooms"
               else sys.stdout)

@@ -61,17 +61,11 @@ from typing import Final
 from rtecs.clock import SYSTEM_CLOCK, Clock
 from rtecs.errors import RtecsError
 from rtecs.protocol import DEFAULT_LIMITS, Limits
+from rtecs_server.errors import FencedOut, StorageError, StorageUnavailable
 from rtecs_server.plugins import Plugin
+from rtecs_server.records import SavedRoom
 from rtecs_server.room import Room
-from rtecs_server.storage import (
-    FencedOut,
-    Lease,
-    Owner,
-    SavedRoom,
-    Storage,
-    StorageError,
-    StorageUnavailable,
-)
+from rtecs_server.storage_base import Lease, Owner, Storage
 
 __all__ = ["CHECKPOINT_BUDGET", "CHECKPOINT_BURST", "DEFAULT_CHECKPOINT_INTERVAL",
            "DEFAULT_LEASE_TTL", "Elsewhere", "Keeping", "Persistence", "default_advertise"]
