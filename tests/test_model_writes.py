@@ -238,3 +238,25 @@ def test_a_collection_refuses_undeclared_attributes() -> None:
 
     with pytest.raises(AttributeError, match="has no property 'size'"):
         Holder().bag.size = 3  # type: ignore[attr-defined]
+
+
+def test_a_class_with_its_own_setattr_and_its_subclasses_still_write_properties() -> None:
+    class Logged(rtecs.RealtimeModel):
+        a: int = rtecs.prop(1)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            self.__dict__.setdefault("_log", []).append(name)
+            super().__setattr__(name, value)
+
+    class More(Logged):
+        b: int = rtecs.prop(2)
+
+    more, owner = More(), Owner()
+    more._ds = owner
+    more.a, more.b = 1, 2
+    assert (more.a, more.b) == (1, 2) and more._log == ["_ds", "a", "b"]  # type: ignore[attr-defined]
+    assert list(owner._dirty) == [(more, More.a), (more, More.b)]
+    with pytest.raises(AttributeError, match="More has no property 'c'"):
+        more.c = 3  # type: ignore[attr-defined]
+    object.__setattr__(more, "a", 5)  # the descriptor path writes the same way
+    assert more.a == 5 and list(owner._dirty)[-1] == (more, More.a)

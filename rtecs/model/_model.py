@@ -192,8 +192,8 @@ class Prop:
         return obj._v[self.slot]
 
     def __set__(self, obj: RealtimeModel, value: Any) -> None:
-        # Writes through ``model.x = v`` never come here: RealtimeModel.__setattr__ does them
-        # (one call less on the hot path). This is for object.__setattr__ and direct calls.
+        # Writes through ``model.x = v`` never come here: the model class's __setattr__ does
+        # them (see _setter: one call less on the hot path). This is for object.__setattr__.
         _write(obj, self.name, value)
 
     def _coerce(self, obj: RealtimeModel, value: object) -> Any:
@@ -367,6 +367,10 @@ class RealtimeModel:
         cls._props_by_name = {p.name: p for p in by_id.values()}
         cls._children = tuple(p for p in by_id.values() if p.child_type is not None)
         cls._template = template
+        # Each class its own __setattr__ (see _setter), unless one in between defines its own
+        # (which reaches ours through super()).
+        if getattr(cls.__setattr__, "__code__", None) is _SETTER_CODE:
+            setattr(cls, "__setattr__", _setter(cls._props_by_name))  # noqa: B010 (unseen by mypy)
         if not abstract:
             _REGISTRY.setdefault(cls.type_name, weakref.WeakSet()).add(cls)
 
@@ -389,65 +393,6 @@ class RealtimeModel:
             if target is None or target.id == OWNER:
                 raise TypeError(f"{cls.__name__} has no property {name!r}")
             _write(self, name, value)
-
-    def _setattr(self, name: str, value: Any) -> None:
-        # Every ``model.x = v`` comes here (as __setattr__). A property write is done right
-        # here — the hot path of every write: keep it to a few attribute reads and dict
-        # operations. It is type-checked and size-checked (refused before anything changes),
-        # short-circuits when equal, checks ownership, marks the property dirty, stores and
-        # emits. Other names: ``_private`` ones and class attributes are set as usual.
-        p = type(self)._props_by_name.get(name)
-        if p is None:
-            if name[0] == "_" or hasattr(type(self), name):
-                object.__setattr__(self, name, value)
-                return
-            raise AttributeError(_no_property(type(self), name), name=name, obj=self)
-        pytype: Any = p.pytype  # Any: mypy must not narrow value to `type`
-        ds = self._ds
-        if type(value) is not pytype:
-            value = p._coerce(self, value)
-        elif pytype is int:
-            if not -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF:  # _INT_MIN, _INT_MAX
-                p._refuse_int(self, value)
-        elif pytype is str:
-            # An ascii str has as many UTF-8 bytes as characters; others are measured.
-            if not value.isascii() or len(value) > (
-                    DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes):
-                value = p._coerce(self, value)
-        elif pytype is bytes and len(value) > (
-                DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes):
-            p._refuse_size(self, len(value))
-        v = self._v
-        slot = p.slot
-        old = v[slot]
-        if old == value and type(old) is type(value):
-            return
-        if ds is not None:
-            me = ds.client_id
-            owner = v[0]
-            if owner != -1 and owner != me:
-                ds.check_write(self)  # owned by another client: raises
-            parent = self._parent
-            while parent is not None:  # the owner of any ancestor covers this model
-                owner = parent._v[0]
-                if owner != -1 and owner != me:
-                    ds.check_write(self)
-                parent = parent._parent
-            key = (self, p)
-            dirty = ds._dirty
-            dirty[key] = dirty.pop(key, old)  # keep the frame-start value; move to the end
-            v[slot] = value
-            if self._subs is not None:
-                self._notify(p, old, value, ChangeSource.LOCAL)
-            if ds._all_changes is not None:
-                ds._all_changes.on_next(Change(self, p.name, old, value, ChangeSource.LOCAL))
-            return
-        v[slot] = value
-        if self._subs is not None:
-            self._notify(p, old, value, ChangeSource.LOCAL)
-
-    if not typing.TYPE_CHECKING:  # hidden, so that type checkers still flag typos statically
-        __setattr__ = _setattr
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{p.name}={self._v[p.slot]!r}" for p in type(self)._props.values()
@@ -599,7 +544,78 @@ DESTROY_MARK = Prop(DESTROY)
 DESTROY_MARK.name = "<destroy>"
 
 
-_write = RealtimeModel._setattr
+def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any], None]:
+    """The ``__setattr__`` of a model class whose properties are ``props_by_name``.
+
+    Every ``model.x = v`` comes here, and a property write is done right here — the hot path
+    of every write: keep it to a few attribute reads and dict operations. It is type-checked
+    and size-checked (refused before anything changes), short-circuits when equal, checks
+    ownership, marks the property dirty, stores and emits. Each class gets its own (the
+    dict lookup is a closure's, not an attribute walk); a name not in ``props_by_name`` is
+    looked up in the instance's class too (a subclass reached through ``super()``). Other
+    names: ``_private`` ones and class attributes are set as usual; anything else raises.
+    """
+    lookup = props_by_name.get
+
+    def __setattr__(self: RealtimeModel, name: str, value: Any) -> None:
+        p = lookup(name)
+        if p is None:
+            p = type(self)._props_by_name.get(name)
+            if p is None:
+                if name[0] == "_" or hasattr(type(self), name):
+                    object.__setattr__(self, name, value)
+                    return
+                raise AttributeError(_no_property(type(self), name), name=name, obj=self)
+        pytype: Any = p.pytype  # Any: mypy must not narrow value to `type`
+        ds = self._ds
+        if type(value) is not pytype:
+            value = p._coerce(self, value)
+        elif pytype is int:
+            if not -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF:  # _INT_MIN, _INT_MAX
+                p._refuse_int(self, value)
+        elif pytype is str:
+            # An ascii str has as many UTF-8 bytes as characters; others are measured.
+            if not value.isascii() or len(value) > (
+                    DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes):
+                value = p._coerce(self, value)
+        elif pytype is bytes and len(value) > (
+                DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes):
+            p._refuse_size(self, len(value))
+        v = self._v
+        slot = p.slot
+        old = v[slot]
+        if old == value and type(old) is type(value):
+            return
+        if ds is not None:
+            me = ds.client_id
+            owner = v[0]
+            if owner != -1 and owner != me:
+                ds.check_write(self)  # owned by another client: raises
+            parent = self._parent
+            while parent is not None:  # the owner of any ancestor covers this model
+                owner = parent._v[0]
+                if owner != -1 and owner != me:
+                    ds.check_write(self)
+                parent = parent._parent
+            key = (self, p)
+            dirty = ds._dirty
+            dirty[key] = dirty.pop(key, old)  # keep the frame-start value; move to the end
+            v[slot] = value
+            if self._subs is not None:
+                self._notify(p, old, value, ChangeSource.LOCAL)
+            if ds._all_changes is not None:
+                ds._all_changes.on_next(Change(self, p.name, old, value, ChangeSource.LOCAL))
+            return
+        v[slot] = value
+        if self._subs is not None:
+            self._notify(p, old, value, ChangeSource.LOCAL)
+
+    return __setattr__
+
+
+_write = _setter({})  # for any model: finds the property through the instance's class
+setattr(RealtimeModel, "__setattr__", _write)  # noqa: B010 (so mypy still flags typos)
+_SETTER_CODE = _write.__code__
 _SLOTS = RealtimeModel.__dict__
 _set_v = _SLOTS["_v"].__set__
 _set_ds = _SLOTS["_ds"].__set__
