@@ -60,7 +60,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Final
 
 from rtecs.errors import ProtocolError
@@ -80,10 +79,11 @@ from rtecs.protocol import (
     encode,
 )
 from rtecs.transport import ServerTransport
-from rtecs_server.persistence import Keeping, Persistence
+from rtecs_server.directory import HostedRoom, LostRoom, RoomDirectory, Session
+from rtecs_server.persistence import Persistence
 from rtecs_server.plugins import Plugin
 from rtecs_server.ratelimit import RateLimit, TokenBucket, Verdict
-from rtecs_server.room import BadUpdate, JoinRefused, Room, UpdateStatus
+from rtecs_server.room import BadUpdate, JoinRefused, UpdateStatus
 
 __all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
 
@@ -98,30 +98,6 @@ LOG_WINDOW: Final = 10.0
 PEER_IDLE: Final = 10.0
 
 _UPDATE_KIND: Final = 2  # see rtecs.protocol: UPDATE [2, seq, changes]
-
-
-@dataclass(eq=False)
-class _Session:
-    peer: bytes
-    hosted: _HostedRoom
-    client_id: int
-    last_seen: float
-    needs_resync: bool = False       # resync when the cooldown allows (at the latest: a ping)
-    stalled: bool = False            # a send failed (queue full): no batches until resynced
-    last_resync: float = -math.inf
-
-    @property
-    def room(self) -> Room:
-        return self.hosted.room
-
-
-@dataclass(eq=False)
-class _HostedRoom:
-    room: Room
-    members: dict[int, _Session] = field(default_factory=dict)  # client id → session
-    empty_since: float | None = None
-    keeping: Keeping | None = None   # its lease and last save, with persistence
-    close_after: float = -math.inf   # an unload whose save failed is retried from then
 
 
 class _Peer:
@@ -176,20 +152,24 @@ class RoomHost:
         """Members per room at most (None: no cap)."""
         self.rate_limit = rate_limit
         """Per-peer message rate limit (None: off)."""
-        self.rooms: dict[str, _HostedRoom] = {}
-        """Open rooms by name."""
-        self.sessions: dict[bytes, _Session] = {}
+        self.sessions: dict[bytes, Session] = {}
         """Joined clients by routing id."""
         self._peers: dict[bytes, _Peer] = {}
-        self._dirty: dict[str, _HostedRoom] = {}   # rooms with entries waiting for flush()
         self.persistence = persistence
         """Room storage and leases (None: rooms live in memory only)."""
-        self._lease_deadline = math.inf  # persistence clock: when the first lease runs out
+        self.directory = RoomDirectory(persistence)
+        """The open rooms, their leases and checkpoints
+        (:class:`~rtecs_server.directory.RoomDirectory`)."""
+
+    @property
+    def rooms(self) -> dict[str, HostedRoom]:
+        """Open rooms by name."""
+        return self.directory.rooms
 
     @property
     def has_pending(self) -> bool:
         """True if some room has entries waiting for :meth:`flush`."""
-        return bool(self._dirty)
+        return self.directory.has_dirty
 
     # ----------------------------------------------------------------- input
 
@@ -233,28 +213,29 @@ class RoomHost:
         if self._admit(peer, now):
             self._error(peer, ErrorCode.PROTOCOL, reason, fatal=False, now=now)
 
-    def handle_hello(self, peer: bytes, session: _Session | None, hello: Hello,
+    def handle_hello(self, peer: bytes, session: Session | None, hello: Hello,
                      now: float) -> None:
         """Join ``peer`` to the hello's room (opening or loading it first), ending any
         session it had; answer ``WELCOME``, ``REDIRECT`` or a fatal ``ERROR``."""
         if session is not None:
             self._end_session(session, now)
-        hosted = self.rooms.get(hello.room)
+        directory = self.directory
+        hosted = directory.rooms.get(hello.room)
         created = hosted is None
         if hosted is None:
-            hosted = self._open_room(peer, hello.room, now)
-            if hosted is None:
+            opened = directory.open(hello.room, self.plugins, self.limits,
+                                    self.max_clients_per_room, now=now)
+            if not isinstance(opened, HostedRoom):  # the joiner's answer: redirect or error
+                self.transport.send(peer, encode(opened))
                 return
-            self.rooms[hello.room] = hosted
-            self._track_lease(hosted)
+            hosted = opened
+            directory.add(hosted)
         self._fan_out(hosted, now)  # join() needs the room's pending entries sent first
         try:
             welcome = hosted.room.join(hello, now)
         except JoinRefused as exc:
             if created:
-                del self.rooms[hello.room]
-                if hosted.keeping is not None and self.persistence is not None:
-                    self.persistence.release(hosted.keeping.lease)  # unchanged: no save
+                directory.discard(hosted)  # unchanged: no save
             self._error(peer, exc.code, f"cannot join room {hello.room!r}: {exc.message}",
                         fatal=True, now=now)
             return
@@ -262,18 +243,18 @@ class RoomHost:
             loaded = hosted.keeping is not None and hosted.keeping.saved_changes != -1
             log.info("room %r %s", hello.room, "opened from its checkpoint" if loaded
                      else "created")
-        new = _Session(peer, hosted, welcome.client_id, now)
+        new = Session(peer, hosted, welcome.client_id, now)
         hosted.members[welcome.client_id] = new
         hosted.empty_since = None
         hosted.close_after = -math.inf
         self.sessions[peer] = new
-        self._dirty[hello.room] = hosted
+        directory.mark_dirty(hosted)
         log.info("client %d joined room %r (%d members)", welcome.client_id, hello.room,
                  len(hosted.members))
         if not self.transport.send(peer, encode(welcome)):
             self._stall(new)
 
-    def handle_update(self, peer: bytes, session: _Session | None, update: Update,
+    def handle_update(self, peer: bytes, session: Session | None, update: Update,
                       now: float) -> None:
         """Sequence and apply one update (see :meth:`Room.apply_update
         <rtecs_server.room.Room.apply_update>`); its answer goes out in the next batch."""
@@ -289,7 +270,7 @@ class RoomHost:
             self._error(peer, exc.code, exc.message, fatal=False, now=now)
             return
         if outcome.status is UpdateStatus.APPLIED:
-            self._dirty[room.name] = hosted
+            self.directory.mark_dirty(hosted)
         elif outcome.status is UpdateStatus.GAP:
             self._error(peer, ErrorCode.SEQUENCE,
                         f"update {update.seq} skips a sequence number: resyncing", fatal=False,
@@ -298,7 +279,7 @@ class RoomHost:
         for problem in outcome.problems:
             self._error(peer, problem.code, problem.message, fatal=False, now=now)
 
-    def handle_ping(self, peer: bytes, session: _Session | None, ping: Ping,
+    def handle_ping(self, peer: bytes, session: Session | None, ping: Ping,
                     now: float) -> None:
         """Answer ``PONG`` (with the room's ``room_seq``), or ``ERROR not_joined`` to a peer
         with no session; a resync that waited for its cooldown happens here."""
@@ -311,7 +292,7 @@ class RoomHost:
         self.transport.send(
             peer, encode(Pong(ping.client_time, now, session.room.room_seq)), False)
 
-    def handle_schema(self, peer: bytes, session: _Session | None, message: Schema,
+    def handle_schema(self, peer: bytes, session: Session | None, message: Schema,
                       now: float) -> None:
         """Merge the types a member first uses after joining into its room's schema."""
         if session is None:
@@ -323,7 +304,7 @@ class RoomHost:
         except BadUpdate as exc:
             self._error(peer, exc.code, exc.message, fatal=False, now=now)
 
-    def handle_bye(self, peer: bytes, session: _Session | None, now: float) -> None:
+    def handle_bye(self, peer: bytes, session: Session | None, now: float) -> None:
         """End the peer's session at once (its lifetime flags apply)."""
         if session is not None:
             self._end_session(session, now)
@@ -345,10 +326,7 @@ class RoomHost:
     def flush(self, now: float) -> None:
         """Fan out every room's pending entries: one encode per room, the same bytes to every
         member (except stalled ones, which will be resynced)."""
-        if not self._dirty:
-            return
-        dirty, self._dirty = self._dirty, {}
-        for hosted in dirty.values():
+        for hosted in self.directory.take_dirty():
             self._fan_out(hosted, now)
 
     def expire(self, now: float) -> None:
@@ -359,11 +337,7 @@ class RoomHost:
             log.warning("client %d of room %r timed out (silent for %.1f s)",
                         session.client_id, session.room.name, now - session.last_seen)
             self._end_session(session, now)
-        for name, hosted in list(self.rooms.items()):
-            if (hosted.empty_since is not None and not hosted.members
-                    and now - hosted.empty_since >= self.empty_room_timeout
-                    and now >= hosted.close_after):
-                self._close_room(name, hosted, now)
+        self.directory.close_empty(now, self.empty_room_timeout)
         limit = self.rate_limit
         sessions = self.sessions
         for peer, state in list(self._peers.items()):
@@ -376,60 +350,45 @@ class RoomHost:
         """Shut down: save every room and release its lease (with persistence), then tell
         every client (``ERROR shutdown``, fatal) and end its session. Returns how many
         clients were told."""
-        p = self.persistence
-        if p is not None:
-            saved = 0
-            for name, hosted in list(self.rooms.items()):
-                saved += self._save_and_release(name, hosted, now, "at shutdown")
-            if saved:
-                log.info("saved %d room(s) to %s", saved, p.location)
-            self.rooms.clear()
-            p.close()
+        self.directory.shut_down(now)
         sessions = list(self.sessions.values())
         for session in sessions:
             self._error(session.peer, ErrorCode.SHUTDOWN, "the server is shutting down",
                         fatal=True, now=now, quiet=True)
-        self._dirty.clear()
+        self.directory.take_dirty()  # the leaves just queued go to nobody
         if sessions:
             log.info("told %d clients that the server is shutting down", len(sessions))
         return len(sessions)
 
     # ----------------------------------------------------------------- rooms and storage
 
-    def _open_room(self, peer: bytes, name: str, now: float) -> _HostedRoom | None:
-        """See :func:`rtecs_server._host_rooms._open_room`."""
-        return _host_rooms._open_room(self, peer, name, now)
-
     def maintain(self, now: float) -> None:
         """Persistence housekeeping: renew the leases that are due, checkpoint the rooms whose
         persistent state changed, retry failed lease releases. Nothing without persistence."""
-        _host_rooms.maintain(self, now)
+        self._drop_lost(self.directory.maintain(now))
 
     def check_leases(self, now: float) -> None:
         """Stop hosting rooms whose lease ran out and cannot be renewed. O(1) while no lease
         is near its end: call it before handling frames, so a loop stalled past a lease never
         applies updates to a room another instance may host by now."""
-        _host_rooms.check_leases(self, now)
+        self._drop_lost(self.directory.check_leases(now))
 
-    def _track_lease(self, hosted: _HostedRoom) -> None:
-        _host_rooms._track_lease(self, hosted)
+    def _drop_lost(self, lost: list[LostRoom]) -> None:
+        """Tell the members of rooms whose lease is gone to reconnect (``ERROR unavailable``)
+        and end their sessions, so they are redirected to whoever hosts the room now."""
+        for name, hosted, why, saved in lost:
+            for session in list(hosted.members.values()):
+                self.transport.send(session.peer, encode(Error(
+                    ErrorCode.UNAVAILABLE.value, f"room {name!r} is no longer hosted by this "
+                    f"server instance: reconnect", True)))
+                if self.sessions.get(session.peer) is session:
+                    del self.sessions[session.peer]
+            log.warning("stopped hosting room %r: %s (%s; %d clients told to reconnect)", name,
+                        why, "its latest state was saved" if saved else "not saved",
+                        len(hosted.members))
+            hosted.members.clear()
 
-    def _update_lease_deadline(self) -> None:
-        _host_rooms._update_lease_deadline(self)
-
-    def _close_room(self, name: str, hosted: _HostedRoom, now: float) -> None:
-        """See :func:`rtecs_server._host_rooms._close_room`."""
-        _host_rooms._close_room(self, name, hosted, now)
-
-    def _save_and_release(self, name: str, hosted: _HostedRoom, now: float, when: str) -> int:
-        """See :func:`rtecs_server._host_rooms._save_and_release`."""
-        return _host_rooms._save_and_release(self, name, hosted, now, when)
-
-    def _lose_room(self, name: str, hosted: _HostedRoom, now: float, why: str) -> None:
-        """See :func:`rtecs_server._host_rooms._lose_room`."""
-        _host_rooms._lose_room(self, name, hosted, now, why)
-
-    def _fan_out(self, hosted: _HostedRoom, now: float) -> None:
+    def _fan_out(self, hosted: HostedRoom, now: float) -> None:
         frame = hosted.room.flush(now)
         if frame is None:
             return
@@ -437,18 +396,18 @@ class RoomHost:
         for peer in self.transport.broadcast(live, frame):
             self._stall(live[peer])
 
-    def _stall(self, session: _Session) -> None:
+    def _stall(self, session: Session) -> None:
         log.warning("client %d of room %r cannot keep up (send queue full): no batches until "
                     "it is resynced at its next ping", session.client_id, session.room.name)
         session.stalled = True
         session.needs_resync = True
 
-    def _request_resync(self, session: _Session, now: float) -> None:
+    def _request_resync(self, session: Session, now: float) -> None:
         session.needs_resync = True
         if now - session.last_resync >= RESYNC_COOLDOWN:
             self._resync(session, now)
 
-    def _resync(self, session: _Session, now: float) -> None:
+    def _resync(self, session: Session, now: float) -> None:
         self._fan_out(session.hosted, now)
         welcome = session.room.resync(session.client_id, now)
         session.last_resync = now
@@ -460,7 +419,7 @@ class RoomHost:
         else:
             session.stalled = True
 
-    def _end_session(self, session: _Session, now: float) -> None:
+    def _end_session(self, session: Session, now: float) -> None:
         if self.sessions.get(session.peer) is session:
             del self.sessions[session.peer]
         hosted = session.hosted
@@ -468,7 +427,7 @@ class RoomHost:
             return
         del hosted.members[session.client_id]
         session.room.leave(session.client_id, now)
-        self._dirty[session.room.name] = hosted
+        self.directory.mark_dirty(hosted)
         log.info("client %d left room %r", session.client_id, session.room.name)
         if not hosted.members:
             hosted.empty_since = now
@@ -542,6 +501,3 @@ class RoomHost:
             state.suppressed += 1
             log.debug(fmt, *args)
 
-
-# The rooms-and-storage half of the host (it builds on the definitions above).
-from rtecs_server import _host_rooms  # noqa: E402
