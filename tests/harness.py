@@ -94,7 +94,7 @@ class LocalRoom:
                 # a resync waits out the host's cooldown: let the time pass, then ping
                 self.clock.advance(RESYNC_COOLDOWN)
                 for rt in self.clients:
-                    rt._next_ping = 0.0
+                    rt.connection.ping_now()
                 busy = True
             if not busy:
                 return

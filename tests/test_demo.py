@@ -150,11 +150,11 @@ class _Welcomed(Participant):
 def settle_answers(rt: rtecs.Realtime, timeout: float = 60.0) -> None:
     """Tick until every update ``rt`` sent is answered (an event; bounded by ``timeout``)."""
     deadline = time.monotonic() + timeout
-    while rt._sent_sizes or rt.datastore.has_unsent_changes:
+    while rt.updates_in_flight or rt.has_unsent_changes:
         assert time.monotonic() < deadline, "the server never answered the demo's writes"
         rt.flush()
         rt.receive()
-        rt._wait(0.01)
+        rt.connection.wait(0.01)
 
 
 def test_the_demo_room_persists_between_runs(tmp_path: Path,

@@ -237,7 +237,7 @@ def tanks(rt: rtecs.Realtime) -> list[int]:
 
 
 def answered(rt: rtecs.Realtime) -> bool:
-    return not rt._sent_sizes and not rt.datastore.has_unsent_changes
+    return rt.updates_in_flight == 0 and not rt.has_unsent_changes
 
 
 @pytest.fixture

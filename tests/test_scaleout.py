@@ -283,12 +283,12 @@ def test_the_client_follows_redirects_without_counting_them_as_failures() -> Non
         rt.tick()
         assert opened[-2].closed and opened[-1].endpoint == f"tcp://host-{hop}:7"
         assert [h.room for h in hellos(opened[-1])] == ["arena"]
-    assert rt.state is ConnectionState.CONNECTING and rt._tries == 1
+    assert rt.state is ConnectionState.CONNECTING and rt.connection._tries == 1
     opened[-1].inbox.append(encode(Welcome(4, 0, 0.0, [(0, "Arena", -1, 0, {})], [4])))
     rt.tick()
     assert rt.connected
     # after a welcome the count starts again; a loop of redirects ends the session
-    rt._lost(DisconnectReason.SERVER_GONE, 0.0)
+    rt.connection._lost(DisconnectReason.SERVER_GONE, 0.0)
     for hop in range(MAX_REDIRECTS + 1):
         opened[-1].inbox.append(encode(Redirect(f"tcp://loop-{hop % 2}:7", "arena")))
         rt.tick()

@@ -479,4 +479,4 @@ def settle(predicate: Callable[[], bool], *clients: Realtime, timeout: float = 1
         for rt in clients:
             rt.tick()
         for rt in clients:
-            rt._wait(0.002)
+            rt.connection.wait(0.002)

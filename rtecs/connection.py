@@ -1,0 +1,364 @@
+"""Connection: one client's session with a room server, as a state machine with no models.
+
+:class:`~rtecs.Realtime` is the facade; this class is what keeps it in the room. It owns the
+transport and everything about staying connected, and nothing about state:
+
+- the hello, and what its answer means: a ``WELCOME`` opens a *new session* when it answers
+  a hello, or a new *epoch* of the live session when it answers a resync (the facade rolls
+  back, or re-bases, accordingly: :attr:`Connection.new_session`);
+- the stream's order (DESIGN §4b): a batch is handed on only if its ``room_seq`` is the last
+  one plus one; a gap, a pong naming a batch never received, a malformed frame or an error
+  the facade reports asks for a fresh snapshot (``RESYNC``) and no batch is handed on until
+  the welcome;
+- heartbeats and clock sync: a ``PING`` every ``ping_interval`` (``ping``, ``room_time``),
+  and a session with no word from the server for ``heartbeat_timeout`` counts as lost;
+- losing and regaining the room: ``ERROR`` codes after which to reconnect, jittered
+  exponential backoff (the first retry at once) up to ``reconnect_tries`` attempts, and
+  ``REDIRECT`` to the instance that hosts the room (not a failed attempt; at most
+  :data:`MAX_REDIRECTS` in a row without a welcome). A lost session reconnects to the
+  *original* endpoint, which redirects again if the room moved.
+
+Time comes from the injected ``clock`` and randomness from ``rng``, transports from the
+injected factories, so a test steps it frame by frame: :meth:`step` (timers), then
+:meth:`receive` (messages, in order), then :meth:`check` (deadlines).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator
+
+from reactivex import Observable
+from reactivex.subject import BehaviorSubject
+
+from rtecs.errors import ProtocolError
+from rtecs.protocol import (
+    DEFAULT_LIMITS,
+    Batch,
+    Bye,
+    Error,
+    ErrorCode,
+    Hello,
+    Limits,
+    Ping,
+    Pong,
+    Redirect,
+    Resync,
+    Welcome,
+    decode_server_message,
+    encode,
+)
+from rtecs.session import _REASON_OF_CODE, _RECONNECT_CODES, ConnectionState, DisconnectReason
+from rtecs.transport import ClientTransport
+
+__all__ = ["MAX_REDIRECTS", "Connection"]
+
+log = logging.getLogger("rtecs.realtime")
+
+#: Redirects followed in a row without a welcome before a client gives up (a loop).
+MAX_REDIRECTS = 5
+
+
+class Connection:
+    """The session state machine of one client (see the module docs).
+
+    ``hello`` makes the hello to send (its schema may grow between attempts). ``reconnect``
+    makes a fresh transport to the original endpoint (None: a lost session is not retried);
+    ``redirect`` one to another endpoint (None: redirects cannot be followed).
+    """
+
+    def __init__(self, transport: ClientTransport, room: str, hello: Callable[[], Hello], *,
+                 clock: Callable[[], float],
+                 reconnect: Callable[[], ClientTransport] | None = None,
+                 redirect: Callable[[str], ClientTransport] | None = None,
+                 ping_interval: float = 1.0, heartbeat_timeout: float = 5.0,
+                 connect_timeout: float = 3.0, reconnect_tries: int = 8,
+                 reconnect_backoff: tuple[float, float] = (0.25, 5.0),
+                 limits: Limits = DEFAULT_LIMITS, rng: random.Random | None = None) -> None:
+        self.room = room
+        self.ping_interval = ping_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect_tries = reconnect_tries
+        self.reconnect_backoff = reconnect_backoff
+        self.limits = limits
+        """The limits asked for, with the values the last welcome announced."""
+        self._asked = limits
+        self._transport = transport
+        self._hello = hello
+        self._clock = clock
+        self._reconnect = reconnect
+        self._redirect = redirect
+        self._rng = rng or random.Random()
+        self._state: BehaviorSubject[ConnectionState] = BehaviorSubject(
+            ConnectionState.CONNECTING)
+        self._tries = 1
+        self._redirects = 0          # followed in a row, since the last welcome or failure
+        self._ever_connected = False
+        self._joining = True         # a hello is out: its welcome opens a new session
+        self._resync_asked = False   # a hole in the stream: no batch until the welcome
+        now = clock()
+        self._next_attempt = 0.0
+        self._next_ping = 0.0
+        self._deadline = now + connect_timeout
+        self._last_heard = now
+        self._server_time = 0.0
+        self._server_time_at = 0.0
+        self.room_seq = 0
+        """The ``room_seq`` of the last batch handed on (or of the last welcome)."""
+        self.new_session = True
+        """Whether the last welcome opened a new session (else: a new epoch of this one)."""
+        self.ping: float | None = None
+        """Round trip to the server in milliseconds, measured (None until the first pong)."""
+        self.disconnect_reason: DisconnectReason | None = None
+        """Why the session ended for good (None while it has not)."""
+        self.last_error: str | None = None
+        """The last ``ERROR`` the server sent, as ``"code: message"`` (None if none)."""
+        self.bytes_sent = 0
+        """Bytes of every frame sent so far."""
+        self.bytes_received = 0
+        """Bytes of every frame received so far."""
+        self._send_hello()
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state.value
+
+    @property
+    def states(self) -> Observable[ConnectionState]:
+        """The current state on subscribe, then every change."""
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        return self._state.value is ConnectionState.CONNECTED
+
+    @property
+    def room_time(self) -> float:
+        """The server's clock now, estimated: its last reported time plus half the ping plus
+        the time elapsed since that report."""
+        half_ping = (self.ping or 0.0) / 2000.0
+        return self._server_time + half_ping + (self._clock() - self._server_time_at)
+
+    # ----------------------------------------------------------------- stepping
+
+    def step(self, now: float) -> None:
+        """Timers due before receiving: a ping, a reconnection attempt."""
+        state = self._state.value
+        if state is ConnectionState.CONNECTED and now >= self._next_ping:
+            if self._resync_asked:
+                self.send(encode(Resync()))  # in case the server could not serve it yet
+            self.send(encode(Ping(now)), reliable=False)
+            self._next_ping = now + self.ping_interval
+        elif state is ConnectionState.RECONNECTING and now >= self._next_attempt:
+            self._attempt(now)
+
+    def receive(self) -> Iterator[Welcome | Batch]:
+        """The welcomes and batches that arrived, in stream order, for the facade to apply
+        one by one (a generator: each is handed on once the one before it was applied).
+        Pongs, errors and redirects are handled here. Call :meth:`welcomed` after applying a
+        welcome."""
+        transport = self._transport
+        frames = transport.receive()
+        if frames:
+            self._last_heard = self._clock()
+        for frame in frames:
+            if self._transport is not transport:
+                return  # redirected or reconnected: the rest came over the old connection
+            self.bytes_received += len(frame)
+            try:
+                message = decode_server_message(frame, self.limits)
+            except ProtocolError as exc:
+                log.error("dropping a malformed frame from the server: %s", exc)
+                self.ask_resync("a malformed frame")
+                continue
+            if isinstance(message, Batch):
+                if self._take(message):
+                    yield message
+            elif isinstance(message, Welcome):
+                self.new_session = (self._joining or not self.connected)
+                yield message
+            elif isinstance(message, Pong):
+                self._handle_pong(message)
+            elif isinstance(message, Redirect):
+                self._handle_redirect(message)
+            else:
+                self._handle_error(message)
+            if self._state.value is ConnectionState.DISCONNECTED:
+                return
+
+    def welcomed(self, welcome: Welcome) -> None:
+        """The facade applied ``welcome``: the session is in the room from here."""
+        first = not self.connected
+        self.limits = self._asked.with_announced(welcome.limits)
+        self._joining = False
+        self._resync_asked = False
+        self.room_seq = welcome.room_seq
+        self._set_server_time(welcome.server_time)
+        self._tries = 1
+        self._redirects = 0
+        self._ever_connected = True
+        if first:
+            self._next_ping = self._clock()
+            self._state.on_next(ConnectionState.CONNECTED)
+
+    def check(self, now: float) -> None:
+        """Deadlines after receiving: the heartbeat, or a connection attempt's timeout."""
+        state = self._state.value
+        if state is ConnectionState.CONNECTED:
+            if now - self._last_heard > self.heartbeat_timeout:
+                log.warning("no word from the server for %.1f s", now - self._last_heard)
+                self._lost(DisconnectReason.TIMEOUT, now)
+        elif state is not ConnectionState.DISCONNECTED and now > self._deadline:
+            self._lost(DisconnectReason.TIMEOUT, now)
+
+    def ping_now(self) -> None:
+        """Send the next ping at the next :meth:`step` (tests, and a resync that waits)."""
+        self._next_ping = 0.0
+
+    def wait(self, seconds: float) -> None:
+        """Block up to ``seconds`` for a frame, if the transport can (else return at once)."""
+        poll = getattr(self._transport, "poll", None)
+        if poll is not None:
+            poll(seconds)
+
+    def send(self, frame: bytes, reliable: bool = True) -> None:
+        self.bytes_sent += len(frame)
+        self._transport.send(frame, reliable)
+
+    def ask_resync(self, why: str, level: int = logging.WARNING) -> None:
+        """A hole in the stream: ask for a fresh snapshot and hand on no batch until then."""
+        if not self.connected or self._resync_asked:
+            return
+        log.log(level, "room %r: %s; asking the server for a fresh snapshot", self.room, why)
+        self._resync_asked = True
+        self.send(encode(Resync()))
+
+    def close(self) -> None:
+        """Say goodbye (if in the room), end for good and release the transport."""
+        if self.connected:
+            self.send(encode(Bye()))
+        self._disconnect(DisconnectReason.CLOSED)
+        self._transport.close()
+
+    # ----------------------------------------------------------------- messages
+
+    def _take(self, batch: Batch) -> bool:
+        """Whether ``batch`` is the next one of the stream (then it counts as received)."""
+        if not self.connected or self._resync_asked:
+            return False  # before the welcome, or after a hole: a welcome will include it
+        if batch.room_seq <= self.room_seq:
+            log.debug("ignoring batch %d already covered (at %d)", batch.room_seq,
+                      self.room_seq)
+            return False
+        if batch.room_seq != self.room_seq + 1:
+            self.ask_resync(f"batch {batch.room_seq} arrived after {self.room_seq}")
+            return False
+        self.room_seq = batch.room_seq
+        self._set_server_time(batch.server_time)
+        return True
+
+    def _handle_pong(self, pong: Pong) -> None:
+        now = self._clock()
+        self.ping = max(0.0, (now - pong.client_time) * 1000.0)
+        self._set_server_time(pong.server_time)
+        if pong.room_seq > self.room_seq and self.connected:
+            # Every batch goes out before the pong that counts it: one was lost.
+            self.ask_resync(f"the server is at batch {pong.room_seq}, this client at "
+                            f"{self.room_seq}")
+
+    def _handle_redirect(self, redirect: Redirect) -> None:
+        """The server does not host this room: connect to ``redirect.endpoint`` instead."""
+        if redirect.room != self.room:
+            log.warning("ignoring a redirect for another room (%r)", redirect.room)
+            return
+        self._redirects += 1
+        if self._redirect is None or self._redirects > MAX_REDIRECTS:
+            self.last_error = (
+                f"redirected to {redirect.endpoint}, but this client has no way to connect "
+                f"elsewhere (pass redirect= to Realtime)" if self._redirect is None else
+                f"redirected {self._redirects} times in a row without being let in (last to "
+                f"{redirect.endpoint}): the server instances disagree about who hosts room "
+                f"{self.room!r}")
+            log.error("giving up on room %r: %s", self.room, self.last_error)
+            self._disconnect(DisconnectReason.REDIRECT_LOOP)
+            return
+        log.info("room %r is hosted at %s: connecting there", self.room, redirect.endpoint)
+        now = self._clock()
+        if self.connected:
+            self._state.on_next(ConnectionState.RECONNECTING)
+        self._transport.close()
+        self._transport = self._redirect(redirect.endpoint)
+        self._restart(now)
+
+    def _handle_error(self, error: Error) -> None:
+        self.last_error = f"{error.code}: {error.message}"
+        if error.code in _RECONNECT_CODES:
+            log.warning("the server lost this session (%s): reconnecting", self.last_error)
+            self._lost(DisconnectReason.SERVER_GONE, self._clock())
+        elif error.fatal:
+            log.error("the server ended the session: %s", self.last_error)
+            try:
+                reason = _REASON_OF_CODE.get(ErrorCode(error.code), DisconnectReason.KICKED)
+            except ValueError:
+                reason = DisconnectReason.KICKED
+            self._disconnect(reason)
+        else:
+            log.warning("the server reported: %s", self.last_error)
+
+    def _set_server_time(self, server_time: float) -> None:
+        self._server_time = server_time
+        self._server_time_at = self._clock()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _send_hello(self) -> None:
+        self._joining = True
+        self._resync_asked = False
+        self.send(encode(self._hello()))
+
+    def _lost(self, reason: DisconnectReason, now: float) -> None:
+        """The session (or a connection attempt) failed: retry with backoff, or give up."""
+        self._redirects = 0
+        if self._reconnect is None or self._tries >= self.reconnect_tries:
+            if self._ever_connected and reason is DisconnectReason.TIMEOUT:
+                reason = DisconnectReason.SERVER_GONE
+            log.error("giving up on room %r after %d attempt(s): %s", self.room, self._tries,
+                      reason.value)
+            self._disconnect(reason)
+            return
+        base, cap = self.reconnect_backoff
+        delay = 0.0 if self._tries == 1 else self._rng.uniform(
+            0, min(cap, base * 2 ** (self._tries - 2)))
+        self._next_attempt = now + delay
+        self._deadline = self._next_attempt + self.connect_timeout
+        log.info("reconnecting to room %r in %.2f s (attempt %d of %d)", self.room, delay,
+                 self._tries + 1, self.reconnect_tries)
+        if self._state.value is not ConnectionState.RECONNECTING:
+            self._state.on_next(ConnectionState.RECONNECTING)
+        if delay == 0.0:
+            self._attempt(now)
+
+    def _attempt(self, now: float) -> None:
+        assert self._reconnect is not None
+        self._tries += 1
+        self._transport.close()
+        self._transport = self._reconnect()
+        self._restart(now)
+
+    def _restart(self, now: float) -> None:
+        """A fresh transport: wait for the welcome of a new hello."""
+        self.room_seq = 0
+        self._next_attempt = float("inf")
+        self._deadline = now + self.connect_timeout
+        self._last_heard = now
+        self._send_hello()
+
+    def _disconnect(self, reason: DisconnectReason) -> None:
+        if self._state.value is ConnectionState.DISCONNECTED:
+            return
+        self.disconnect_reason = reason
+        self._state.on_next(ConnectionState.DISCONNECTED)
