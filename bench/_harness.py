@@ -227,7 +227,7 @@ class Table:
     with that column's format (default ``.1f``)."""
 
     def __init__(self, *columns: tuple[str, int] | tuple[str, int, str]) -> None:
-        self.columns = [(c[0], c[1], c[2] if len(c) > 2 else ".1f")  # type: ignore[misc]
+        self.columns = [(c[0], c[1], c[2] if len(c) > 2 else ".1f")
                         for c in columns]
 
     @staticmethod

@@ -35,7 +35,7 @@ from rtecs.datastore import Datastore
 from rtecs.model import RealtimeModel, prop
 from rtecs.protocol import UpdateEntry, Welcome, encode
 
-SIZES = (100, 10_000, 100_000)
+SIZES: tuple[int, ...] = (100, 10_000, 100_000)
 WRITES_PER_FRAME = 100  # 25 to each of the 4 properties, each to a different model
 WARMUP_FRAMES = 200
 FRAMES_PER_REPEAT = 400
