@@ -1,6 +1,6 @@
 """Room fan-out: N clients in one room on a real ``rtecs-server``, beside a bare relay (the floor).
 
-Run from the project root (about 2 minutes; loopback only; ``--quick``: about 3 s)::
+Run from the project root (about 2 minutes; loopback only; ``--quick``: about 4 s)::
 
     .venv/bin/python -m bench.room_fanout [--n 100,250,500,1000] [--seconds 5] [--warmup 2]
 
@@ -392,7 +392,9 @@ CHECK = h.Table(("N", 5, "d"), ("server", -6), ("tick ms", -11), ("smp", 3, "d")
 
 
 def _ratio(r: Result, floor: Result | None) -> float:
-    return r.server_cpu / floor.server_cpu if floor is not None and r is not floor else math.nan
+    if floor is None or r is floor or not floor.server_cpu > 0:
+        return math.nan  # a window shorter than a few clock ticks can read 0 CPU
+    return r.server_cpu / floor.server_cpu
 
 
 def _row(r: Result, floor: Result | None) -> str:
@@ -510,14 +512,14 @@ def main(argv: list[str] | None = None) -> None:
                              "be idle (default: %(default)g; the bg0/1 column shows the load "
                              "left)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run of about 3 s: --n 40 --sampled 2 --servers "
-                             "floor,rtecs --seconds 0.4 --warmup 0.2 --quiet-wait 0")
+                        help="a smoke run of about 4 s: --n 40 --sampled 2 --servers "
+                             "floor,rtecs --seconds 0.8 --warmup 0.2 --quiet-wait 0")
     parser.add_argument("--verbose", action="store_true",
                         help="print '[measuring … pid PID …]' to stderr when a window starts")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.servers, args.sampled = "40", "floor,rtecs", 2
-        args.seconds, args.warmup, args.quiet_wait = 0.4, 0.2, 0.0
+        args.seconds, args.warmup, args.quiet_wait = 0.8, 0.2, 0.0
     SAMPLED = args.sampled
     QUIET_WAIT = args.quiet_wait
     VERBOSE = args.verbose

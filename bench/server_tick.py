@@ -145,10 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=WARMUP)
     parser.add_argument("--no-floor", action="store_true", help="skip the relay floor runs")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: N 20, tick 5, --seconds 0.4 --warmup 0.2")
+                        help="a smoke run: N 20, tick 5, --seconds 0.8 --warmup 0.2")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.ticks, args.seconds, args.warmup = [20], "5", 0.4, 0.2
+        args.n, args.ticks, args.seconds, args.warmup = [20], "5", 0.8, 0.2
     h.need_cores(2)
     h.exit_on_sigterm()
     h.pin_self(h.GEN_CORE)
