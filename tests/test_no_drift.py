@@ -314,5 +314,5 @@ def test_values_that_can_never_be_sent_are_refused_at_the_write() -> None:
 
 
 def test_connect_names_the_missing_transport() -> None:
-    with pytest.raises(ValueError, match="tcp://127.0.0.1:7777"):
+    with pytest.raises(ValueError, match=r"'tcp://127\.0\.0\.1:7777'"):
         rtecs.connect("127.0.0.1:7777", room="lobby", room_model=Board())

@@ -129,6 +129,7 @@ import msgspec
 from rtecs.errors import ProtocolError
 from rtecs.protocol._values import (
     _INT64_MIN,
+    _UINT64_MAX,
     F32,
     SCALAR_TAGS,
     Value,
@@ -139,7 +140,8 @@ from rtecs.protocol._values import (
 
 __all__ = [
     "F32", "SCALAR_TAGS", "check_tag", "coerce_value", "enc_hook",
-    "CREATE", "DESTROY", "OWNER", "PROTOCOL_VERSION",
+    "CREATE", "DESTROY", "OWNER", "PROTOCOL_VERSION", "INT_MIN", "INT_MAX",
+    "check_snapshot_record",
     "PREVENT_OWNERSHIP_TAKEOVER", "DESTROY_WHEN_OWNER_LEAVES", "DESTROY_WHEN_LAST_CLIENT_LEAVES",
     "Limits", "UPDATE_OVERHEAD", "ErrorCode", "ModelId", "Value", "Changes",
     "Hello", "Update", "Ping", "Bye", "Resync", "Schema", "SchemaSpec",
@@ -164,6 +166,11 @@ DESTROY_WHEN_OWNER_LEAVES = 2
 #: not persist).
 DESTROY_WHEN_LAST_CLIENT_LEAVES = 4
 _ALL_FLAGS = 7
+
+#: The ints MessagePack carries: every int value on the wire and in storage lies in
+#: ``[INT_MIN, INT_MAX]`` (int64 below zero, uint64 above); writes outside are refused.
+INT_MIN: int = _INT64_MIN
+INT_MAX: int = _UINT64_MAX
 
 ModelId: TypeAlias = "int | tuple[int, ...]"
 Changes: TypeAlias = "Sequence[Sequence[Any]]"
@@ -530,6 +537,27 @@ def _is_key(value: object) -> bool:
     return type(value) is int or type(value) is str
 
 
+def check_snapshot_record(rec: object) -> None:
+    """Check one snapshot record's shape (``WELCOME`` above; a room's checkpoint stores the
+    same records): ``[model_id, type_name, owner, flags, {property id: scalar}]`` and
+    optionally the parent's id and then a key. Raises :class:`ProtocolError`."""
+    if type(rec) is not tuple or not 5 <= len(rec) <= 7:
+        raise _fail("a snapshot record must be an array of 5 to 7", rec)
+    if not is_model_id(rec[0]) or (len(rec) >= 6 and not is_model_id(rec[5])):
+        raise _fail("invalid model id in snapshot", rec)
+    if len(rec) == 7 and not _is_key(rec[6]):
+        raise _fail("a snapshot key must be an int or a string", rec[6])
+    _str(rec[1], "snapshot type name")
+    _int(rec[2], "snapshot owner", -1)
+    _int(rec[3], "snapshot flags", 0)
+    if type(rec[4]) is not dict:
+        raise _fail("snapshot properties must be a map", rec[4])
+    for pid, value in rec[4].items():
+        _int(pid, "snapshot property id", 1)
+        if type(value) not in _SCALARS:
+            raise _fail("a snapshot value must be a scalar", value)
+
+
 def _check_rejected(rejected: object) -> Sequence[tuple[ModelId, int]]:
     items = _tuple(rejected, "rejected")
     for item in items:
@@ -620,21 +648,7 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
         _tuple(msg, "welcome", 9)
         records = _tuple(msg[4], "snapshot")
         for rec in records:
-            if type(rec) is not tuple or not 5 <= len(rec) <= 7:
-                raise _fail("a snapshot record must be an array of 5 to 7", rec)
-            if not is_model_id(rec[0]) or (len(rec) >= 6 and not is_model_id(rec[5])):
-                raise _fail("invalid model id in snapshot", rec)
-            if len(rec) == 7 and not _is_key(rec[6]):
-                raise _fail("a snapshot key must be an int or a string", rec[6])
-            _str(rec[1], "snapshot type name")
-            _int(rec[2], "snapshot owner", -1)
-            _int(rec[3], "snapshot flags", 0)
-            if type(rec[4]) is not dict:
-                raise _fail("snapshot properties must be a map", rec[4])
-            for pid, value in rec[4].items():
-                _int(pid, "snapshot property id", 1)
-                if type(value) not in _SCALARS:
-                    raise _fail("a snapshot value must be a scalar", value)
+            check_snapshot_record(rec)
         clients = _tuple(msg[5], "clients")
         for c in clients:
             _int(c, "client id", 1)

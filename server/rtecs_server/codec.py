@@ -18,8 +18,7 @@ from typing import Final
 import msgpack
 import msgspec
 
-from rtecs.protocol import F32, enc_hook, is_model_id
-from rtecs.protocol._values import _INT64_MIN, _UINT64_MAX
+from rtecs.protocol import F32, INT_MAX, INT_MIN, enc_hook, is_model_id
 from rtecs_server.errors import CorruptRoomError, StorageError
 from rtecs_server.records import FORMAT_VERSION, SavedRoom
 
@@ -92,8 +91,8 @@ class _Malformed(Exception):
     pass
 
 
-def _int(v: object, what: str, low: int = _INT64_MIN) -> int:
-    if type(v) is not int or not low <= v <= _UINT64_MAX:
+def _int(v: object, what: str, low: int = INT_MIN) -> int:
+    if type(v) is not int or not low <= v <= INT_MAX:
         raise _Malformed(f"{what} must be an int ≥ {low}, got {v!r:.60}")
     return v
 
