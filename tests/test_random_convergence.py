@@ -42,6 +42,7 @@ Environment (the CI default is 20 seeds of 200 operations, well under a minute):
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import logging
 import os
@@ -55,7 +56,7 @@ from typing import Any
 
 import esper
 import pytest
-from zmq_helpers import ServerProcess, run_server, settle
+from zmq_helpers import ServerProcess, run_server, settle, wait_until
 
 import rtecs
 
@@ -109,6 +110,7 @@ class Tank(rtecs.RealtimeModel, type_name="rc.Tank"):
     x: float = rtecs.prop(2, reliable=False)
     label: str = rtecs.prop(3, default="")
     cargo: rtecs.RealtimeSet[Item] = rtecs.prop(4)
+    depot: rtecs.RealtimeDictionary[Item] = rtecs.prop(5)
 
 
 class Tag(rtecs.RealtimeModel, type_name="rc.Tag"):
@@ -262,6 +264,18 @@ def differences(a: Any, b: Any, path: str = "", limit: int = 12) -> list[str]:
     return out
 
 
+def _unown(dump: Any) -> None:
+    """Every model in a dump unowned (in place)."""
+    if isinstance(dump, dict):
+        if "owner" in dump:
+            dump["owner"] = -1
+        for value in dump.values():
+            _unown(value)
+    elif isinstance(dump, list):
+        for value in dump:
+            _unown(value)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def has_unsent(rt: rtecs.Realtime) -> bool:
@@ -273,14 +287,19 @@ def in_flight(rt: rtecs.Realtime) -> int:
 
 
 class _Collect(logging.Handler):
-    """Warnings and errors logged by the clients during one seed (reported on failure)."""
+    """What the clients log during one seed: info lines go into the trace (resyncs, refused
+    destroys), warnings and errors also into the failure message."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+    def __init__(self, trace: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.trace = trace
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        self.trace.append(f"    log {line}")
+        if record.levelno >= logging.WARNING:
+            self.lines.append(line)
 
 
 class Deliberate(RuntimeError):
@@ -320,6 +339,7 @@ class Peer:
         self.rt.entities.subscribe(self._entity_event)
         self.rt.connection_state.subscribe(
             lambda state: run.note(f"{self.name} (client {self.rt.client_id}) is {state.value}"))
+        self.rt.outcomes.subscribe(self._outcome)
 
     # ------------------------------------------------------------- hooks
 
@@ -364,6 +384,10 @@ class Peer:
             self.reported += 1
         else:
             self.run.unexpected.append(f"{self.name} rt.errors: {error!r}")
+
+    def _outcome(self, outcome: rtecs.UpdateOutcome) -> None:
+        if outcome.status is rtecs.UpdateStatus.REJECTED:
+            self.run.note(f"    {self.name}: update {outcome.seq} rejected {outcome.rejected}")
 
     def _entity_event(self, event: rtecs.EntityEvent) -> None:
         if event.spawned:
@@ -421,6 +445,7 @@ class Run:
         self.futures: list[tuple[str, Future[bool]]] = []
         self.counter = 0
         self.joined = 0
+        self.spawned: dict[str, dict[str, bool]] = {}  # entity record id -> spawn flags
         self.op_index = -1
 
     # ------------------------------------------------------------- clients
@@ -469,7 +494,7 @@ class Run:
         board = peer.board
         found: list[Any] = [board.pool, board.order, board.slots, board.names]
         for _e, _r, models in self.entities(peer):
-            found += [m.cargo for m in models if isinstance(m, Tank)]
+            found += [c for m in models if isinstance(m, Tank) for c in (m.cargo, m.depot)]
         return found
 
     def elements(self, peer: Peer) -> list[Item]:
@@ -561,15 +586,16 @@ class Run:
         return f"array append {item.model_id!r}"
 
     def op_dict(self, peer: Peer) -> str:
-        slots = peer.board.slots
+        dicts = [c for c in self.collections(peer) if isinstance(c, rtecs.RealtimeDictionary)]
+        slots = peer.board.slots if self.rng.random() < 0.5 else self.pick(dicts)
         key = self.rng.randrange(4)
         if self.rng.random() < 0.35:
-            self.futures.append((f"op {self.op_index} {peer.name} dict remove {key}",
-                                 slots.remove(key)))
-            return f"dict remove {key}"
+            self.futures.append((f"op {self.op_index} {peer.name} dict {slots.model_id!r} "
+                                 f"remove {key}", slots.remove(key)))
+            return f"dict {slots.model_id!r} remove {key}"
         item = self.new_item()
         slots[key] = item
-        return f"dict [{key}] = {item.model_id!r}"
+        return f"dict {slots.model_id!r} [{key}] = {item.model_id!r}"
 
     def op_names(self, peer: Peer) -> str:
         names = peer.board.names
@@ -603,6 +629,8 @@ class Run:
                  "destroy_when_last_client_leaves": self.rng.random() < 0.5}
         entity = peer.rt.spawn(*models, **flags)
         record = peer.rt.entity_model(entity)
+        if record is not None:
+            self.spawned[repr(record.model_id)] = flags
         on = [k for k, v in flags.items() if v]
         return f"spawn {record.model_id if record else '?'!r} {len(models)} comps {on}"
 
@@ -758,12 +786,29 @@ class Run:
             if d != first:
                 diff = "\n    ".join(differences(first, d, "state"))
                 raise AssertionError(f"{stage}: {p.name} differs from {first_peer.name} "
-                                     f"(left {first_peer.name}, right {p.name}):\n    {diff}")
+                                     f"(left {first_peer.name}, right {p.name}){self.later(peers)}"
+                                     f":\n    {diff}")
         if first["stray_entities"]:
             raise AssertionError(f"{stage}: entities with models but no network record: "
                                  f"{first['stray_entities']}")
         for p in peers:
             p.check_entities()
+
+    def later(self, peers: list[Peer]) -> str:
+        """After a failed comparison: do the clients agree a little later? (Then something
+        was still on its way that has_unsent_changes / updates_in_flight did not show.)"""
+        started = time.monotonic()
+
+        def same() -> bool:
+            dumps = [dump_client(p.rt) for p in peers]
+            return all(d == dumps[0] for d in dumps)
+
+        try:
+            settle(same, *[p.rt for p in peers], timeout=3.0)
+        except AssertionError:
+            return " and still does 3 s later"
+        return (f"; they agree {time.monotonic() - started:.3f} s later: something was still "
+                f"pending that has_unsent_changes / updates_in_flight did not show")
 
     def finish(self) -> None:
         for p in self.peers:
@@ -778,7 +823,9 @@ class Run:
         fresh = self.join(wait=True)
         self.quiesce(self.peers, "quiescence with a fresh joiner")
         self.compare(self.peers, f"with the fresh joiner {fresh.name}")
+        self.wait_members(self.peers)
         hanging = [name for name, future in self.futures if not future.done()]
+        self.everyone_leaves(dump_client(fresh.rt))
         if hanging:
             raise AssertionError(f"collection futures never resolved: {hanging}")
         failed = {mid for mid, future in self.transactions if future.result() is False}
@@ -793,6 +840,59 @@ class Run:
             if p.reported != p.deliberate:
                 raise AssertionError(f"{p.name}: the raising subscriber raised {p.deliberate} "
                                      f"times, rt.errors reported {p.reported}")
+
+    def wait_members(self, peers: list[Peer]) -> None:
+        """close() ends a session at once (DESIGN §3): the leaves of every client closed so
+        far reach these clients well within the server's heartbeat timeout (5 s), which is
+        what would end a session whose goodbye was lost. (A hello can overtake other
+        clients' goodbyes at the server, so a joiner may still list them at first.)"""
+        members = {p.rt.client_id for p in peers}
+        try:
+            self.settle(lambda: all(set(p.rt.clients) == members for p in peers), peers,
+                        3.0, "presence")
+        except AssertionError:
+            raise AssertionError(
+                f"closed clients still listed: {[sorted(p.rt.clients) for p in peers]}, but "
+                f"the clients still connected are {sorted(members)}") from None
+
+    def everyone_leaves(self, last: dict[str, Any]) -> None:
+        """Every client leaves (the room stays loaded: the server keeps empty rooms for
+        30 s); a new joiner then sees the lifetime flags applied (DESIGN §3, §6): entities
+        flagged destroy_when_last_client_leaves are gone, and so are the owned ones flagged
+        destroy_when_owner_leaves; every surviving model is unowned; values are kept."""
+        expected = copy.deepcopy(last)
+        for key, entity in list(expected["entities"].items()):
+            flags = self.spawned.get(key)
+            if flags is None:
+                raise AssertionError(f"entity {key} was never spawned by this test")
+            if flags["destroy_when_last_client_leaves"] or (
+                    flags["destroy_when_owner_leaves"] and entity["owner"] != -1):
+                del expected["entities"][key]
+        _unown(expected)
+        for p in list(self.peers):
+            self.leave(p)
+        # Goodbyes from several sockets reach the server in no particular order, and a new
+        # hello could overtake them (the room would never be empty): wait until the server
+        # has let every client go, as its log says, before the next one joins.
+        ids = [p.rt.client_id for p in self.gone if p.rt.client_id > 0]
+        left = [f"client {cid} left room {self.room!r}" for cid in ids]
+        try:
+            wait_until(lambda: all(any(line in seen for seen in self.server.stderr_lines)
+                                   for line in left), 10.0, what="the server's leave log")
+        except AssertionError:
+            missing = [line for line in left
+                       if not any(line in seen for seen in self.server.stderr_lines)]
+            raise AssertionError(f"the server never logged: {missing}") from None
+        self.note("everyone left")
+        alone = self.join(wait=True)
+        self.wait_members([alone])
+        self.quiesce([alone], "quiescence of the joiner after everyone left")
+        expected["clients"] = [alone.rt.client_id]
+        got = dump_client(alone.rt)
+        if got != expected:
+            diff = "\n    ".join(differences(expected, got, "state"))
+            raise AssertionError(f"after everyone left, {alone.name} (right) does not show the "
+                                 f"lifetime flags applied to the last state (left):\n    {diff}")
 
     def close(self) -> None:
         for p in self.peers:
@@ -816,7 +916,7 @@ def referee_server() -> Iterator[ServerProcess]:
     """One real rtecs-server with the referee plugin for the module; each seed has its room.
     Rate limiting is off: the clients here flush on every tick, far above a game's 20 Hz."""
     with run_server("--plugin", "random_plugin:referee", "--rate-limit", "0",
-                    "--empty-room-timeout", "1", "--log-level", "warning") as server:
+                    "--empty-room-timeout", "30", "--log-level", "info") as server:
         yield server
 
 
@@ -824,19 +924,17 @@ def referee_server() -> Iterator[ServerProcess]:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_schedule_converges(referee_server: ServerProcess, seed: int) -> None:
     run = Run(referee_server, seed, OPS)
-    logs = _Collect()
+    logs = _Collect(run.trace)
     logger = logging.getLogger("rtecs")
+    level = logger.level
+    logger.setLevel(logging.INFO)
     logger.addHandler(logs)
     started = time.monotonic()
     try:
         run.play()
     except Exception as exc:
         trace = "\n  ".join(run.trace[-40:])
-        saved = ""
-        if TRACE_DIR:
-            path = Path(TRACE_DIR) / f"seed-{seed}.txt"
-            path.write_text("\n".join(run.trace) + "\n")
-            saved = f"\nfull trace: {path}"
+        saved = f"\nfull trace: {Path(TRACE_DIR) / f'seed-{seed}.txt'}" if TRACE_DIR else ""
         client_logs = "\n  ".join(dict.fromkeys(logs.lines[-15:]))
         cause = exc.__cause__ if isinstance(exc, AssertionError) else exc
         where = ""
@@ -853,8 +951,9 @@ def test_random_schedule_converges(referee_server: ServerProcess, seed: int) -> 
         ) from None
     finally:
         logger.removeHandler(logs)
+        logger.setLevel(level)
         run.close()
         run.trace += [f"server: {line.rstrip()}" for line in referee_server.stderr_lines
                       if repr(run.room) in line]
-    if TRACE_DIR:
-        (Path(TRACE_DIR) / f"seed-{seed}.txt").write_text("\n".join(run.trace) + "\n")
+        if TRACE_DIR:
+            (Path(TRACE_DIR) / f"seed-{seed}.txt").write_text("\n".join(run.trace) + "\n")
