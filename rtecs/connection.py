@@ -137,6 +137,11 @@ class Connection:
         return self._state.value is ConnectionState.CONNECTED
 
     @property
+    def resync_pending(self) -> bool:
+        """True from a ``RESYNC`` request until its welcome: the state is known incomplete."""
+        return self._resync_asked
+
+    @property
     def room_time(self) -> float:
         """The server's clock now, estimated: its last reported time plus half the ping plus
         the time elapsed since that report."""

@@ -203,8 +203,10 @@ class Realtime:
 
     @property
     def updates_in_flight(self) -> int:
-        """Updates sent whose answer has not come back through the stream yet."""
-        return self.datastore.updates_in_flight
+        """Updates sent whose answer has not come back through the stream yet, and a
+        fresh snapshot asked for and not yet arrived (counted as one): 0 means this client
+        waits for nothing from the server."""
+        return self.datastore.updates_in_flight + self.connection.resync_pending
 
     @property
     def has_unsent_changes(self) -> bool:

@@ -316,3 +316,20 @@ def test_values_that_can_never_be_sent_are_refused_at_the_write() -> None:
 def test_connect_names_the_missing_transport() -> None:
     with pytest.raises(ValueError, match=r"'tcp://127\.0\.0\.1:7777'"):
         rtecs.connect("127.0.0.1:7777", room="lobby", room_model=Board())
+
+
+def test_a_client_waiting_for_a_fresh_snapshot_does_not_look_settled() -> None:
+    room = LocalRoom(Board)
+    a, b = room.clients
+    b.room_model.title = "lost on the way to a"
+    room.send(b)
+    room.server_receives(b)
+    room.net.downlinks[room.peer(a)].clear()
+    b.room_model.score = 1
+    room.send(b)
+    room.server_receives(b)
+    room.deliver(a)                  # a sees the gap and asks for a snapshot
+    assert not a.has_unsent_changes
+    assert a.updates_in_flight == 1, "a client missing state looked settled"
+    room.sync()
+    assert a.updates_in_flight == 0 and a.room_model.title == "lost on the way to a"
