@@ -172,6 +172,17 @@ class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection", abstra
         self._streams = _Streams()
         return self._streams
 
+    def _abandon(self) -> None:
+        """This collection was destroyed with the model that held it: every operation still
+        waiting for the server resolves to False (it can no longer take effect here)."""
+        for future in self._pending_futures():
+            if not future.done():
+                future.set_result(False)
+
+    def _pending_futures(self) -> list[Future[bool]]:
+        """The futures of this client's operations the server has not answered."""
+        raise NotImplementedError
+
     # ----------------------------------------------------------------- the datastore
 
     def _store(self) -> Datastore:

@@ -50,6 +50,11 @@ class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed", abstract=Tru
         self._shown: dict[K, E] = {}
         self._ops: dict[K, list[_Op]] = {}
 
+    def _pending_futures(self) -> list[Future[bool]]:
+        found = [op.future for ops in self._ops.values() for op in ops if op.future]
+        self._ops = {}
+        return found
+
     # ----------------------------------------------------------------- reading
 
     def __getitem__(self, key: K) -> E:

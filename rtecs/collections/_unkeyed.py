@@ -80,6 +80,10 @@ class RealtimeSet(Collection[E], type_name="rtecs.Set", abstract=True):
     def __iter__(self) -> Iterator[E]:
         return iter(tuple(self._shown))
 
+    def _pending_futures(self) -> list[Future[bool]]:
+        found, self._removing = list(self._removing.values()), {}
+        return found
+
     def _check_kid(self, kid: RealtimeModel, key: Any, expected: Any) -> None:
         _unkeyed(self, kid, key, expected)
 
@@ -156,6 +160,10 @@ class RealtimeArray(Collection[E], type_name="rtecs.Array", abstract=True):
 
     def __contains__(self, model: object) -> bool:
         return model in self._shown
+
+    def _pending_futures(self) -> list[Future[bool]]:
+        found, self._removing = list(self._removing.values()), {}
+        return found
 
     def _check_kid(self, kid: RealtimeModel, key: Any, expected: Any) -> None:
         _unkeyed(self, kid, key, expected)
