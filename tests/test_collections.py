@@ -436,7 +436,7 @@ def test_a_resync_rebases_pending_operations_instead_of_dropping_them() -> None:
     seen_a = watch(board(a).bag)
     removal = board(a).bag.remove(next(iter(board(a).bag)))
     transaction = board(a).names.set("k", Item(name="kept"))
-    a.datastore._next_seq += 1  # the server sees a gap, drops the update and resyncs us
+    a.datastore.delta.next_seq += 1  # the server sees a gap, drops the update and resyncs us
     room.sync()
     # The welcome names the last update applied: the dropped one is renumbered and sent
     # again in the new epoch (DESIGN §5), so both operations happen, exactly once.

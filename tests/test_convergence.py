@@ -71,7 +71,7 @@ class Convergence(RuleBasedStateMachine):
         prop = type(change.model)._props_by_name[change.prop]
         key = (change.model, prop)
         if prop.reliable and (key in rt.datastore.cache or
-                              key in rt.datastore._dirty):
+                              rt.datastore.delta.is_dirty(key)):
             self.violations.append(f"client {rt.client_id} showed remote {change} "
                                    "over its own pending write")
 

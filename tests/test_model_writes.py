@@ -21,9 +21,11 @@ class Owner:
     def __init__(self, max_value_bytes: int = 100) -> None:
         self.client_id = 1
         self.max_value_bytes = max_value_bytes
-        self._dirty: dict[tuple[RealtimeModel, Prop], Any] = {}
-        self._all_changes: Any = None
+        self.dirty: dict[tuple[RealtimeModel, Prop], Any] = {}
         self.errors: list[BaseException] = []
+
+    def mark_dirty(self, model: RealtimeModel, p: Prop, old: Any) -> None:
+        self.dirty[(model, p)] = self.dirty.pop((model, p), old)
 
     def check_write(self, model: RealtimeModel) -> None:
         pass
@@ -60,7 +62,7 @@ def test_an_int_outside_64_bits_is_refused_at_the_assignment(value: int) -> None
     thing, owner = attached()
     with pytest.raises(ValueError, match=r"Thing\.n: .* does not fit in 64 bits"):
         thing.n = value
-    assert thing.n == 7 and owner._dirty == {}
+    assert thing.n == 7 and owner.dirty == {}
 
 
 def test_the_64_bit_range_ends_are_accepted() -> None:
@@ -68,7 +70,7 @@ def test_the_64_bit_range_ends_are_accepted() -> None:
     thing.n = 2**64 - 1
     assert thing.n == 2**64 - 1
     thing.n = -(2**63)
-    assert thing.n == -(2**63) and (thing, Thing.n) in owner._dirty
+    assert thing.n == -(2**63) and (thing, Thing.n) in owner.dirty
 
 
 def test_an_optional_int_and_a_float_are_range_checked_too() -> None:
@@ -94,7 +96,7 @@ def test_a_real_datastore_marks_nothing_dirty_for_a_refused_int() -> None:
     ds = Datastore(thing)
     with pytest.raises(ValueError):
         thing.n = 2**64
-    assert thing.n == 7 and not ds._dirty
+    assert thing.n == 7 and not ds.has_unsent_changes
 
 
 def test_the_constructor_checks_the_range() -> None:
@@ -108,22 +110,22 @@ def test_the_constructor_checks_the_range() -> None:
 def test_an_ascii_str_over_the_datastores_limit_is_refused() -> None:
     thing, owner = attached(limit=100)
     thing.s = "x" * 100  # exactly the limit is fine
-    owner._dirty.clear()
+    owner.dirty.clear()
     with pytest.raises(ValueError, match=r"Thing\.s: .*101 bytes.*limit of 100 bytes.*server "
                                          r"announces"):
         thing.s = "y" * 101
-    assert thing.s == "x" * 100 and owner._dirty == {}
+    assert thing.s == "x" * 100 and owner.dirty == {}
 
 
 def test_a_non_ascii_str_is_measured_in_utf8_bytes() -> None:
     thing, owner = attached(limit=100)
     thing.s = "é" * 50  # 100 bytes
-    owner._dirty.clear()
+    owner.dirty.clear()
     with pytest.raises(ValueError, match="UTF-8 encoding is 102 bytes"):
         thing.s = "é" * 51  # 51 characters, 102 bytes
     with pytest.raises(ValueError, match="limit of 100"):
         thing.note = "€" * 34  # an optional str: 102 bytes
-    assert thing.s == "é" * 50 and thing.note is None and owner._dirty == {}
+    assert thing.s == "é" * 50 and thing.note is None and owner.dirty == {}
 
 
 def test_a_lone_surrogate_is_still_a_type_error() -> None:
@@ -136,12 +138,12 @@ def test_a_lone_surrogate_is_still_a_type_error() -> None:
 def test_bytes_over_the_limit_are_refused_whatever_their_type() -> None:
     thing, owner = attached(limit=100)
     thing.blob = b"\0" * 100
-    owner._dirty.clear()
+    owner.dirty.clear()
     values: list[object] = [b"\1" * 101, bytearray(101), memoryview(b"\2" * 101)]
     for value in values:
         with pytest.raises(ValueError, match=r"Thing\.blob: the value is 101 bytes"):
             thing.blob = value
-    assert thing.blob == b"\0" * 100 and owner._dirty == {}
+    assert thing.blob == b"\0" * 100 and owner.dirty == {}
 
 
 def test_a_model_in_no_datastore_uses_the_default_limit() -> None:
@@ -224,7 +226,7 @@ def test_properties_are_written_through_setattr_too() -> None:
     setattr(player, "score", 3)  # noqa: B010 (the builtin goes the same way)
     player.name = "zed"
     assert player.score == 3 and player.name == "zed"
-    assert list(owner._dirty) == [(player, Player.score), (player, Player.name)]
+    assert list(owner.dirty) == [(player, Player.score), (player, Player.name)]
 
 
 def test_owner_id_stays_read_only() -> None:
@@ -255,8 +257,8 @@ def test_a_class_with_its_own_setattr_and_its_subclasses_still_write_properties(
     more._ds = owner
     more.a, more.b = 1, 2
     assert (more.a, more.b) == (1, 2) and more._log == ["_ds", "a", "b"]  # type: ignore[attr-defined]
-    assert list(owner._dirty) == [(more, More.a), (more, More.b)]
+    assert list(owner.dirty) == [(more, More.a), (more, More.b)]
     with pytest.raises(AttributeError, match="More has no property 'c'"):
         more.c = 3  # type: ignore[attr-defined]
     object.__setattr__(more, "a", 5)  # the descriptor path writes the same way
-    assert more.a == 5 and list(owner._dirty)[-1] == (more, More.a)
+    assert more.a == 5 and list(owner.dirty)[-1] == (more, More.a)

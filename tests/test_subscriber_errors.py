@@ -31,9 +31,11 @@ class Owner:
     def __init__(self) -> None:
         self.client_id = 1
         self.max_value_bytes = 1000
-        self._dirty: dict[tuple[RealtimeModel, Prop], Any] = {}
-        self._all_changes: Any = None
+        self.dirty: dict[tuple[RealtimeModel, Prop], Any] = {}
         self.errors: list[BaseException] = []
+
+    def mark_dirty(self, model: RealtimeModel, p: Prop, old: Any) -> None:
+        self.dirty[(model, p)] = self.dirty.pop((model, p), old)
 
     def check_write(self, model: RealtimeModel) -> None:
         pass
@@ -131,7 +133,7 @@ def test_a_raising_observer_does_not_stop_the_write_nor_the_others() -> None:
     player.changes.subscribe(explode)
     player.changes.subscribe(records.append)
     player.name = "ann"  # does not raise
-    assert player.name == "ann" and (player, Player.name) in owner._dirty
+    assert player.name == "ann" and (player, Player.name) in owner.dirty
     assert before == ["", "ann"] and after == ["", "ann"]
     assert [(c.prop, c.old, c.new) for c in records] == [("name", "", "ann")]
     assert [str(e) for e in owner.errors] == [

@@ -102,31 +102,34 @@ class KidEvent(enum.IntEnum):
 KidReport = tuple[KidEvent, "RealtimeModel", Any]
 
 
+#: Where a local write is reported datastore-wide (``Datastore.changes``), as
+#: :meth:`_Owner.mark_dirty` returns it: None while nobody listens.
+Emit = Callable[["Change"], None]
+
+
 class _Owner(Protocol):
-    """What a model needs from the datastore it is attached to."""
+    """What a model needs from the datastore it is attached to: one narrow interface that
+    the model layer defines and the datastore implements (DESIGN §1), never its tables."""
 
     client_id: int
     max_value_bytes: int
     """The largest str (UTF-8) or bytes value a property accepts (the server announces it)."""
-    _dirty: dict[tuple[RealtimeModel, Prop], Any]
-    _all_changes: Subject[Change] | None
 
-    def check_write(self, model: RealtimeModel) -> None: ...
+    def mark_dirty(self, model: RealtimeModel, p: Prop, old: Any) -> Emit | None:
+        """``model.p`` is about to change locally from ``old``: record it for the next
+        update (keeping the frame-start value). Called before the value is stored, so a
+        refusal (a closed datastore, a destroyed model) raises with the value unchanged.
+        Returns where to report the change datastore-wide, or None if nobody listens."""
 
-    def write_owner(self, model: RealtimeModel, owner: int) -> None: ...
+    def check_write(self, model: RealtimeModel) -> None:
+        """Raise unless this client may write ``model`` (called when an owner is seen)."""
+
+    def write_owner(self, model: RealtimeModel, owner: int) -> None:
+        """Set ``model``'s owner locally (request or clear ownership) and send it."""
 
     def report_error(self, exc: BaseException) -> None:
         """A subscriber raised ``exc``: log it with its traceback and report it on the
         client's error stream. Must not raise."""
-
-
-class _Tomb(dict[tuple["RealtimeModel", "Prop"], Any]):
-    """The dirty set of a destroyed model's stand-in datastore: any write raises."""
-
-    def pop(self, key: tuple[RealtimeModel, Prop], default: Any = None) -> Any:
-        model = key[0]
-        raise ModelDestroyedError(
-            f"{type(model).__name__} {model._id} was destroyed; drop references to it")
 
 
 class _Destroyed:
@@ -134,20 +137,23 @@ class _Destroyed:
 
     client_id = -1
     max_value_bytes = DEFAULT_MAX_VALUE_BYTES
-    _all_changes: Subject[Change] | None = None
-
-    def __init__(self) -> None:
-        self._dirty: dict[tuple[RealtimeModel, Prop], Any] = _Tomb()
 
     def report_error(self, exc: BaseException) -> None:
         log_error(exc)
 
+    def mark_dirty(self, model: RealtimeModel, p: Prop, old: Any) -> Emit | None:
+        raise ModelDestroyedError(
+            f"{type(model).__name__} {model.model_id} was destroyed; drop references to it")
+
     def check_write(self, model: RealtimeModel) -> None:
-        self._dirty.pop((model, _OWNER_PROP))
+        self.mark_dirty(model, OWNER_PROP, None)
 
     def write_owner(self, model: RealtimeModel, owner: int) -> None:
-        self._dirty.pop((model, _OWNER_PROP))
+        self.mark_dirty(model, OWNER_PROP, None)
 
+
+ModelOwner = _Owner
+"""The interface a datastore implements for its models (the model layer's ``_Owner``)."""
 
 DESTROYED: _Owner = _Destroyed()
 
@@ -189,20 +195,22 @@ class Prop:
     def __get__(self, obj: RealtimeModel | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        return obj._v[self.slot]
+        return _get_v(obj)[self.slot]
 
     def __set__(self, obj: RealtimeModel, value: Any) -> None:
         # Writes through ``model.x = v`` never come here: the model class's __setattr__ does
         # them (see _setter: one call less on the hot path). This is for object.__setattr__.
         _write(obj, self.name, value)
 
-    def _coerce(self, obj: RealtimeModel, value: object) -> Any:
+    def coerce(self, obj: RealtimeModel, value: object) -> Any:
+        """``value`` as this property stores it, or raise (``TypeError`` for a wrong type,
+        ``ValueError`` for an int outside 64 bits or a str/bytes value over the limit)."""
         if self.id == OWNER:
             raise AttributeError("owner_id is read-only: use request_ownership() or "
                                  "clear_ownership()")
         tag = self.tag
         if type(value) is int and tag.rstrip("?") in ("int", "float", "f32"):
-            self._refuse_int(obj, value)  # a ValueError (not coerce_value's TypeError)
+            self.refuse_int(obj, value)  # a ValueError (not coerce_value's TypeError)
         if type(value) is str and (tag == "str" or tag == "str?"):
             size = len(value)
             if not value.isascii():
@@ -213,22 +221,24 @@ class Prop:
                                     "cannot be sent: it is not valid Unicode (a lone "
                                     "surrogate?)") from None
             if size > _limit(obj):
-                self._refuse_size(obj, size)
+                self.refuse_size(obj, size)
             return value
         try:
             coerced = coerce_value(tag, value)
         except TypeError as exc:
             raise TypeError(f"{type(obj).__name__}.{self.name}: {exc}") from None
         if type(coerced) is bytes and len(coerced) > _limit(obj):
-            self._refuse_size(obj, len(coerced))
+            self.refuse_size(obj, len(coerced))
         return coerced
 
-    def _refuse_int(self, obj: RealtimeModel, value: int) -> None:
+    def refuse_int(self, obj: RealtimeModel, value: int) -> None:
+        """Raise ``ValueError`` if ``value`` does not fit in 64 bits."""
         if not _INT_MIN <= value <= _INT_MAX:
             raise ValueError(f"{type(obj).__name__}.{self.name}: {value} does not fit in 64 "
                              f"bits (ints must be in [-2**63, 2**64 - 1])")
 
-    def _refuse_size(self, obj: RealtimeModel, size: int) -> None:
+    def refuse_size(self, obj: RealtimeModel, size: int) -> None:
+        """Raise ``ValueError``: a str/bytes value of ``size`` bytes is over the limit."""
         what = "UTF-8 encoding" if self.pytype is str else "value"
         raise ValueError(f"{type(obj).__name__}.{self.name}: the {what} is {size} bytes, over "
                          f"the limit of {_limit(obj)} bytes per value (the server announces "
@@ -236,7 +246,7 @@ class Prop:
 
 
 def _limit(obj: RealtimeModel) -> int:
-    ds = obj._ds
+    ds = store_of(obj)
     return DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes
 
 
@@ -326,7 +336,7 @@ class RealtimeModel:
             hints = typing.get_type_hints(cls)
         except Exception as exc:
             raise SchemaError(f"{cls.__name__}: cannot resolve annotations: {exc}") from None
-        by_id: dict[int, Prop] = {OWNER: _OWNER_PROP}
+        by_id: dict[int, Prop] = {OWNER: OWNER_PROP}
         template: list[Any] = [-1]
         for name, p in found.items():
             where = f"{cls.__name__}.{name}"
@@ -395,7 +405,8 @@ class RealtimeModel:
             _write(self, name, value)
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{p.name}={self._v[p.slot]!r}" for p in type(self)._props.values()
+        cls = type(self)
+        fields = ", ".join(f"{p.name}={self._v[p.slot]!r}" for p in cls._props.values()
                            if p.child_type is None and p.id != OWNER)
         return f"{type(self).__name__}(id={self._id!r}, {fields})"
 
@@ -470,7 +481,8 @@ class RealtimeModel:
         error goes to the datastore's ``report_error`` (``rt.errors``), or is logged
         (logger ``rtecs.model``) for a model in no datastore.
         """
-        found = type(self)._props_by_name.get(name)
+        cls = type(self)
+        found = cls._props_by_name.get(name)
         if found is None:
             raise AttributeError(f"{type(self).__name__} has no property {name!r}")
         p = found
@@ -533,9 +545,9 @@ class RealtimeModel:
             subs.changes.on_next(Change(self, p.name, old, new, source))
 
 
-_OWNER_PROP = Prop(OWNER, -1)
-_OWNER_PROP.name, _OWNER_PROP.tag, _OWNER_PROP.slot = "owner_id", "int", 0
-_OWNER_PROP.pytype = type(None)  # never the type of a value: __set__ always refuses
+OWNER_PROP = Prop(OWNER, -1)
+OWNER_PROP.name, OWNER_PROP.tag, OWNER_PROP.slot = "owner_id", "int", 0
+OWNER_PROP.pytype = type(None)  # never the type of a value: __set__ always refuses
 
 # Markers in a datastore's dirty set for a model's creation and destruction.
 CREATE_MARK = Prop(CREATE)
@@ -560,27 +572,28 @@ def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any
     def __setattr__(self: RealtimeModel, name: str, value: Any) -> None:
         p = lookup(name)
         if p is None:
-            p = type(self)._props_by_name.get(name)
+            cls = type(self)
+            p = cls._props_by_name.get(name)
             if p is None:
-                if name[0] == "_" or hasattr(type(self), name):
+                if name[0] == "_" or hasattr(cls, name):
                     object.__setattr__(self, name, value)
                     return
                 raise AttributeError(_no_property(type(self), name), name=name, obj=self)
         pytype: Any = p.pytype  # Any: mypy must not narrow value to `type`
         ds = self._ds
         if type(value) is not pytype:
-            value = p._coerce(self, value)
+            value = p.coerce(self, value)
         elif pytype is int:
             if not -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF:  # _INT_MIN, _INT_MAX
-                p._refuse_int(self, value)
+                p.refuse_int(self, value)
         elif pytype is str:
             # An ascii str has as many UTF-8 bytes as characters; others are measured.
             if not value.isascii() or len(value) > (
                     DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes):
-                value = p._coerce(self, value)
+                value = p.coerce(self, value)
         elif pytype is bytes and len(value) > (
                 DEFAULT_MAX_VALUE_BYTES if ds is None else ds.max_value_bytes):
-            p._refuse_size(self, len(value))
+            p.refuse_size(self, len(value))
         v = self._v
         slot = p.slot
         old = v[slot]
@@ -593,18 +606,16 @@ def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any
                 ds.check_write(self)  # owned by another client: raises
             parent = self._parent
             while parent is not None:  # the owner of any ancestor covers this model
-                owner = parent._v[0]
+                owner = _get_v(parent)[0]
                 if owner != -1 and owner != me:
                     ds.check_write(self)
-                parent = parent._parent
-            key = (self, p)
-            dirty = ds._dirty
-            dirty[key] = dirty.pop(key, old)  # keep the frame-start value; move to the end
+                parent = _get_parent(parent)
+            emit = ds.mark_dirty(self, p, old)  # before the store: a refusal changes nothing
             v[slot] = value
             if self._subs is not None:
                 self._notify(p, old, value, ChangeSource.LOCAL)
-            if ds._all_changes is not None:
-                ds._all_changes.on_next(Change(self, p.name, old, value, ChangeSource.LOCAL))
+            if emit is not None:
+                emit(Change(self, p.name, old, value, ChangeSource.LOCAL))
             return
         v[slot] = value
         if self._subs is not None:
@@ -623,6 +634,100 @@ _set_id = _SLOTS["_id"].__set__
 _set_parent = _SLOTS["_parent"].__set__
 _set_subs = _SLOTS["_subs"].__set__
 _set_flags = _SLOTS["_flags"].__set__
+_get_v = _SLOTS["_v"].__get__
+_get_parent = _SLOTS["_parent"].__get__
+_get_subs = _SLOTS["_subs"].__get__
+
+
+# ----------------------------------------------------------------- the datastore's side
+# How the datastore reaches a model (DESIGN §1): these functions, never its attributes. The
+# slot accessors are the slots' own descriptors (C calls, as cheap as an attribute read).
+
+values_of: Callable[[RealtimeModel], list[Any]] = _get_v
+"""A model's values by :attr:`Prop.slot` (slot 0 is the owner id): the list the datastore
+reads when it collects and writes when it shows what the server says."""
+store_of: Callable[[RealtimeModel], _Owner | None] = _SLOTS["_ds"].__get__
+"""The datastore a model belongs to (None: none yet; :data:`DESTROYED` once destroyed)."""
+id_of: Callable[[RealtimeModel], ModelId | None] = _SLOTS["_id"].__get__
+"""A model's network id (as :attr:`RealtimeModel.model_id`, without the property call)."""
+flags_of: Callable[[RealtimeModel], int] = _SLOTS["_flags"].__get__
+"""A model's lifetime flags (``rtecs.protocol`` flag bits)."""
+set_flags: Callable[[RealtimeModel, int], None] = _set_flags
+"""Set a model's lifetime flags (its create, or the server's record of it, says them)."""
+
+
+def bind(model: RealtimeModel, owner: _Owner, model_id: ModelId,
+         parent: RealtimeModel | None) -> None:
+    """Attach ``model`` to the datastore ``owner`` under ``model_id``; raise ``ValueError``
+    if it already belongs to one."""
+    if store_of(model) is not None:
+        raise ValueError(f"{model!r} already belongs to a datastore")
+    _set_ds(model, owner)
+    _set_id(model, model_id)
+    _set_parent(model, parent)
+
+
+def unbind(model: RealtimeModel) -> None:
+    """``model`` was destroyed: from now on every write to it raises."""
+    _set_ds(model, DESTROYED)
+
+
+def watched(model: RealtimeModel) -> bool:
+    """True if anybody subscribed to one of ``model``'s own streams."""
+    return _get_subs(model) is not None
+
+
+def notify(model: RealtimeModel, p: Prop, old: Any, new: Any, source: ChangeSource) -> None:
+    """Emit a visible change on ``model``'s own streams (if anybody subscribed)."""
+    subs: _Subjects | None = _get_subs(model)
+    if subs is None:
+        return
+    subject = subs.props.get(p.id)
+    if subject is not None:
+        subject.on_next(new)
+    if subs.changes is not None:
+        subs.changes.on_next(Change(model, p.name, old, new, source))
+
+
+def props_of(cls: type[RealtimeModel]) -> dict[int, Prop]:
+    """A model type's properties by id (owner_id included: id 0)."""
+    return cls._props
+
+
+def children_of(cls: type[RealtimeModel]) -> tuple[Prop, ...]:
+    """A model type's declared child model properties."""
+    return cls._children
+
+
+def defaults_of(cls: type[RealtimeModel]) -> list[Any]:
+    """A model type's default values by slot (what a new instance starts with)."""
+    return cls._template
+
+
+def follows_kids(cls: type[RealtimeModel]) -> bool:
+    """True for the collections: types that follow the dynamic models created under them
+    (the datastore calls :func:`check_kid` and :func:`kids_changed` for them)."""
+    return cls._follows_kids
+
+
+def kid_types_of(cls: type[RealtimeModel]) -> tuple[type[RealtimeModel], ...]:
+    """The model types created under ``cls`` (a collection's element type)."""
+    return cls._kid_types
+
+
+def check_kid(parent: RealtimeModel, kid: RealtimeModel, key: Any, expected: Any) -> None:
+    """Raise unless ``kid`` may be created under the collection ``parent`` (see
+    :meth:`RealtimeModel._check_kid`)."""
+    cls = type(parent)
+    cls._check_kid(parent, kid, key, expected)
+
+
+def kids_changed(parent: RealtimeModel, reports: Sequence[KidReport], local: bool,
+                 ) -> Callable[[], None] | None:
+    """Tell the collection ``parent`` what happened to its kids; returns the function that
+    emits the resulting visible changes, or None (see :meth:`RealtimeModel._kids_changed`)."""
+    cls = type(parent)
+    return cls._kids_changed(parent, reports, local)
 
 
 def _no_property(cls: type[RealtimeModel], name: str) -> str:
