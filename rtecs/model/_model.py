@@ -567,18 +567,18 @@ def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any
     looked up in the instance's class too (a subclass reached through ``super()``). Other
     names: ``_private`` ones and class attributes are set as usual; anything else raises.
     """
-    lookup = props_by_name.get
-
     def __setattr__(self: RealtimeModel, name: str, value: Any) -> None:
-        p = lookup(name)
-        if p is None:
+        try:
+            p = props_by_name[name]  # a subscript: cheaper than a call of .get
+        except KeyError:
             cls = type(self)
-            p = cls._props_by_name.get(name)
-            if p is None:
+            found = cls._props_by_name.get(name)
+            if found is None:
                 if name[0] == "_" or hasattr(cls, name):
                     object.__setattr__(self, name, value)
                     return
-                raise AttributeError(_no_property(type(self), name), name=name, obj=self)
+                raise AttributeError(_no_property(cls, name), name=name, obj=self) from None
+            p = found
         pytype: Any = p.pytype  # Any: mypy must not narrow value to `type`
         ds = self._ds
         if type(value) is not pytype:
@@ -600,14 +600,13 @@ def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any
         if old == value and type(old) is type(value):
             return
         if ds is not None:
-            me = ds.client_id
             owner = v[0]
-            if owner != -1 and owner != me:
+            if owner != -1 and owner != ds.client_id:
                 ds.check_write(self)  # owned by another client: raises
             parent = self._parent
             while parent is not None:  # the owner of any ancestor covers this model
                 owner = _get_v(parent)[0]
-                if owner != -1 and owner != me:
+                if owner != -1 and owner != ds.client_id:
                     ds.check_write(self)
                 parent = _get_parent(parent)
             emit = ds.mark_dirty(self, p, old)  # before the store: a refusal changes nothing
