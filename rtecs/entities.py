@@ -25,7 +25,7 @@ from reactivex import Observable
 from reactivex.subject import Subject
 
 from rtecs.datastore import OpaqueModel
-from rtecs.model import RealtimeModel
+from rtecs.model import RealtimeModel, store_of
 from rtecs.protocol import (
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
     DESTROY_WHEN_OWNER_LEAVES,
@@ -100,7 +100,7 @@ class Entities:
         if len(set(types)) != len(types):
             raise ValueError("an entity holds at most one component of each model type")
         for c in components:
-            if c._ds is not None:
+            if store_of(c) is not None:
                 raise ValueError(f"{c!r} already belongs to a datastore")
         ds = self.datastore
         for t in types:
@@ -133,7 +133,7 @@ class Entities:
 
     def entity_of(self, model: RealtimeModel) -> int | None:
         """The esper entity a replicated component (or entity record) belongs to."""
-        record = model if isinstance(model, Entity) else model._parent
+        record = model if isinstance(model, Entity) else model.parent
         if isinstance(record, Entity):
             return self._entity_of.get(record)
         return None
@@ -159,7 +159,7 @@ class Entities:
                     self._forget(model, found)
                     self._events.on_next(EntityEvent(found, components, False, True))
             return
-        parent = model._parent
+        parent = model.parent
         if not isinstance(parent, Entity):
             return
         owner_entity = self._entity_of.get(parent)

@@ -1,9 +1,8 @@
 r"""The client's datastore: the model tree of one room, dirty tracking, deltas and snapshots.
 
 Pure and deterministic: no sockets, no clocks, no threads. :class:`rtecs.Realtime` feeds it
-decoded messages and sends what :meth:`Datastore.collect` returns.
-
-:class:`Datastore` is a facade over parts that each own their state:
+decoded messages and sends what :meth:`Datastore.collect` returns. :class:`Datastore` is a
+facade over parts that each own their state:
 
 - :class:`~rtecs.datastore._tree.ModelTree` (``_tree.py``): models by id, dynamic kids in
   order, keyed collections' server structure, id allocation.
@@ -13,30 +12,24 @@ decoded messages and sends what :meth:`Datastore.collect` returns.
 - :class:`~rtecs.datastore._apply.Applier` (``_apply.py``) and
   :class:`~rtecs.datastore._snapshot.Snapshots` (``_snapshot.py``): applying stream entries
   and snapshots, gathering the visible changes as data.
-- a :class:`~rtecs.model.Notifier` (model layer: reactivex lives there) that emits them.
+- a :class:`~rtecs.model.Notifier` (model layer: reactivex lives there) emits them.
 
-Models reach their datastore through the model layer's narrow interface (``mark_dirty``,
-``check_write``, ``write_owner``, ``report_error``), never its tables; the datastore reaches
-models through the model layer's functions (:func:`rtecs.model.bind`, ``values_of``, …).
+Models reach their datastore through the model layer's narrow interface (``mark_dirty``, …),
+never its tables; the datastore reaches models through the model layer's functions
+(:func:`rtecs.model.bind`, ``values_of``, …), never their attributes.
 
-- Reliable properties go through the in-flight cache. Unreliable ones apply remote values
-  at once and ignore stale echoes of this client's own writes (DESIGN §4).
-- Types: a type not passed to the constructor is found by name among the defined
-  :class:`RealtimeModel` subclasses (:func:`rtecs.model.find_model_type`); one created here
-  that the room was not told about in the hello is announced by :meth:`take_new_types`
-  (the client sends it as ``SCHEMA`` before the update that uses it). A type no class is
-  found for is kept as an :class:`OpaqueModel` (values stored, changes applied, never shown
-  to the ECS), never an error.
-- Resyncs within a session are *re-based* (:meth:`rebase`), not rolled back.
-- Emissions from applying server messages are gathered and delivered by
-  :meth:`flush_emissions` once the whole message is applied (DESIGN §4b).
-- Collections (:mod:`rtecs.collections`) are models that follow their dynamic kids. The
-  datastore keeps the *server's* structure for them and reports what happens to their kids
-  as :class:`~rtecs.model.KidEvent`\ s: this client's own creates and destroy requests at
-  once, everything from the stream when the message's emissions are flushed. The collection
-  keeps its pending operations on top and decides what shows.
-- Destroying a collection's element is *deferred*: the model stays until the server
-  answers; accepted, it goes; refused, it stays. Other dynamic models go at once.
+- Types (:class:`~rtecs.datastore._types.TypeRegistry`, ``_types.py``): found by name among
+  the defined :class:`RealtimeModel` subclasses when not passed in; new ones are announced
+  by :meth:`take_new_types`; a type no class is found for is kept as an
+  :class:`OpaqueModel` (values stored, changes applied, never shown), never an error.
+- Resyncs within a session are *re-based* (:meth:`rebase`), not rolled back. Emissions from
+  applying server messages are delivered by :meth:`flush_emissions` once the whole message
+  is applied (DESIGN §4b).
+- Collections (:mod:`rtecs.collections`) follow their dynamic kids: the datastore keeps the
+  *server's* structure and reports what happens to their kids (:class:`~rtecs.model.KidEvent`:
+  own creates and destroy requests at once, the stream's at the flush); the collection keeps
+  its pending operations on top and decides what shows. Destroying an element is
+  *deferred* until the server answers (refused, it stays); other dynamic models go at once.
 """
 
 from __future__ import annotations
@@ -51,7 +44,8 @@ from rtecs.datastore._delta import DeltaTracker
 from rtecs.datastore._opaque import OpaqueModel
 from rtecs.datastore._snapshot import Snapshots
 from rtecs.datastore._tree import ModelTree
-from rtecs.errors import NotConnectedError, OwnershipError, SchemaError
+from rtecs.datastore._types import Schema, TypeRegistry
+from rtecs.errors import NotConnectedError
 from rtecs.model import (
     CREATE_MARK,
     OWNER_PROP,
@@ -62,13 +56,9 @@ from rtecs.model import (
     Prop,
     RealtimeModel,
     check_kid,
-    children_of,
     defaults_of,
-    find_model_type,
-    flags_of,
     follows_kids,
     id_of,
-    kid_types_of,
     props_of,
     set_flags,
     store_of,
@@ -77,7 +67,6 @@ from rtecs.model import (
 from rtecs.protocol import (
     DEFAULT_LIMITS,
     OWNER,
-    PREVENT_OWNERSHIP_TAKEOVER,
     ModelId,
     Update,
     UpdateEntry,
@@ -107,8 +96,7 @@ class Datastore:
         self.max_value_bytes = DEFAULT_LIMITS.max_value_bytes
         """Largest str/bytes value a property may take (from the limits the server
         announced); larger writes raise ``ValueError`` at the assignment."""
-        self._types: dict[str, type[RealtimeModel]] = {}
-        self._announced: set[str] = set()  # type names the room was told about
+        self._types = TypeRegistry()
         self._welcomed = False
         self._tree = ModelTree(self)
         self._delta = DeltaTracker()
@@ -120,12 +108,9 @@ class Datastore:
             self.register_type(t)
         self._tree.attach(room_model, 0, None)
 
-    # ----------------------------------------------------------------- the parts' faces
-
     @property
     def delta(self) -> DeltaTracker:
-        """The delta tracker: the dirty set and the records of unanswered updates (for
-        diagnostics and tests; the datastore changes it)."""
+        """The dirty set and the records of unanswered updates (read it: for diagnostics)."""
         return self._delta
 
     @property
@@ -140,13 +125,12 @@ class Datastore:
 
     @property
     def next_seq(self) -> int:
-        return self._delta.next_seq
+        return self._delta.next_seq  # the seq of the next update collect() returns
 
     @property
     def resync_wanted(self) -> bool:
         """Set when this client cannot rebuild the room's state by itself (the server
-        refused a destroy this client already applied): :class:`~rtecs.Realtime` asks the
-        server for a fresh snapshot (and clears it)."""
+        refused a destroy it already applied): :class:`~rtecs.Realtime` asks for a snapshot."""
         return self._applier.resync_wanted
 
     @resync_wanted.setter
@@ -161,8 +145,7 @@ class Datastore:
     @property
     def lifecycle_listeners(self) -> list[Callable[[RealtimeModel, bool], None]]:
         """Called with ``(model, alive)`` when a dynamic model appears or goes other than by
-        this client's own create()/destroy(): remote creates and destroys, snapshots, and
-        creates the server refused."""
+        this client's own create()/destroy() (remote ones, snapshots, refused creates)."""
         return self._notifier.lifecycle_listeners
 
     # ----------------------------------------------------------------- types and schema
@@ -173,50 +156,24 @@ class Datastore:
         already, since it came from the room). None if no class has that name. Raises
         :class:`~rtecs.errors.SchemaError` if two classes share it and neither was passed
         in ``types=``."""
-        found = self._types.get(type_name)
-        if found is None:
-            found = find_model_type(type_name)
-            if found is not None:
-                known = set(self._types)
-                self.register_type(found)
-                self._announced.update(set(self._types) - known)
-        return found
+        return self._types.find(type_name)
 
-    def take_new_types(self) -> dict[str, dict[int, tuple[str, str, bool]]] | None:
+    def take_new_types(self) -> Schema | None:
         """The schema of types registered since the room was last told (the hello, or a
         previous call), or None; they count as told from now on."""
-        new = [name for name in self._types if name not in self._announced]
-        if not new:
-            return None
-        self._announced.update(new)
-        return {name: self._types[name].schema() for name in new}
+        return self._types.take_new()
 
-    def hello_schema(self) -> dict[str, dict[int, tuple[str, str, bool]]]:
+    def hello_schema(self) -> Schema:
         """:meth:`schema`, for a hello: every type counts as told to the room."""
-        self._announced = set(self._types)
-        return self.schema()
+        return self._types.schema(announce=True)
 
     def register_type(self, model_type: type[RealtimeModel]) -> None:
         """Make a model type (and its child types) known: in the schema and for remote creates."""
-        if issubclass(model_type, OpaqueModel):
-            raise SchemaError("an opaque model stands for a type this client has no class "
-                              "for; it cannot be created here")
-        known = self._types.get(model_type.type_name)
-        if known is model_type:
-            return
-        if known is not None:
-            raise ValueError(f"two model classes are named {model_type.type_name!r}: "
-                             f"{known.__qualname__} and {model_type.__qualname__}")
-        self._types[model_type.type_name] = model_type
-        for p in children_of(model_type):
-            assert p.child_type is not None
-            self.register_type(p.child_type)
-        for kid_type in kid_types_of(model_type):
-            self.register_type(kid_type)
+        self._types.register(model_type)
 
-    def schema(self) -> dict[str, dict[int, tuple[str, str, bool]]]:
+    def schema(self) -> Schema:
         """Every known type's properties, as the hello carries them."""
-        return {name: t.schema() for name, t in self._types.items()}
+        return self._types.schema()
 
     # ----------------------------------------------------------------- model tree
 
@@ -262,7 +219,7 @@ class Datastore:
         if parent is not None:
             if store_of(parent) is not self:
                 raise ValueError(f"the parent {parent!r} is not a model of this datastore")
-            self._check_owner(parent, parent.owner_id, None)
+            self._tree.check_owner(parent, self.client_id, parent.owner_id)
             follows = follows_kids(type(parent))
             if follows:
                 check_kid(parent, model, key, expected)
@@ -304,7 +261,7 @@ class Datastore:
         mid = id_of(model)
         if type(mid) is not int or mid == 0 or store_of(model) is not self:
             raise ValueError(f"only dynamic models of this datastore can be destroyed: {model!r}")
-        self._check_owner(model, model.owner_id, None)
+        self._tree.check_owner(model, self.client_id, model.owner_id)
         parent = model.parent
         delta = self._delta
         if parent is not None and follows_kids(type(parent)):
@@ -319,7 +276,7 @@ class Datastore:
         unsent = delta.is_dirty((model, CREATE_MARK))  # created this frame: never sent
         self._applier.remove(model, notify=False)
         if not unsent:
-            delta.note_destroy(model)
+            delta.start_destroy(model, deferred=False)
 
     # ----------------------------------------------------------------- local writes
 
@@ -329,19 +286,18 @@ class Datastore:
         this raises :class:`~rtecs.errors.NotConnectedError` and nothing changes). The key
         keeps the frame-start value and moves to the end of the dirty set. Returns where the
         change goes datastore-wide (None while nobody listens)."""
-        key = (model, p)
-        dirty = self._dirty
+        dirty, key = self._dirty, (model, p)  # the hot path of every write: keep it short
         dirty[key] = dirty.pop(key, old)
         return self._notifier.emit
 
     def check_write(self, model: RealtimeModel) -> None:
         """Raise unless this client may write ``model`` as far as it knows (the model and its
         ancestors unowned or owned by this client). Called by property setters."""
-        self._check_owner(model, model.owner_id, None)
+        self._tree.check_owner(model, self.client_id, model.owner_id)
 
     def write_owner(self, model: RealtimeModel, owner: int) -> None:
         """Set ``model``'s owner locally (request or clear ownership) and send it."""
-        self._check_owner(model, -1, model)
+        self._tree.check_owner(model, self.client_id, -1, requesting=True)
         values = values_of(model)
         old = values[0]
         if old == owner:
@@ -349,26 +305,6 @@ class Datastore:
         self._delta.mark((model, OWNER_PROP), old)
         values[0] = owner
         self._notifier.local_change(model, OWNER_PROP, old, owner)
-
-    def _check_owner(self, model: RealtimeModel, own: int, requesting: RealtimeModel | None,
-                     ) -> None:
-        me = self.client_id
-        if own != -1 and own != me:
-            raise OwnershipError(f"{type(model).__name__} {id_of(model)} is owned by client "
-                                 f"{own}; request ownership first")
-        if requesting is not None:
-            owner = requesting.owner_id
-            if (owner != -1 and owner != me
-                    and flags_of(requesting) & PREVENT_OWNERSHIP_TAKEOVER):
-                raise OwnershipError(f"{type(model).__name__} {id_of(model)} is owned by "
-                                     f"client {owner} and prevents ownership takeover")
-        p = model.parent
-        while p is not None:
-            owner = p.owner_id
-            if owner != -1 and owner != me:
-                raise OwnershipError(f"{type(model).__name__} {id_of(model)} belongs to "
-                                     f"{type(p).__name__} {id_of(p)}, owned by client {owner}")
-            p = p.parent
 
     def collect(self, max_bytes: int | None = None) -> Update | None:
         """The frame's delta as the next update, or None if nothing needs sending.
@@ -430,7 +366,7 @@ class Datastore:
         with source ``snapshot``. Writes made before the first welcome are simply overwritten.
         """
         if welcome.client_id != self.client_id:
-            self._tree.restart_ids()
+            self._tree.restart_ids()  # a new client id: its dynamic ids count from 1 again
         self.client_id = welcome.client_id
         self._snapshots.load(welcome, rollback=self._welcomed)
         self._welcomed = True

@@ -40,6 +40,7 @@ from rtecs.model import (
     set_flags,
     store_of,
     values_of,
+    watched,
 )
 from rtecs.protocol import CREATE, DESTROY, ModelId, UpdateEntry
 
@@ -93,7 +94,7 @@ class Applier:
         if type(old) is type(value) and old == value:
             return
         values[p.slot] = value
-        if self._notifier.wants(model):
+        if self._notifier.emit is not None or watched(model):  # else nobody would hear it
             self._visible.props.append((model, p, old, value, source))
 
     # ----------------------------------------------------------------- entries

@@ -1,19 +1,16 @@
 """Delta tracking: the frame's dirty set, the updates it becomes, and what they carried.
 
-- Dirty set: a write records ``(model, prop)`` in an ordered dict with the value visible
-  before the frame's first write, and moves to the end when written again so the update
-  keeps the order of the last writes (the server checks each change where it falls, e.g.
-  after an ownership request). Creates and destroys are dirty markers too. Per-frame cost
-  grows with the changed properties only; the size of the datastore does not matter.
-- :meth:`DeltaTracker.collect` turns it into the next :class:`~rtecs.protocol.Update`,
-  under a byte budget if given; reliable writes go to the
-  :class:`~rtecs.cache.InFlightCache`, which this tracker owns.
-- Unanswered updates: what each carried (its runs, its reliable and unreliable writes, its
-  creates under collections and its destroys), so an answer that accepts it as sent is
-  settled in bulk, and a resync can settle or renumber them.
-- Unreliable properties: while an own write of one is unsent or in flight, the latest seq
-  sent and the stream's value of it (its *server value*), shown again if the server
-  rejects the write (DESIGN §4). There is no "changed back" suppression for them.
+- Dirty set: ``(model, prop)`` → the value visible before the frame's first write, in the
+  order of the last writes (a key written again moves to the end: the server checks each
+  change where it falls, e.g. after an ownership request). Creates and destroys are dirty
+  markers too. Per-frame cost grows with the changed properties, not the datastore's size.
+- :meth:`DeltaTracker.collect` makes it the next :class:`~rtecs.protocol.Update` (under a
+  byte budget if given); reliable writes go to the :class:`~rtecs.cache.InFlightCache`.
+- Unanswered updates: their runs, reliable and unreliable writes, creates under collections
+  and destroys, so an answer accepting one as sent is settled in bulk, and a resync can
+  settle or renumber them. Unreliable properties with an own write unsent or in flight keep
+  the latest seq sent and the stream's value (*server value*), shown again if the server
+  rejects the write (DESIGN §4); no "changed back" suppression for them.
 - Own destroys not answered yet: the model, whether it is deferred (a collection's element,
   still attached), and the ids the stream destroyed first (a race).
 
@@ -97,8 +94,7 @@ class DeltaTracker:
         self.dirty = _Closed()
 
     def mark(self, key: Key, old: Any) -> None:
-        dirty = self.dirty
-        dirty[key] = dirty.pop(key, old)
+        self.dirty[key] = self.dirty.pop(key, old)  # keep the frame-start value; move to the end
 
     def mark_start(self, key: Key, start: Any) -> None:
         """A new model's value (or its create marker) goes out with its create."""
@@ -109,8 +105,7 @@ class DeltaTracker:
 
     def written_locally(self, model: RealtimeModel, p: Prop) -> bool:
         """True if a local write of ``model.p`` is unsent or unanswered."""
-        key = (model, p)
-        return key in self.dirty or key in self.cache or key in self._sent
+        return (model, p) in self.dirty or (model, p) in self.cache or (model, p) in self._sent
 
     @property
     def updates_in_flight(self) -> int:
@@ -118,21 +113,15 @@ class DeltaTracker:
 
     def start_destroy(self, model: RealtimeModel, deferred: bool) -> None:
         """This client destroys ``model`` (``deferred``: a collection's element, which
-        stays until answered): sent in the next update."""
+        stays until answered; else it is detached already): sent in the next update."""
         mid: ModelId = id_of(model)  # type: ignore[assignment]
         self.dirty[(model, DESTROY_MARK)] = None
         self._destroying[mid] = model
         if deferred:
             self._deferred.add(mid)
 
-    def note_destroy(self, model: RealtimeModel) -> None:
-        """An immediate destroy of an already detached model, sent in the next update."""
-        self.dirty[(model, DESTROY_MARK)] = None
-        self._destroying[id_of(model)] = model  # type: ignore[index]
-
     def destroying(self, model_id: ModelId) -> bool:
-        """True while this client's destroy of ``model_id`` is unanswered."""
-        return model_id in self._destroying
+        return model_id in self._destroying  # this client's destroy of it is unanswered
 
     def deferred(self, model_id: ModelId) -> bool:
         return model_id in self._deferred
@@ -158,8 +147,7 @@ class DeltaTracker:
     def forget(self, gone: Iterable[RealtimeModel]) -> set[RealtimeModel]:
         """These models were detached: drop everything about them. Returns those whose
         destroy by this client was never sent (no answer will come)."""
-        gone = set(gone)
-        unsent: set[RealtimeModel] = set()
+        gone, unsent = set(gone), set()
         dirty, destroying = self.dirty, self._destroying
         for m in gone:
             mid: ModelId = id_of(m)  # type: ignore[assignment]
@@ -260,7 +248,7 @@ class DeltaTracker:
         return Update(seq, runs, self.epoch)
 
     def reuse_seq(self, seq: int) -> None:
-        """The update ``seq`` (the last collected) was discarded unsent: reuse its seq."""
+        """The last collected update, ``seq``, was discarded unsent."""
         self.next_seq = seq
 
     # ----------------------------------------------------------------- the stream
@@ -275,7 +263,7 @@ class DeltaTracker:
         return True
 
     def take_sent(self, seq: int) -> tuple[Sent | None, list[tuple[ModelId, int]] | None]:
-        """What update ``seq`` carried (and its lifecycle operations): it is answered."""
+        """Update ``seq`` is answered: what it carried, and its lifecycle operations."""
         return self._inflight.pop(seq, None), self._lifecycle_sent.pop(seq, None)
 
     def answered_unreliable(self, key: Key, seq: int, value: Any) -> bool:

@@ -18,8 +18,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from rtecs.model import ModelOwner, RealtimeModel, bind, children_of, unbind, values_of
-from rtecs.protocol import ModelId, dynamic_model_id
+from rtecs.errors import OwnershipError
+from rtecs.model import (
+    ModelOwner,
+    RealtimeModel,
+    bind,
+    children_of,
+    flags_of,
+    id_of,
+    unbind,
+    values_of,
+)
+from rtecs.protocol import PREVENT_OWNERSHIP_TAKEOVER, ModelId, dynamic_model_id
 
 __all__ = ["Detached", "ModelTree", "child_id"]
 
@@ -86,6 +96,28 @@ class ModelTree:
     def key_of(self, model: RealtimeModel) -> Any:
         """The key of a keyed collection's element (None if it has none)."""
         return self._key_of.get(model)
+
+    def check_owner(self, model: RealtimeModel, me: int, own: int,
+                    requesting: bool = False) -> None:
+        """Raise :class:`~rtecs.errors.OwnershipError` unless client ``me`` may write
+        ``model`` as far as it knows: ``own`` (the model's owner, as checked) and every
+        ancestor's owner unowned or ``me``. ``requesting``: ``me`` asks to own ``model``
+        (refused if another owner prevents ownership takeover)."""
+        if own != -1 and own != me:
+            raise OwnershipError(f"{type(model).__name__} {id_of(model)} is owned by client "
+                                 f"{own}; request ownership first")
+        if requesting:
+            owner = model.owner_id
+            if owner != -1 and owner != me and flags_of(model) & PREVENT_OWNERSHIP_TAKEOVER:
+                raise OwnershipError(f"{type(model).__name__} {id_of(model)} is owned by "
+                                     f"client {owner} and prevents ownership takeover")
+        p = model.parent
+        while p is not None:
+            owner = p.owner_id
+            if owner != -1 and owner != me:
+                raise OwnershipError(f"{type(model).__name__} {id_of(model)} belongs to "
+                                     f"{type(p).__name__} {id_of(p)}, owned by client {owner}")
+            p = p.parent
 
     # ----------------------------------------------------------------- changing
 
