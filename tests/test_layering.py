@@ -117,9 +117,6 @@ def test_the_server_has_no_import_circle() -> None:
     assert cycle is None, "import circle in the server: " + " → ".join(cycle or ())
 
 
-@pytest.mark.xfail(strict=True, reason="client circle rtecs.datastore ↔ rtecs.datastore._receive "
-                   "(_receive's functions over the Datastore, issue 10, the client's part): "
-                   "remove this mark when it is fixed")
 def test_the_client_has_no_import_circle() -> None:
     cycle = _find_cycle(_graph("rtecs"))
     assert cycle is None, "import circle in the client: " + " → ".join(cycle or ())
