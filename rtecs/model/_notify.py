@@ -96,10 +96,6 @@ class Notifier:
             self.emit = self._subject.on_next
         return guarded(self._subject, self.report_error)
 
-    def wants(self, model: RealtimeModel) -> bool:
-        """True if a change of ``model`` would be heard (its streams or :attr:`changes`)."""
-        return self.emit is not None or watched(model)
-
     def report_error(self, error: BaseException) -> None:
         """A subscriber raised ``error``: log it with its traceback and tell every
         :attr:`error_listeners` (a listener that raises is logged and skipped). The state
