@@ -87,6 +87,9 @@ UNCHECKED = _Unchecked.UNCHECKED
 class Datastore:
     """The synchronised state of one room as this client sees it."""
 
+    __slots__ = ("_applier", "_delta", "_dirty", "_notifier", "_snapshots", "_tree", "_types",
+                 "_welcomed", "client_id", "max_value_bytes", "room_model")
+
     def __init__(self, room_model: RealtimeModel,
                  types: Iterable[type[RealtimeModel]] = ()) -> None:
         if store_of(room_model) is not None:
