@@ -6,12 +6,10 @@ facade over parts that each own their state:
 
 - :class:`~rtecs.datastore._tree.ModelTree` (``_tree.py``): models by id, dynamic kids in
   order, keyed collections' server structure, id allocation.
-- :class:`~rtecs.datastore._delta.DeltaTracker` (``_delta.py``): the dirty set, collecting
-  it into updates, the records of unanswered updates (and the pure
-  :class:`~rtecs.cache.InFlightCache`), unreliable properties' server values, own destroys.
-- :class:`~rtecs.datastore._apply.Applier` (``_apply.py``) and
-  :class:`~rtecs.datastore._snapshot.Snapshots` (``_snapshot.py``): applying stream entries
-  and snapshots, gathering the visible changes as data.
+- :class:`~rtecs.datastore._delta.DeltaTracker` (``_delta.py``): the dirty set → updates,
+  unanswered updates (and the pure in-flight cache), unreliable records, own destroys.
+- :class:`~rtecs.datastore._apply.Applier`, :class:`~rtecs.datastore._snapshot.Snapshots`:
+  applying stream entries and snapshots, gathering the visible changes as data.
 - a :class:`~rtecs.model.Notifier` (model layer: reactivex lives there) emits them.
 
 Models reach their datastore through the model layer's narrow interface (``mark_dirty``, …),
@@ -22,9 +20,8 @@ never its tables; the datastore reaches models through the model layer's functio
   the defined :class:`RealtimeModel` subclasses when not passed in; new ones are announced
   by :meth:`take_new_types`; a type no class is found for is kept as an
   :class:`OpaqueModel` (values stored, changes applied, never shown), never an error.
-- Resyncs within a session are *re-based* (:meth:`rebase`), not rolled back. Emissions from
-  applying server messages are delivered by :meth:`flush_emissions` once the whole message
-  is applied (DESIGN §4b).
+- Resyncs within a session are *re-based* (:meth:`rebase`), not rolled back; what applying
+  a message changed is emitted by :meth:`flush_emissions` once it is all applied (§4b).
 - Collections (:mod:`rtecs.collections`) follow their dynamic kids: the datastore keeps the
   *server's* structure and reports what happens to their kids (:class:`~rtecs.model.KidEvent`:
   own creates and destroy requests at once, the stream's at the flush); the collection keeps
