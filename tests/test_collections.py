@@ -467,3 +467,39 @@ def test_an_entitys_collection_goes_with_the_entity(no_warnings: None) -> None:
     room.sync()
     for rt in (a, b):
         assert [m for m in rt.datastore.models.values() if isinstance(m, Item)] == []
+
+
+class Crate(rtecs.RealtimeModel):  # every kind of pending operation, inside an entity
+    cargo: rtecs.RealtimeSet[Item] = rtecs.prop(1)
+    slots: rtecs.RealtimeDictionary[Item] = rtecs.prop(2)
+    names: rtecs.StringKeyDictionary[Item] = rtecs.prop(3)
+
+
+@pytest.mark.parametrize("destroyer", ["same client", "other client"])
+def test_operations_of_a_collection_destroyed_with_its_entity_resolve(destroyer: str) -> None:
+    room = LocalRoom(Board, clients=2, types=[Crate])
+    a, b = room.clients
+    crate = Crate()
+    entity = a.spawn(crate, owned=False)
+    crate.cargo.add(Item(name="c"))
+    crate.slots[1] = Item(name="s")
+    crate.names.set("k", Item(name="n"))
+    room.sync()
+    pending = [crate.cargo.remove(next(iter(crate.cargo))), crate.slots.remove(1),
+               crate.names.set("k", Item(name="m"))]
+    room.send(a)                      # the operations are in flight...
+    if destroyer == "same client":
+        a.destroy(entity)             # ...when the entity holding them goes
+        room.send(a)
+    else:
+        record = a.entity_model(entity)
+        assert record is not None
+        theirs = b.entity_of(b.datastore.kids(b.datastore.models[record.model_id])[0])
+        assert theirs is not None
+        b.destroy(theirs)
+        room.send(b)
+        room.server_receives(b)       # ordered before a's operations
+    room.sync()
+    assert [f.done() for f in pending] == [True, True, True], "a future never resolved"
+    assert [f.result() for f in pending] == [False, False, False]
+    assert a.entity_model(entity) is None

@@ -318,6 +318,7 @@ class Applier:
         detached = self._tree.detach(model)
         if notify:
             visible.lifecycle.extend((m, False) for m, mid, _ in detached if type(mid) is int)
+        visible.abandoned.extend(m for m, _, _ in detached if follows_kids(type(m)))
         unsent = self._delta.forget(m for m, _, _ in detached)
         if in_collection and model in unsent:
             # Its destroy was never sent: no answer will come.

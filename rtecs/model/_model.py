@@ -532,6 +532,10 @@ class RealtimeModel:
         (emitted once the whole message is applied)."""
         return None
 
+    def _abandon(self) -> None:
+        """This model was destroyed while following its kids (a collection that went with
+        the model holding it): settle what still waits for the server. Nothing by default."""
+
     def _make_subjects(self) -> _Subjects:
         self._subs = _Subjects()
         return self._subs
@@ -729,6 +733,13 @@ def kids_changed(parent: RealtimeModel, reports: Sequence[KidReport], local: boo
     emits the resulting visible changes, or None (see :meth:`RealtimeModel._kids_changed`)."""
     cls = type(parent)
     return cls._kids_changed(parent, reports, local)
+
+
+def abandon(model: RealtimeModel) -> None:
+    """Tell a destroyed collection that its pending operations can no longer take effect
+    (see :meth:`RealtimeModel._abandon`)."""
+    cls = type(model)
+    cls._abandon(model)
 
 
 def _no_property(cls: type[RealtimeModel], name: str) -> str:

@@ -30,6 +30,7 @@ from rtecs.model._model import (
     KidEvent,
     Prop,
     RealtimeModel,
+    abandon,
     kids_changed,
     notify,
     store_of,
@@ -54,17 +55,20 @@ class VisibleChanges:
 
     ``props``: property changes ``(model, prop, old, new, source)``; ``kids``: what happened
     to collections' elements ``(collection, event, element, key)``; ``lifecycle``: dynamic
-    models that appeared (True) or went (False) other than by this client's own calls."""
+    models that appeared (True) or went (False) other than by this client's own calls;
+    ``abandoned``: collections destroyed with the model that held them (their pending
+    operations resolve to False)."""
 
-    __slots__ = ("kids", "lifecycle", "props")
+    __slots__ = ("abandoned", "kids", "lifecycle", "props")
 
     def __init__(self) -> None:
         self.props: list[PropChange] = []
         self.kids: list[KidRecord] = []
         self.lifecycle: list[tuple[RealtimeModel, bool]] = []
+        self.abandoned: list[RealtimeModel] = []
 
     def __bool__(self) -> bool:
-        return bool(self.props or self.kids or self.lifecycle)
+        return bool(self.props or self.kids or self.lifecycle or self.abandoned)
 
 
 class Notifier:
@@ -144,6 +148,8 @@ class Notifier:
                 listener(model, alive)
         for emit in emits:
             emit()
+        for collection in visible.abandoned:
+            abandon(collection)
         everything = self.emit
         written = self._written_locally
         for model, p, old, new, source in visible.props:
