@@ -278,22 +278,14 @@ TestConvergence = Convergence.TestCase
 
 # ----------------------------------------------------------------------------- found by it
 #
-# Library bugs the machine found after the convergence fixes (issue 9), as minimal
-# reproductions. Strict xfails: each turns into a failure ("XPASS(strict)") once the bug is
-# fixed, as a reminder to drop its mark.
-
-_UNRELIABLE_SERVER_VALUE = (
-    "library bug: when the answer to an unreliable property's last in-flight write arrives "
-    "while a newer write of it is unsent (dirty), the client forgets the stream's value for "
-    "it (rtecs/datastore/_delta.py: DeltaTracker.rejected_unreliable, answered_unreliable "
-    "and settle_as_sent pop _server[key] although the key is dirty); the next collect() "
-    "then records the frame-start *visible* value (the client's own answered write, as it "
-    "wrote it) as the server value, so a refusal of the newer write rolls back to a value "
-    "the server never had, and the client diverges for good")
+# A bug the machine found after the convergence fixes (issue 9), as minimal reproductions:
+# when the answer to an unreliable property's last in-flight write arrived while a newer
+# write of it was unsent, the client forgot the stream's value, and a refusal of the newer
+# write then rolled back to a value the server never had (fixed in rtecs/datastore/_delta.py:
+# the stream's value is kept as the newer write's server value).
 
 
-@pytest.mark.xfail(strict=True, reason=_UNRELIABLE_SERVER_VALUE)
-def test_library_bug_unreliable_rollback_after_a_refused_write_and_an_unsent_one() -> None:
+def test_unreliable_rollback_after_a_refused_write_and_an_unsent_one() -> None:
     room = LocalRoom(Board, clients=2, plugins=[referee])
     a, b = room.clients
     b_inner = cast(Board, b.room_model).inner
@@ -307,8 +299,7 @@ def test_library_bug_unreliable_rollback_after_a_refused_write_and_an_unsent_one
     assert_same_models(b, room.host.rooms[room.room].room.snapshot())  # server: 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=_UNRELIABLE_SERVER_VALUE)
-def test_library_bug_unreliable_rollback_after_a_transformed_write_and_an_unsent_one() -> None:
+def test_unreliable_rollback_after_a_transformed_write_and_an_unsent_one() -> None:
     room = LocalRoom(Board, clients=2, plugins=[referee])
     a, b = room.clients
     b_inner = cast(Board, b.room_model).inner

@@ -214,7 +214,7 @@ class DeltaTracker:
                     starts.append(start)
                     values.append(value)
                 else:
-                    if key not in sent:
+                    if key not in userver:  # nothing of ours in flight or answered unsent
                         userver[key] = start  # the stream's value, until it says otherwise
                     sent[key] = seq
                     unreliable.append((key, value))
@@ -260,6 +260,8 @@ class DeltaTracker:
         self.dirty.pop(key, None)  # latest wins: the stream's value replaces an unsent one
         if key in self._sent:
             self._server[key] = value
+        else:
+            self._server.pop(key, None)  # nothing of ours left to roll back
         return True
 
     def take_sent(self, seq: int) -> tuple[Sent | None, list[tuple[ModelId, int]] | None]:
@@ -275,8 +277,17 @@ class DeltaTracker:
             return False  # a stale echo: a newer write of ours is on its way
         if latest == seq:
             del self._sent[key]
-            self._server.pop(key, None)
+            self._answered(key, value)
         return key not in self.dirty
+
+    def _answered(self, key: Key, value: Any) -> None:
+        """The last in-flight write of ``key`` is answered and the stream now holds
+        ``value``: while a newer write is unsent that is its server value (a refusal of
+        that write rolls back to it); otherwise nothing is held any more."""
+        if key in self.dirty:
+            self._server[key] = value
+        else:
+            self._server.pop(key, None)
 
     def rejected_unreliable(self, key: Key, seq: int) -> Any:
         """The answer to ``seq`` rejected an unreliable write of ``key``: the server value
@@ -284,8 +295,9 @@ class DeltaTracker:
         if self._sent.get(key) != seq:
             return MISSING
         del self._sent[key]
-        server = self._server.pop(key, MISSING)
-        return MISSING if key in self.dirty else server
+        if key in self.dirty:  # the stream's value stays the newer write's server value
+            return MISSING
+        return self._server.pop(key, MISSING)
 
     def confirm(self, seq: int, accepted: Iterable[tuple[Hashable, object]],
                 ) -> list[tuple[Hashable, object]]:
@@ -304,7 +316,7 @@ class DeltaTracker:
                 userver[key] = value  # a stale echo still tells the stream's value
             elif latest == seq:
                 del sent[key]
-                userver.pop(key, None)
+                self._answered(key, value)
                 if key not in dirty:  # our value is the latest: show it again if a remote
                     model, p = key    # value ordered before ours replaced it here meanwhile
                     old = values_of(model)[p.slot]
@@ -385,8 +397,7 @@ class DeltaTracker:
                 return True
             return False
         if key in self.dirty or key in self._sent:
-            if key in self._sent:
-                self._server[key] = value
+            self._server[key] = value  # what a refusal of the newer write rolls back to
             return True
         return False
 
