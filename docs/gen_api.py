@@ -407,7 +407,7 @@ def _section(module: ModuleType, documented: set[type], report: _Report) -> list
             if is_enum:
                 lines += _enum_members(obj, report)
             lines += _members(obj, top, documented, report)
-        elif isinstance(obj, types.GenericAlias | typing._GenericAlias):  # type: ignore[attr-defined]
+        elif isinstance(obj, types.GenericAlias | typing._GenericAlias):  # type: ignore[attr-defined]  # noqa: SLF001
             a = _constant_source(name)
             value = a.value if a is not None and a.value else repr(obj)
             lines += _entry(f"### type alias `{name}` = `{value}`", a.doc if a else "", qual,
