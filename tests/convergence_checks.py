@@ -416,8 +416,10 @@ class InFlight:
       shows — unreliable ones always (no "changed back" suppression), reliable ones unless
       the frame changed them back to their frame-start value (§4.1).
     - A batch is applied whole before its streams emit (§4b): at its first emission every
-      property another client's entries in it changed (and nothing of this client's
-      touches) already shows the batch's last value for it.
+      property it changes shows the value the batch leaves it with — the last other
+      client's value, or for an unreliable property the answer to this client's newest
+      write of it, never a stale echo of an older one (§4) — unless this client's own
+      unsent or in-flight writes decide it.
 
     Call :meth:`track` for every model whose writes should be followed, before any other
     subscriber of its ``changes`` (a subscriber that writes in its callback emits the write
@@ -480,9 +482,10 @@ class InFlight:
             name = _name_of(model, pid)
             if name is not None and not same(getattr(model, name), value):
                 self.violations.append(
-                    f"client {rt.client_id} emitted batch {whole[0]}'s changes before applying "
-                    f"all of it: {type(model).__name__}.{name} of {mid!r} shows "
-                    f"{getattr(model, name)!r}, the batch makes it {value!r}")
+                    f"client {rt.client_id}: at the first emission of batch {whole[0]}, "
+                    f"{type(model).__name__}.{name} of {mid!r} shows {getattr(model, name)!r}; "
+                    f"applied whole, the batch leaves it {value!r} (emitted before the batch "
+                    f"was applied whole, or a stale echo of an own write shown?)")
 
     def client_sent(self, rt: Realtime, message: Any) -> None:
         if isinstance(message, Update):
@@ -499,37 +502,65 @@ class InFlight:
     def client_receives(self, rt: Realtime, message: Any) -> None:
         st = self.state(rt)
         if isinstance(message, Welcome):
+            st.whole = None      # a batch held back for it is never applied
             st.inflight.clear()  # a new session epoch: what is resent is tracked anew
             if self.room.welcomes_received[rt] <= 1:
                 st.dirty.clear()  # a join; a resync re-bases the frame's writes, keeps them
         elif isinstance(message, Batch):
-            me = rt.client_id
-            theirs: dict[tuple[Any, int], Any] = {}
-            mine: set[tuple[Any, int]] = set()
-            for entry in message.entries:
-                if not isinstance(entry, UpdateEntry):
-                    continue
-                if entry.sender == me and entry.seq > 0:
-                    for seq in [s for s in st.inflight if s <= entry.seq]:
-                        mine.update(st.inflight.pop(seq))  # settled (≤ N): applied first
-                    mine.update((mid, pid) for mid, pid, _ in flatten(entry.changes))
-                    mine.update((_norm(mid), pid) for mid, pid in entry.rejected)
-                    continue
+            st.whole = (message.room_seq, self.expected(rt, st, message))
+
+    def expected(self, rt: Realtime, st: _Client, batch: Batch) -> dict[tuple[Any, int], Any]:
+        """What the properties ``batch`` changes show once it is applied (those that the
+        client's own writes leave undecided here are left out), and the bookkeeping of the
+        answers it carries."""
+        me = rt.client_id
+        dirty_before = set(st.dirty)
+        newest: dict[tuple[Any, int], int] = {}  # key → newest own update carrying it
+        for seq, keys in st.inflight.items():
+            for key in keys:
+                newest[key] = max(seq, newest.get(key, 0))
+        expect: dict[tuple[Any, int], Any] = {}
+        undecided: set[tuple[Any, int]] = set()
+        for entry in batch.entries:
+            if not isinstance(entry, UpdateEntry):
+                continue
+            if entry.sender != me or entry.seq == 0:
                 for mid, pid, value in flatten(entry.changes):
-                    if pid >= 0:
-                        theirs[(mid, pid)] = value
-                    item = st.dirty.get((mid, pid))  # another client's latest
+                    if pid < 0:
+                        continue
+                    expect[(mid, pid)] = value  # another client's write (or the server's)
+                    item = st.dirty.get((mid, pid))
                     if item is not None and not schema_of(item[0])[item[1]][1]:
-                        del st.dirty[(mid, pid)]     # unreliable value wins
-            pending = set().union(*st.inflight.values()) if st.inflight else set()
-            for key in list(theirs):
-                if key in mine or key in st.dirty:
-                    del theirs[key]  # this client's own writes decide what shows
-                elif key in pending:
-                    model = rt.datastore.get(key[0])
-                    if model is None or schema_of_id(model, key[1])[1]:
-                        del theirs[key]  # reliable and in flight: the local value shows
-            st.whole = (message.room_seq, theirs)
+                        del st.dirty[(mid, pid)]  # an unreliable one wins over an unsent one
+                continue
+            for seq in [s for s in st.inflight if s <= entry.seq]:
+                keys = st.inflight.pop(seq)  # settled (≤ N): the batch applies it first
+                if seq != entry.seq:
+                    undecided.update(keys)
+            accepted = {(mid, pid): value for mid, pid, value in flatten(entry.changes)
+                        if pid >= 0}
+            refused = {(_norm(mid), pid) for mid, pid in entry.rejected if pid >= 0}
+            for key in (*accepted, *refused):
+                model = rt.datastore.get(key[0])
+                if model is None or schema_of_id(model, key[1])[1]:
+                    undecided.add(key)  # reliable: the in-flight cache decides
+                elif newest.get(key, 0) > entry.seq:
+                    name = schema_of_id(model, key[1])[0]
+                    if name is not None:  # a stale echo of an unreliable write: it shows
+                        expect.setdefault(key, getattr(model, name))  # nothing
+                elif key in refused:
+                    undecided.add(key)  # rolls back to a server value not known here
+                else:
+                    expect[key] = accepted[key]  # the answer to the newest write: it shows
+        pending = set().union(*st.inflight.values()) if st.inflight else set()
+        for key in list(expect):
+            if key in undecided or key in dirty_before or key in st.dirty:
+                del expect[key]  # the client's own writes decide what shows
+            elif key in pending:
+                model = rt.datastore.get(key[0])
+                if model is None or schema_of_id(model, key[1])[1]:
+                    del expect[key]  # reliable and in flight: the local value shows
+        return expect
 
     def _wrap_flush(self, rt: Realtime, st: _Client) -> None:
         flush = rt.flush
