@@ -328,17 +328,12 @@ def test_unreliable_rollback_after_a_transformed_write_and_an_unsent_one() -> No
     assert_same_models(b, room.host.rooms[room.room].room.snapshot())  # server: 2.0
 
 
-# Another one, not fixed yet: a strict xfail, which turns into a failure (XPASS(strict)) once
-# the bug is fixed, as a reminder to drop the mark.
+# Another one: a change still queued from a batch survived a callback's write of the same
+# value (the drop in Notifier.deliver compared values), emitting as `remote` with a stale
+# `old` over an unsent local write (DESIGN §4.2, §4b). Fixed: an unsent write always drops it.
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: a change still queued from a batch is dropped only if the value a callback "
-    "has since written locally differs from the queued value (rtecs/model/_notify.py, "
-    "Notifier.deliver: `now is not new and now != new and written(...)`); when the callback "
-    "wrote the same value, the queued change is still emitted, as `remote`, with a stale "
-    "`old`, over an unsent local write (DESIGN §4.2: nothing emits; §4b: it is dropped)"))
-def test_library_bug_a_queued_remote_change_survives_a_callbacks_equal_write() -> None:
+def test_a_queued_remote_change_does_not_survive_a_callbacks_equal_write() -> None:
     room = LocalRoom(Board, clients=2, plugins=[referee])
     a, b = room.clients
     board, other = cast(Board, a.room_model), cast(Board, b.room_model)

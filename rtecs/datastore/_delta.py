@@ -103,9 +103,12 @@ class DeltaTracker:
     def is_dirty(self, key: Key) -> bool:
         return key in self.dirty
 
-    def written_locally(self, model: RealtimeModel, p: Prop) -> bool:
-        """True if a local write of ``model.p`` is unsent or unanswered."""
-        return (model, p) in self.dirty or (model, p) in self.cache or (model, p) in self._sent
+    def written_locally(self, model: RealtimeModel, p: Prop, differs: bool) -> bool:
+        """Whether a queued change of ``model.p`` is stale: a local write of it is unsent
+        (nothing queues a change for an unsent key, so a callback wrote it since), or — when
+        the model no longer shows the queued value (``differs``) — unanswered."""
+        key = (model, p)
+        return key in self.dirty or (differs and (key in self.cache or key in self._sent))
 
     @property
     def updates_in_flight(self) -> int:

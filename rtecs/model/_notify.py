@@ -75,11 +75,11 @@ class Notifier:
     """Emits a datastore's visible changes: see the module docs.
 
     ``store`` is the datastore (collections of another datastore hear nothing);
-    ``written_locally(model, prop)`` tells whether a local write of it is unsent or
+    ``written_locally(model, prop, differs)`` tells whether a local write of it is unsent or
     unanswered (a queued change for it is then dropped)."""
 
     def __init__(self, store: object,
-                 written_locally: Callable[[RealtimeModel, Prop], bool]) -> None:
+                 written_locally: Callable[[RealtimeModel, Prop, bool], bool]) -> None:
         self._store = store
         self._written_locally = written_locally
         self._subject: Subject[Change] | None = None
@@ -154,8 +154,7 @@ class Notifier:
         written = self._written_locally
         for model, p, old, new, source in visible.props:
             now = values_of(model)[p.slot]
-            if (now is not new and (type(now) is not type(new) or now != new)
-                    and written(model, p)):
+            if written(model, p, now is not new and (type(now) is not type(new) or now != new)):
                 continue  # written locally since (a callback): that write is newer
             try:
                 notify(model, p, old, new, source)
