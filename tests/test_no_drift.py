@@ -15,6 +15,7 @@ import pytest
 
 import rtecs
 from harness import LocalRoom, assert_same_models
+from rtecs.datastore import OpaqueModel
 from rtecs.protocol import (
     PROTOCOL_VERSION,
     Batch,
@@ -215,6 +216,9 @@ def test_a_model_type_this_client_has_no_class_for_is_kept_not_raised() -> None:
     assert late.connected
     for rt in (a, b, late):
         assert rt.room_seq == room.host.rooms[room.room].room.room_seq
+        kept = rt.datastore.get(ghost)  # kept, counted, never shown
+        assert isinstance(kept, OpaqueModel)
+        assert (kept.opaque_type, kept.values) == ("Ghost", {1: "sad"})
 
 
 # ----------------------------------------------------------------------------- §5
