@@ -262,3 +262,43 @@ def test_a_class_with_its_own_setattr_and_its_subclasses_still_write_properties(
         more.c = 3  # type: ignore[attr-defined]
     object.__setattr__(more, "a", 5)  # the descriptor path writes the same way
     assert more.a == 5 and list(owner.dirty)[-1] == (more, More.a)
+
+
+# ----------------------------------------------------------------- the write log (DESIGN §1)
+
+
+class Spy(Datastore):
+    """A datastore that counts calls of ``mark_dirty`` (its models should not need it)."""
+
+    __slots__ = ("calls",)
+
+    def mark_dirty(self, model: RealtimeModel, p: Prop, old: Any) -> Any:
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().mark_dirty(model, p, old)
+
+
+def test_a_datastores_models_record_writes_in_its_write_log_without_calling_it() -> None:
+    from rtecs.errors import ModelDestroyedError, NotConnectedError
+    from rtecs.protocol import Welcome
+
+    room = Player()
+    ds = Spy(room, [Thing])
+    ds.load_snapshot(Welcome(1, 0, 0.0, [], [1]))
+    thing = Thing()
+    ds.create(thing)
+    ds.collect()
+    seen: list[Change] = []
+    ds.changes.subscribe(seen.append)  # after the binds: the models' log learns it too
+    room.score, thing.n, room.score = 5, 8, 6
+    assert list(ds.delta.dirty.items()) == [((thing, Thing.n), 7), ((room, Player.score), 0)]
+    assert [(c.model, c.prop, c.old, c.new) for c in seen] == [
+        (room, "score", 0, 5), (thing, "n", 7, 8), (room, "score", 5, 6)]
+    assert getattr(ds, "calls", 0) == 0
+    ds.destroy(thing)
+    with pytest.raises(ModelDestroyedError):
+        thing.n = 9
+    assert thing.n == 8
+    ds.close()
+    with pytest.raises(NotConnectedError):
+        room.score = 7
+    assert room.score == 6 and len(seen) == 3

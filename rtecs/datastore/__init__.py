@@ -12,9 +12,9 @@ facade over parts that each own their state:
   applying stream entries and snapshots, gathering the visible changes as data.
 - a :class:`~rtecs.model.Notifier` (model layer: reactivex lives there) emits them.
 
-Models reach their datastore through the model layer's narrow interface (``mark_dirty``, …),
-never its tables; the datastore reaches models through the model layer's functions
-(:func:`rtecs.model.bind`, ``values_of``, …), never their attributes.
+Models reach their datastore through the model layer's narrow interface (its
+:class:`~rtecs.model.WriteLog`, ``mark_dirty``, …), never its tables; the datastore reaches
+models through the model layer's functions (``bind``, ``values_of``, …), never their attributes.
 
 - Types (:class:`~rtecs.datastore._types.TypeRegistry`, ``_types.py``): found by name among
   the defined :class:`RealtimeModel` subclasses when not passed in; new ones are announced
@@ -52,6 +52,7 @@ from rtecs.model import (
     Notifier,
     Prop,
     RealtimeModel,
+    WriteLog,
     check_kid,
     defaults_of,
     follows_kids,
@@ -84,7 +85,7 @@ UNCHECKED = _Unchecked.UNCHECKED
 class Datastore:
     """The synchronised state of one room as this client sees it."""
 
-    __slots__ = ("_applier", "_delta", "_dirty", "_notifier", "_snapshots", "_tree", "_types",
+    __slots__ = ("_applier", "_delta", "_log", "_notifier", "_snapshots", "_tree", "_types",
                  "_welcomed", "client_id", "max_value_bytes", "room_model")
 
     def __init__(self, room_model: RealtimeModel,
@@ -98,10 +99,10 @@ class Datastore:
         announced); larger writes raise ``ValueError`` at the assignment."""
         self._types = TypeRegistry()
         self._welcomed = False
-        self._tree = ModelTree(self)
         self._delta = DeltaTracker()
-        self._dirty = self._delta.dirty  # the write path's shortcut (see mark_dirty)
-        self._notifier = Notifier(self, self._delta.written_locally)
+        self._log = WriteLog(self._delta.dirty)  # handed to every model (the write path)
+        self._tree = ModelTree(self, self._log)
+        self._notifier = Notifier(self, self._delta.written_locally, self._log)
         self._applier = Applier(self, self._tree, self._delta, self._notifier, self.find_type)
         self._snapshots = Snapshots(self, self._tree, self._delta, self._applier)
         for t in (type(room_model), *types):
@@ -281,14 +282,14 @@ class Datastore:
     # ----------------------------------------------------------------- local writes
 
     def mark_dirty(self, model: RealtimeModel, p: Prop, old: Any) -> Emit | None:
-        """A property of ``model`` is about to change locally from ``old`` (the model
-        layer's narrow interface, called before the value is stored: on a closed datastore
-        this raises :class:`~rtecs.errors.NotConnectedError` and nothing changes). The key
-        keeps the frame-start value and moves to the end of the dirty set. Returns where the
-        change goes datastore-wide (None while nobody listens)."""
-        dirty, key = self._dirty, (model, p)  # the hot path of every write: keep it short
+        """``model.p`` is about to change locally from ``old`` (the narrow interface; its
+        models do this through its :class:`~rtecs.model.WriteLog`, without a call). Before
+        the store: closed, this raises :class:`~rtecs.errors.NotConnectedError`, nothing
+        changes. The key keeps the frame-start value and moves to the end of the dirty set.
+        Returns where the change goes datastore-wide (None while nobody listens)."""
+        dirty, key = self._log.dirty, (model, p)
         dirty[key] = dirty.pop(key, old)
-        return self._notifier.emit
+        return self._log.emit
 
     def check_write(self, model: RealtimeModel) -> None:
         """Raise unless this client may write ``model`` as far as it knows (the model and its
@@ -344,7 +345,7 @@ class Datastore:
         """No more writes: from now on every write to a model of this datastore raises
         :class:`~rtecs.errors.NotConnectedError` (the client was closed)."""
         self._delta.close()
-        self._dirty = self._delta.dirty
+        self._log.dirty = self._delta.dirty  # refuses every write (its pop raises)
 
     def report_error(self, error: BaseException) -> None:
         """A subscriber raised ``error``: log it with its traceback and tell every

@@ -22,6 +22,7 @@ from rtecs.errors import OwnershipError
 from rtecs.model import (
     ModelOwner,
     RealtimeModel,
+    WriteLog,
     bind,
     children_of,
     flags_of,
@@ -44,10 +45,12 @@ def child_id(parent: ModelId, prop_id: int) -> ModelId:
 
 
 class ModelTree:
-    """Every model of one datastore (``owner``: what the models are bound to)."""
+    """Every model of one datastore (``owner``: what the models are bound to; ``log``: the
+    datastore's write log, handed to them too)."""
 
-    def __init__(self, owner: ModelOwner) -> None:
+    def __init__(self, owner: ModelOwner, log: WriteLog | None = None) -> None:
         self._owner = owner
+        self._log = log  # handed to every model bound (its writes record themselves there)
         self.models: dict[ModelId, RealtimeModel] = {}
         """Every model by network id (a live view: change it only through the tree)."""
         self._kids: dict[RealtimeModel, dict[RealtimeModel, None]] = {}  # ordered sets
@@ -124,7 +127,7 @@ class ModelTree:
     def attach(self, model: RealtimeModel, model_id: ModelId,
                parent: RealtimeModel | None) -> None:
         """Bind ``model`` and its declared children under ``model_id``."""
-        bind(model, self._owner, model_id, parent)
+        bind(model, self._owner, model_id, parent, self._log)
         self.models[model_id] = model
         values = values_of(model)
         for p in children_of(type(model)):

@@ -52,7 +52,7 @@ from rtecs.protocol import (
 )
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "Change", "ChangeSource", "KidEvent", "Prop",
-           "RealtimeModel", "find_model_type", "prop"]
+           "RealtimeModel", "WriteLog", "find_model_type", "prop"]
 
 #: The largest str (UTF-8) or bytes value a model in no datastore accepts: the default
 #: update limit less room for the update's framing (``Limits.max_value_bytes``). A model in
@@ -108,9 +108,28 @@ KidReport = tuple[KidEvent, "RealtimeModel", Any]
 Emit = Callable[["Change"], None]
 
 
+class WriteLog:
+    """Where the models of one datastore record their local writes: the datastore's dirty
+    set (``(model, prop)`` → the value before the frame's first write, in the order of the
+    last writes) and where a write is reported datastore-wide (``emit``, None while nobody
+    listens). Part of the narrow interface (DESIGN §1): the datastore owns it and hands it to
+    each model it binds, so a property write records itself without a call (the hot path)."""
+
+    __slots__ = ("dirty", "emit")
+
+    def __init__(self, dirty: dict[tuple[RealtimeModel, Prop], Any]) -> None:
+        self.dirty = dirty
+        """Written by property setters as ``dirty[key] = dirty.pop(key, old)`` before the
+        value is stored, so a log that refuses (its ``pop`` raises: a closed datastore)
+        refuses the write with the value unchanged."""
+        self.emit: Emit | None = None
+
+
 class _Owner(Protocol):
     """What a model needs from the datastore it is attached to: one narrow interface that
-    the model layer defines and the datastore implements (DESIGN §1), never its tables."""
+    the model layer defines and the datastore implements (DESIGN §1), never its tables.
+    Besides these, :func:`bind` may hand the model the datastore's :class:`WriteLog`: its
+    writes then record themselves there, and ``mark_dirty`` is not called."""
 
     client_id: int
     max_value_bytes: int
@@ -118,9 +137,10 @@ class _Owner(Protocol):
 
     def mark_dirty(self, model: RealtimeModel, p: Prop, old: Any) -> Emit | None:
         """``model.p`` is about to change locally from ``old``: record it for the next
-        update (keeping the frame-start value). Called before the value is stored, so a
-        refusal (a closed datastore, a destroyed model) raises with the value unchanged.
-        Returns where to report the change datastore-wide, or None if nobody listens."""
+        update (keeping the frame-start value), for a model bound without a
+        :class:`WriteLog`. Called before the value is stored, so a refusal (a closed
+        datastore, a destroyed model) raises with the value unchanged. Returns where to
+        report the change datastore-wide, or None if nobody listens."""
 
     def check_write(self, model: RealtimeModel) -> None:
         """Raise unless this client may write ``model`` (called when an owner is seen)."""
@@ -300,10 +320,11 @@ class RealtimeModel:
     keyword, default the class name) is the model's name on the wire and in the schema.
     """
 
-    __slots__ = ("_ds", "_flags", "_id", "_parent", "_subs", "_v")
+    __slots__ = ("_ds", "_flags", "_id", "_parent", "_subs", "_v", "_wlog")
     if typing.TYPE_CHECKING:  # set in __init__
         _v: list[Any]
         _ds: _Owner | None
+        _wlog: WriteLog | None
         _id: ModelId | None
         _parent: RealtimeModel | None
         _subs: _Subjects | None
@@ -390,6 +411,7 @@ class RealtimeModel:
         # The slots, set past __setattr__ (which would only pass them on, slower).
         _set_v(self, list(cls._template))
         _set_ds(self, None)
+        _set_wlog(self, None)
         _set_id(self, None)
         _set_parent(self, None)
         _set_subs(self, None)
@@ -614,7 +636,14 @@ def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any
                 if owner != -1 and owner != ds.client_id:
                     ds.check_write(self)
                 parent = parent._parent  # noqa: SLF001 (the same)
-            emit = ds.mark_dirty(self, p, old)  # before the store: a refusal changes nothing
+            log = self._wlog
+            if log is not None:  # the datastore's write log (see bind): no call
+                dirty = log.dirty
+                key = (self, p)
+                dirty[key] = dirty.pop(key, old)  # before the store: a refusal changes nothing
+                emit = log.emit
+            else:
+                emit = ds.mark_dirty(self, p, old)  # the same, through the interface
             v[slot] = value
             if self._subs is not None:
                 self._notify(p, old, value, ChangeSource.LOCAL)
@@ -634,6 +663,7 @@ _SETTER_CODE = _write.__code__
 _SLOTS = RealtimeModel.__dict__
 _set_v = _SLOTS["_v"].__set__
 _set_ds = _SLOTS["_ds"].__set__
+_set_wlog = _SLOTS["_wlog"].__set__
 _set_id = _SLOTS["_id"].__set__
 _set_parent = _SLOTS["_parent"].__set__
 _set_subs = _SLOTS["_subs"].__set__
@@ -662,12 +692,14 @@ set_flags: Callable[[RealtimeModel, int], None] = _set_flags
 
 
 def bind(model: RealtimeModel, owner: _Owner, model_id: ModelId,
-         parent: RealtimeModel | None) -> None:
+         parent: RealtimeModel | None, log: WriteLog | None = None) -> None:
     """Attach ``model`` to the datastore ``owner`` under ``model_id``; raise ``ValueError``
-    if it already belongs to one."""
+    if it already belongs to one. ``log``: the datastore's :class:`WriteLog`, where the
+    model's writes record themselves from now on (without it, they call ``mark_dirty``)."""
     if store_of(model) is not None:
         raise ValueError(f"{model!r} already belongs to a datastore")
     _set_ds(model, owner)
+    _set_wlog(model, log)
     _set_id(model, model_id)
     _set_parent(model, parent)
 
@@ -675,6 +707,7 @@ def bind(model: RealtimeModel, owner: _Owner, model_id: ModelId,
 def unbind(model: RealtimeModel) -> None:
     """``model`` was destroyed: from now on every write to it raises."""
     _set_ds(model, DESTROYED)
+    _set_wlog(model, None)
 
 
 def watched(model: RealtimeModel) -> bool:

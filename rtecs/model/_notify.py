@@ -30,6 +30,7 @@ from rtecs.model._model import (
     KidEvent,
     Prop,
     RealtimeModel,
+    WriteLog,
     abandon,
     kids_changed,
     notify,
@@ -76,16 +77,19 @@ class Notifier:
 
     ``store`` is the datastore (collections of another datastore hear nothing);
     ``written_locally(model, prop, differs)`` tells whether a local write of it is unsent or
-    unanswered (a queued change for it is then dropped)."""
+    unanswered (a queued change for it is then dropped); ``log``, the datastore's
+    :class:`~rtecs.model.WriteLog`, learns where local writes go datastore-wide."""
 
     def __init__(self, store: object,
-                 written_locally: Callable[[RealtimeModel, Prop, bool], bool]) -> None:
+                 written_locally: Callable[[RealtimeModel, Prop, bool], bool],
+                 log: WriteLog | None = None) -> None:
         self._store = store
         self._written_locally = written_locally
+        self._log = log
         self._subject: Subject[Change] | None = None
         self.emit: Emit | None = None
         """Where a change goes datastore-wide: None until somebody subscribes to
-        :attr:`changes`."""
+        :attr:`changes` (the write log's ``emit`` is the same)."""
         self.error_listeners: list[Callable[[BaseException], None]] = []
         """Called with every exception a subscriber raised (see :meth:`report_error`)."""
         self.lifecycle_listeners: list[Callable[[RealtimeModel, bool], None]] = []
@@ -98,6 +102,8 @@ class Notifier:
         if self._subject is None:
             self._subject = Subject()
             self.emit = self._subject.on_next
+            if self._log is not None:
+                self._log.emit = self.emit
         return guarded(self._subject, self.report_error)
 
     def report_error(self, error: BaseException) -> None:
