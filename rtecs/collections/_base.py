@@ -10,7 +10,7 @@ dynamic models created under the collection.
 
 Each collection keeps what it *shows* and its own pending operations; the datastore keeps
 the server's structure and reports, in stream order, what happened to the elements
-(:class:`~rtecs.model._model.KidEvent`). After each report batch the collection recomputes
+(:class:`~rtecs.model.KidEvent`). After each report batch the collection recomputes
 the slots (elements or keys) it touched and emits the differences: local operations at
 once, everything from the server once the whole message is applied (DESIGN §4b), so a value
 that is replaced twice within one message emits once, and one that comes and goes within it
@@ -28,10 +28,9 @@ from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast
 from reactivex import Observable
 from reactivex.subject import Subject
 
-from rtecs.datastore import Datastore
+from rtecs.datastore import UNCHECKED, Datastore
 from rtecs.errors import ModelDestroyedError, NotConnectedError
-from rtecs.model import RealtimeModel, guarded
-from rtecs.model._model import KidEvent, KidReport
+from rtecs.model import KidEvent, KidReport, RealtimeModel, guarded, store_of
 from rtecs.protocol import collection_type_name
 
 __all__ = ["E", "CollectionChange", "Collection", "Batch", "settled"]
@@ -145,7 +144,7 @@ class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection", abstra
         self._streams: _Streams | None = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(id={self._id!r}, {len(self)} elements)"
+        return f"{type(self).__name__}(id={self.model_id!r}, {len(self)} elements)"
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -186,19 +185,26 @@ class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection", abstra
     # ----------------------------------------------------------------- the datastore
 
     def _store(self) -> Datastore:
-        ds = self._ds
+        ds = store_of(self)
         if isinstance(ds, Datastore):
             return ds
         if ds is None:
             raise NotConnectedError(f"this {type(self).__name__} is not in a room yet: spawn "
                                     "or create the model that holds it first")
-        raise ModelDestroyedError(f"{type(self).__name__} {self._id} was destroyed with the "
-                                  "model that held it")
+        raise ModelDestroyedError(f"{type(self).__name__} {self.model_id} was destroyed with "
+                                  "the model that held it")
 
     def _check_element(self, kid: RealtimeModel) -> None:
         if type(kid) is not self.element_type:
             raise TypeError(f"a {type(self).__name__} holds {self.element_type.__name__} "
                             f"models, not {type(kid).__name__}")
+
+    def _check_kid(self, kid: RealtimeModel, key: Any, expected: Any) -> None:
+        """An element of the right type, and no key: the unkeyed collections (the keyed
+        ones check their keys too)."""
+        self._check_element(kid)
+        if key is not None or expected is not UNCHECKED:
+            raise ValueError(f"the elements of a {type(self).__name__} have no keys")
 
     def _kids_changed(self, reports: Sequence[KidReport], local: bool,
                       ) -> Callable[[], None] | None:

@@ -12,8 +12,7 @@ from reactivex.subject import Subject
 
 from rtecs.collections._base import Batch, Collection, CollectionChange, E, settled, when_done
 from rtecs.datastore import UNCHECKED, Datastore
-from rtecs.model import RealtimeModel, guarded
-from rtecs.model._model import KidEvent
+from rtecs.model import KidEvent, RealtimeModel, guarded, store_of
 
 __all__ = ["RealtimeDictionary", "StringKeyDictionary"]
 
@@ -127,7 +126,7 @@ class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed", abstract=Tru
             for pending in self._ops.values():
                 for op in pending:  # each reports whether its effect is in the server's state
                     if op.future is not None:
-                        done = (op.element._ds is store) is not op.removes
+                        done = (store_of(op.element) is store) is not op.removes
                         batch.done.append((op.future, done))
             self._ops.clear()
             for k in (*self._shown, *store.keyed_kids(self)):
@@ -246,7 +245,7 @@ class StringKeyDictionary(_Keyed[str, E], type_name="rtecs.StrDict", abstract=Tr
         changed the key first."""
         self._check_key(key)
         target = self._target(key)
-        expected = None if target is None else target._id
+        expected = None if target is None else target.model_id
         self._store().create(model, parent=self, key=key, expected=expected)
         return self._ops[key][-1].promise(on_done)
 

@@ -8,17 +8,10 @@ from itertools import chain
 from typing import Any, overload
 
 from rtecs.collections._base import Batch, Collection, CollectionChange, E, settled
-from rtecs.datastore import UNCHECKED, Datastore
-from rtecs.model import RealtimeModel
-from rtecs.model._model import KidEvent
+from rtecs.datastore import Datastore
+from rtecs.model import KidEvent, RealtimeModel, store_of
 
 __all__ = ["RealtimeArray", "RealtimeSet"]
-
-
-def _unkeyed(collection: Collection[Any], kid: RealtimeModel, key: Any, expected: Any) -> None:
-    collection._check_element(kid)
-    if key is not None or expected is not UNCHECKED:
-        raise ValueError(f"the elements of a {type(collection).__name__} have no keys")
 
 
 def _settle_removals(batch: Batch, removing: dict[RealtimeModel, Future[bool]],
@@ -26,7 +19,7 @@ def _settle_removals(batch: Batch, removing: dict[RealtimeModel, Future[bool]],
     """A snapshot replaced the state: each pending removal reports whether its element is
     gone now."""
     for element, future in removing.items():
-        batch.done.append((future, element._ds is not ds))
+        batch.done.append((future, store_of(element) is not ds))
     removing.clear()
 
 
@@ -83,9 +76,6 @@ class RealtimeSet(Collection[E], type_name="rtecs.Set", abstract=True):
     def _pending_futures(self) -> list[Future[bool]]:
         found, self._removing = list(self._removing.values()), {}
         return found
-
-    def _check_kid(self, kid: RealtimeModel, key: Any, expected: Any) -> None:
-        _unkeyed(self, kid, key, expected)
 
     def _take(self, batch: Batch, event: KidEvent, kid: RealtimeModel, key: Any) -> None:
         if event is KidEvent.RESET:
@@ -165,9 +155,6 @@ class RealtimeArray(Collection[E], type_name="rtecs.Array", abstract=True):
         found, self._removing = list(self._removing.values()), {}
         return found
 
-    def _check_kid(self, kid: RealtimeModel, key: Any, expected: Any) -> None:
-        _unkeyed(self, kid, key, expected)
-
     def _take(self, batch: Batch, event: KidEvent, kid: RealtimeModel, key: Any) -> None:
         element: E = kid  # type: ignore[assignment]
         if event is KidEvent.CREATED:  # last in the view: extend it rather than rebuild it
@@ -197,7 +184,7 @@ class RealtimeArray(Collection[E], type_name="rtecs.Array", abstract=True):
             future = self._removing.pop(kid, None)
             if future is not None:
                 batch.done.append((future, event is KidEvent.DESTROYED))
-        if kid._ds is not self._ds:  # gone: refused, destroyed
+        if store_of(kid) is not store_of(self):  # gone: refused, destroyed
             if element in self._pending:
                 self._pending.remove(element)
             elif element in self._confirmed:
@@ -221,11 +208,11 @@ def _membership(collection: Any, batch: Batch, shown: dict[Any, None],
     """What the elements a batch touched did to what ``collection`` shows: each that now is
     (in the datastore, not being removed) and was not shown is ``added``, and the reverse
     ``removed``; ``shown`` is updated."""
-    ds = collection._ds
+    ds = store_of(collection)
     out: list[tuple[str, CollectionChange[Any]]] = []
     for slot in batch.touched:
         element: Any = slot
-        now = element._ds is ds and element not in removing
+        now = store_of(element) is ds and element not in removing
         if now is (element in shown):
             continue
         if now:
