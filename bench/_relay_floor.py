@@ -7,9 +7,9 @@ One ROUTER socket, one room. It speaks just enough of the rtecs wire format
 (:mod:`rtecs.protocol`) for the same load generator — raw protocol clients and full
 ``rtecs`` clients — to run against it unchanged:
 
-- ``HELLO`` → ``WELCOME [10, client_id, room_seq, time, [], members, 1, 0, {}]`` (epoch 1,
-  nothing applied before, no limits; no snapshot: the generator joins its sampled clients
-  first, so they see every later create in the stream);
+- ``HELLO`` → ``WELCOME [10, client_id, room_seq, time, [], members, 1, 0, {}, b"", b"",
+  0]`` (epoch 1, nothing applied before, no limits, no session to resume; no snapshot: the
+  generator joins its sampled clients first, so they see every later create in the stream);
 - ``UPDATE [2, seq, changes, epoch]`` → the entry ``[0, sender, seq, changes, []]`` appended to the
   pending batch: no sequencing, no validation, no authority, no state;
 - ``PING`` → ``PONG [12, client_time, time, room_seq]``; ``BYE`` → forget the member.
@@ -91,7 +91,7 @@ def serve(bind: str, tick: float) -> None:
                     next_id += 1
                     send(peer, SNDMORE_NB)
                     send(packb([_WELCOME, members[peer], room_seq, time.time(), [],
-                                list(members.values()), 1, 0, {}]), NB)
+                                list(members.values()), 1, 0, {}, b"", b"", 0]), NB)
                 elif kind == _BYE:
                     members.pop(peer, None)
         now = time.monotonic()

@@ -41,10 +41,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from bench._harness import ratio_line
-from rtecs.protocol import dynamic_model_id
+from rtecs.protocol import SnapshotRecord, dynamic_model_id
 from rtecs_server.storage import (
     RedisStorage,
     SavedRoom,
@@ -62,13 +61,13 @@ SCHEMA = {"Room": {1: ("title", "str", True)},
 
 def make_room(models: int, seed: int = 1) -> SavedRoom:
     rng = random.Random(seed)
-    records: list[tuple[Any, ...]] = [(0, "Room", -1, 0, {1: "benchmark"})]
+    records: list[SnapshotRecord] = [SnapshotRecord(0, "Room", -1, 0, {1: "benchmark"})]
     clients = 20
     for i in range(models):
         owner = -1 if i % 3 else 1 + i % clients
-        records.append((dynamic_model_id(1 + i % clients, 1 + i // clients), "Cube", owner, 0,
-                        {1: rng.random() * 100, 2: i, 3: f"cube-{i:05d}",
-                         4: rng.randbytes(8)}))
+        records.append(SnapshotRecord(
+            dynamic_model_id(1 + i % clients, 1 + i // clients), "Cube", owner, 0,
+            {1: rng.random() * 100, 2: i, 3: f"cube-{i:05d}", 4: rng.randbytes(8)}))
     return SavedRoom("bench", "Room", SCHEMA, clients + 1,
                      {c: models // clients + 1 for c in range(1, clients + 1)}, records)
 
@@ -171,7 +170,8 @@ def checkpoint_cost(storage: Storage, room: SavedRoom, seconds: int,
         if pause_gc:
             gc.disable()
         t0 = time.perf_counter()
-        snapshot = [(r[0], r[1], r[2], r[3], dict(r[4])) for r in live]  # ModelStore.snapshot
+        snapshot = [SnapshotRecord(r[0], r[1], r[2], r[3], dict(r[4]), r[5], r[6])
+                    for r in live]  # as ModelStore.snapshot copies
         t1 = time.perf_counter()
         models = persistent_models(snapshot)
         t2 = time.perf_counter()

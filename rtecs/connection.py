@@ -44,6 +44,7 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Redirect,
+    Resumed,
     Resync,
     Welcome,
     decode_server_message,
@@ -190,6 +191,10 @@ class Connection:
                 self._handle_pong(message)
             elif isinstance(message, Redirect):
                 self._handle_redirect(message)
+            elif isinstance(message, Resumed):
+                # Only ever the answer to a RESUME, which this client has not sent.
+                log.error("the server sent RESUMED without a RESUME: ignored")
+                self.ask_resync("an unexpected RESUMED")
             else:
                 self._handle_error(message)
             if self._state.value is ConnectionState.DISCONNECTED:

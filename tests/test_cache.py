@@ -16,7 +16,7 @@ import pytest
 from rtecs.cache import InFlightCache
 from rtecs.datastore import Datastore
 from rtecs.model import Change, ChangeSource, RealtimeModel, prop
-from rtecs.protocol import Update, UpdateEntry, Welcome
+from rtecs.protocol import SnapshotRecord, Update, UpdateEntry, Welcome
 
 K, J, L = "k", "j", "l"
 NOTHING: tuple[bool, object] = (False, None)
@@ -570,7 +570,8 @@ def test_a_resync_rolls_back_unanswered_writes_and_empties_the_cache() -> None:
     room.f = 1.0  # unsent
     remote(ds, 2, 3.0)
     seen.clear()
-    ds.load_snapshot(Welcome(ME, 10, 0.0, [(0, "CacheRoom", -1, 0, {1: 2, 2: 3.0})], [ME]))
+    ds.load_snapshot(Welcome(ME, 10, 0.0, [SnapshotRecord(0, "CacheRoom", -1, 0,
+                                                          {1: 2, 2: 3.0})], [ME]))
     ds.flush_emissions()
     assert room.x == 2 and room.f == 3.0
     assert sorted(shown(seen), key=repr) == [(2, ChangeSource.ROLLBACK),

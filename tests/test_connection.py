@@ -19,6 +19,7 @@ from rtecs.protocol import (
     Pong,
     Redirect,
     Resync,
+    SnapshotRecord,
     Welcome,
     decode_client_message,
     encode,
@@ -53,7 +54,7 @@ def hello() -> Hello:
 
 
 def welcome(room_seq: int = 0, epoch: int = 1) -> bytes:
-    return encode(Welcome(4, room_seq, 50.0, [(0, "Arena", -1, 0, {})], [4], epoch, 0,
+    return encode(Welcome(4, room_seq, 50.0, [SnapshotRecord(0, "Arena", -1, 0, {})], [4], epoch, 0,
                           {"update_bytes": 4096}))
 
 

@@ -18,6 +18,7 @@ from rtecs.protocol import (
     DESTROY_WHEN_OWNER_LEAVES,
     OWNER,
     PREVENT_OWNERSHIP_TAKEOVER,
+    SnapshotRecord,
     Update,
     UpdateEntry,
     Welcome,
@@ -120,10 +121,10 @@ def state(ds: Datastore) -> dict[Any, Any]:
     return out
 
 
-def snapshot_of(ds: Datastore) -> list[tuple[Any, str, int, int, dict[int, Any]]]:
+def snapshot_of(ds: Datastore) -> list[SnapshotRecord]:
     """Snapshot records as the server would send them, parents before children."""
-    return [(mid, m.type_name, m.owner_id, m._flags,
-             {pid: getattr(m, name) for pid, name, _ in scalar_props(m)})
+    return [SnapshotRecord(mid, m.type_name, m.owner_id, m._flags,
+                           {pid: getattr(m, name) for pid, name, _ in scalar_props(m)})
             for mid, m in ds.models.items()]
 
 
@@ -450,10 +451,9 @@ def test_unknown_property_in_a_remote_change_is_skipped() -> None:
 
 
 def test_unknown_property_in_a_snapshot_is_skipped() -> None:
-    records: list[tuple[Any, str, int, int, dict[int, Any]]] = [
-               (0, "Room", -1, 0, {1: "t", 99: [1], 2: 5, 7: "child"}),
-               ((0, 7), "Body", WRITER, 0, {3: 2, 50: b"?"}),
-               ((0, 7, 1), "Vec", -1, 0, {1: 1.5, 3: None, 4: "new"})]
+    records = [SnapshotRecord(0, "Room", -1, 0, {1: "t", 99: [1], 2: 5, 7: "child"}),
+               SnapshotRecord((0, 7), "Body", WRITER, 0, {3: 2, 50: b"?"}),
+               SnapshotRecord((0, 7, 1), "Vec", -1, 0, {1: 1.5, 3: None, 4: "new"})]
     fresh = Datastore(Room())
     fresh.load_snapshot(welcome(OTHER, records))
     room = fresh.room_model
@@ -472,7 +472,8 @@ def test_unknown_property_in_a_snapshot_is_skipped() -> None:
 def test_properties_absent_from_a_snapshot_keep_their_defaults() -> None:
     fresh = Datastore(Room(), [Ship])
     mid = dynamic_model_id(OTHER, 1)
-    fresh.load_snapshot(welcome(WRITER, [(0, "Room", -1, 0, {}), (mid, "Ship", OTHER, 3, {})]))
+    fresh.load_snapshot(welcome(WRITER, [SnapshotRecord(0, "Room", -1, 0, {}),
+                                         SnapshotRecord(mid, "Ship", OTHER, 3, {})]))
     ship = fresh.get(mid)
     assert isinstance(ship, Ship)
     assert (ship.name, ship.alive, ship.body.mass, ship.owner_id) == ("", True, 1, OTHER)

@@ -23,8 +23,11 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Redirect,
+    Resume,
+    Resumed,
     Resync,
     Schema,
+    SnapshotRecord,
     Update,
     UpdateEntry,
     Welcome,
@@ -36,9 +39,9 @@ from rtecs.protocol import (
 FUZZ = settings(max_examples=1000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-CLIENT_TYPES = (Hello, Update, Ping, Bye, Resync, Schema)
-SERVER_TYPES = (Welcome, Batch, Pong, Error, Redirect)
-KINDS = [1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14]
+CLIENT_TYPES = (Hello, Resume, Update, Ping, Bye, Resync, Schema)
+SERVER_TYPES = (Welcome, Resumed, Batch, Pong, Error, Redirect)
+KINDS = [1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15]
 
 
 def check(data: bytes, *, events: bool = True) -> None:
@@ -84,10 +87,18 @@ valid_messages = st.one_of(
     st.builds(Ping, st.floats()),
     st.just(Bye()),
     st.builds(Welcome, st.integers(1, 99), st.integers(0, 99), st.floats(),
-              st.lists(st.tuples(model_ids, texts, st.integers(-1, 9), st.integers(0, 7),
-                                 st.dictionaries(st.integers(1, 99), scalars, max_size=3)),
+              st.lists(st.builds(SnapshotRecord, model_ids, texts, st.integers(-1, 9),
+                                 st.integers(0, 7),
+                                 st.dictionaries(st.integers(1, 99), scalars, max_size=3),
+                                 st.none() | model_ids, st.none() | ints | texts),
                        max_size=3),
               st.lists(st.integers(1, 99), max_size=3), st.integers(1, 99), st.integers(0, 99),
+              st.dictionaries(texts, st.integers(1, 2**40), max_size=2),
+              st.binary(max_size=16), st.binary(max_size=32), st.integers(0, 2**40)),
+    st.builds(Resume, texts, st.binary(max_size=16), st.binary(max_size=32),
+              st.integers(1, 99), st.integers(0, 99), st.integers(0, 2**40)),
+    st.builds(Resumed, st.integers(1, 99), st.integers(1, 99), st.integers(0, 99),
+              st.integers(0, 99), st.floats(), st.integers(0, 2**40), st.binary(max_size=32),
               st.dictionaries(texts, st.integers(1, 2**40), max_size=2)),
     st.builds(Batch, st.integers(0, 99), st.floats(), st.lists(st.one_of(
         st.builds(UpdateEntry, st.integers(0, 9), st.integers(0, 9), changes,

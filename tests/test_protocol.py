@@ -29,7 +29,10 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Redirect,
+    Resume,
+    Resumed,
     Schema,
+    SnapshotRecord,
     Update,
     UpdateEntry,
     Welcome,
@@ -77,8 +80,10 @@ schemas = st.dictionaries(
     texts, st.dictionaries(st.integers(1, 10_000),
                            st.tuples(texts, st.sampled_from(TAGS), st.booleans()), max_size=4),
     max_size=3)
-snapshot_records = st.tuples(model_ids, texts, st.integers(-1, 2**32), st.integers(0, 7),
-                             st.dictionaries(st.integers(1, 10_000), scalars, max_size=4))
+snapshot_records = st.builds(SnapshotRecord, model_ids, texts, st.integers(-1, 2**32),
+                             st.integers(0, 7),
+                             st.dictionaries(st.integers(1, 10_000), scalars, max_size=4),
+                             st.none() | model_ids, st.none() | st.integers(0, U64) | texts)
 
 client_messages = st.one_of(
     st.builds(Hello, st.integers(0, U64), texts, texts, schemas, st.none() | texts),
@@ -86,6 +91,8 @@ client_messages = st.one_of(
     st.builds(Ping, floats),
     st.just(Bye()),
     st.builds(Schema, schemas),
+    st.builds(Resume, texts, st.binary(max_size=16), st.binary(max_size=32),
+              st.integers(1, U64), st.integers(0, U64), st.integers(0, U64)),
 )
 entries = st.one_of(
     st.builds(UpdateEntry, st.integers(0, U64), st.integers(0, U64), changes, rejected),
@@ -96,7 +103,11 @@ server_messages = st.one_of(
     st.builds(Welcome, st.integers(1, U64), st.integers(0, U64), floats,
               st.lists(snapshot_records, max_size=4).map(tuple),
               st.lists(st.integers(1, U64), max_size=4).map(tuple), st.integers(1, U64),
-              st.integers(0, U64), st.dictionaries(texts, st.integers(1, U64), max_size=3)),
+              st.integers(0, U64), st.dictionaries(texts, st.integers(1, U64), max_size=3),
+              st.binary(max_size=16), st.binary(max_size=32), st.integers(0, U64)),
+    st.builds(Resumed, st.integers(1, U64), st.integers(1, U64), st.integers(0, U64),
+              st.integers(0, U64), floats, st.integers(0, U64), st.binary(max_size=32),
+              st.dictionaries(texts, st.integers(1, U64), max_size=3)),
     st.builds(Batch, st.integers(0, U64), floats, st.lists(entries, max_size=4)),
     st.builds(Pong, floats, floats, st.integers(0, U64)),
     st.builds(Error, st.sampled_from(list(ErrorCode)) | texts, texts, st.booleans()),
@@ -150,10 +161,14 @@ def test_every_kind_round_trips_by_example() -> None:
     client: list[Any] = [Hello(PROTOCOL_VERSION, "lobby", "Room", schema, "tok"),
               Hello(PROTOCOL_VERSION, "lobby", "Room", {}, None),
               Update(1, change_list), Update(2, [], 7), Ping(12.5), Bye(),
+              Resume("lobby", b"s" * 16, b"k" * 32, 2, 40, 5),
               Schema({"Vec2": {1: ("y", "f32", False)}})]
     server: list[Any] = [
-        Welcome(3, 40, 99.5, [(0, "Room", -1, 0, {1: 5}), ((0, 2), "Vec", 3, 0, {})], [1, 3],
-                2, 17, {"update_bytes": 128_000, "datastore_bytes": 10_000_000}),
+        Welcome(3, 40, 99.5, [SnapshotRecord(0, "Room", -1, 0, {1: 5}),
+                              SnapshotRecord((0, 2), "Vec", 3, 0, {})], [1, 3],
+                2, 17, {"update_bytes": 128_000, "datastore_bytes": 10_000_000},
+                b"s" * 16, b"k" * 32, 5),
+        Resumed(3, 2, 17, 40, 99.5, 5, b"n" * 32, {"update_bytes": 128_000}),
         Batch(41, 100.0, [UpdateEntry(3, 2, change_list, [(0, 1), ((0, 2), 1)]),
                           UpdateEntry(0, 0, [[7, DESTROY, None]], []),
                           JoinEntry(4), LeaveEntry(1)]),
@@ -169,7 +184,7 @@ def test_every_kind_round_trips_by_example() -> None:
         assert canon(decode_client_message(encode(message))) == canon(message)
     for message in server:
         assert canon(decode_server_message(encode(message))) == canon(message)
-    batch = decode_server_message(encode(server[1]))
+    batch = decode_server_message(encode(server[2]))
     assert isinstance(batch, Batch)
     assert [type(e) for e in batch.entries] == [UpdateEntry, UpdateEntry, JoinEntry, LeaveEntry]
     first = batch.entries[0]
@@ -195,6 +210,11 @@ def raw(*payload: Any) -> bytes:
     return data
 
 
+def wel(*fields: Any) -> bytes:
+    """A WELCOME frame with these first eight fields and no session."""
+    return raw(10, *fields, b"", b"", 0)
+
+
 CLIENT_BAD: list[tuple[bytes, str]] = [
     (b"\xc1", "malformed MessagePack"),
     (encode(Ping(1.0)) + b"\x00", "malformed MessagePack"),  # trailing bytes
@@ -202,6 +222,13 @@ CLIENT_BAD: list[tuple[bytes, str]] = [
     (msgpack.packb({2: 1}), "a message must be a non-empty array"),
     (raw(), "a message must be a non-empty array"),
     (raw(99), "unknown client message kind"),
+    (raw(7, "lobby", b"s", b"k", 1, 0), "resume must be an array of 7"),
+    (raw(7, 5, b"s", b"k", 1, 0, 0), "room must be a string"),
+    (raw(7, "lobby", "s", b"k", 1, 0, 0), "session id must be bytes"),
+    (raw(7, "lobby", b"s", None, 1, 0, 0), "session secret must be bytes"),
+    (raw(7, "lobby", b"s", b"k", 0, 0, 0), "resume epoch must be an int ≥ 1"),
+    (raw(7, "lobby", b"s", b"k", 1, -1, 0), "resume room seq must be an int ≥ 0"),
+    (raw(7, "lobby", b"s", b"k", 1, 0, 1.0), "incarnation must be an int ≥ 0"),
     (raw(True, 1, "r", "R", {}, None), "unknown client message kind"),
     (raw(2.0, 1, []), "unknown client message kind"),
     (raw("2", 1, []), "unknown client message kind"),
@@ -319,32 +346,53 @@ SERVER_BAD: list[tuple[bytes, str]] = [
     (raw(12, 1.0, 2.0, -1), r"pong room seq must be an int ≥ 0"),
     (raw(12, 1.0, 2.0, 1.5), r"pong room seq must be an int ≥ 0"),
     # welcome
-    (raw(10, 1, 0, 0.0, [], []), r"welcome must be an array of 9"),
-    (raw(10, 1, 0, 0.0, [], [], 0, 0, {}), r"welcome epoch must be an int ≥ 1"),
-    (raw(10, 1, 0, 0.0, [], [], 1, -1, {}), r"last applied must be an int ≥ 0"),
-    (raw(10, 1, 0, 0.0, [], [], 1, 0, []), r"welcome limits must map names to positive ints"),
-    (raw(10, 1, 0, 0.0, [], [], 1, 0, {"update_bytes": 0}), r"welcome limits must map"),
-    (raw(10, 1, 0, 0.0, [], [], 1, 0, {1: 5}), r"welcome limits must map"),
-    (raw(10, 0, 0, 0.0, [], [], 1, 0, {}), r"client id must be an int ≥ 1"),
-    (raw(10, 1, -1, 0.0, [], [], 1, 0, {}), r"room seq must be an int ≥ 0"),
-    (raw(10, 1, 0, None, [], [], 1, 0, {}), r"server time must be a number"),
-    (raw(10, 1, 0, 0.0, {}, [], 1, 0, {}), r"snapshot must be an array"),
-    (raw(10, 1, 0, 0.0, [[0, "R", -1, 0]], [], 1, 0, {}),
-     r"a snapshot record must be an array of 5"),
-    (raw(10, 1, 0, 0.0, [[-1, "R", -1, 0, {}]], [], 1, 0, {}), r"invalid model id in snapshot"),
-    (raw(10, 1, 0, 0.0, [[0, 5, -1, 0, {}]], [], 1, 0, {}), r"snapshot type name must be a string"),
-    (raw(10, 1, 0, 0.0, [[0, "R", -2, 0, {}]], [], 1, 0, {}),
+    (raw(10, 1, 0, 0.0, [], []), r"welcome must be an array of 12"),
+    (wel(1, 0, 0.0, [], [], 0, 0, {}), r"welcome epoch must be an int ≥ 1"),
+    (wel(1, 0, 0.0, [], [], 1, -1, {}), r"last applied must be an int ≥ 0"),
+    (wel(1, 0, 0.0, [], [], 1, 0, []), r"announced limits must map names to positive ints"),
+    (wel(1, 0, 0.0, [], [], 1, 0, {"update_bytes": 0}), r"announced limits must map"),
+    (wel(1, 0, 0.0, [], [], 1, 0, {1: 5}), r"announced limits must map"),
+    (wel(0, 0, 0.0, [], [], 1, 0, {}), r"client id must be an int ≥ 1"),
+    (wel(1, -1, 0.0, [], [], 1, 0, {}), r"room seq must be an int ≥ 0"),
+    (wel(1, 0, None, [], [], 1, 0, {}), r"server time must be a number"),
+    (wel(1, 0, 0.0, {}, [], 1, 0, {}), r"snapshot must be an array"),
+    (wel(1, 0, 0.0, [[0, "R", -1, 0]], [], 1, 0, {}),
+     r"a snapshot record must be an array of 7"),
+    (wel(1, 0, 0.0, [[-1, "R", -1, 0, {}, None, None]], [], 1, 0, {}),
+     r"invalid model id in snapshot"),
+    (wel(1, 0, 0.0, [[0, 5, -1, 0, {}, None, None]], [], 1, 0, {}),
+     r"snapshot type name must be a string"),
+    (wel(1, 0, 0.0, [[0, "R", -2, 0, {}, None, None]], [], 1, 0, {}),
      r"snapshot owner must be an int ≥ -1"),
-    (raw(10, 1, 0, 0.0, [[0, "R", -1, -1, {}]], [], 1, 0, {}),
+    (wel(1, 0, 0.0, [[0, "R", -1, -1, {}, None, None]], [], 1, 0, {}),
      r"snapshot flags must be an int ≥ 0"),
-    (raw(10, 1, 0, 0.0, [[0, "R", -1, 0, []]], [], 1, 0, {}), r"snapshot properties must be a map"),
-    (raw(10, 1, 0, 0.0, [[0, "R", -1, 0, {0: 1}]], [], 1, 0, {}), r"snapshot property id must be"),
-    (raw(10, 1, 0, 0.0, [[0, "R", -1, 0, {"a": 1}]], [], 1, 0, {}),
+    (wel(1, 0, 0.0, [[0, "R", -1, 0, [], None, None]], [], 1, 0, {}),
+     r"snapshot properties must be a map"),
+    (wel(1, 0, 0.0, [[0, "R", -1, 0, {0: 1}, None, None]], [], 1, 0, {}),
      r"snapshot property id must be"),
-    (raw(10, 1, 0, 0.0, [[0, "R", -1, 0, {1: [1]}]], [], 1, 0, {}),
+    (wel(1, 0, 0.0, [[0, "R", -1, 0, {"a": 1}, None, None]], [], 1, 0, {}),
+     r"snapshot property id must be"),
+    (wel(1, 0, 0.0, [[0, "R", -1, 0, {1: [1]}, None, None]], [], 1, 0, {}),
      r"a snapshot value must be a scalar"),
-    (raw(10, 1, 0, 0.0, [], {}, 1, 0, {}), r"clients must be an array"),
-    (raw(10, 1, 0, 0.0, [], [0], 1, 0, {}), r"client id must be an int ≥ 1"),
+    (wel(1, 0, 0.0, [], {}, 1, 0, {}), r"clients must be an array"),
+    (wel(1, 0, 0.0, [], [0], 1, 0, {}), r"client id must be an int ≥ 1"),
+    (raw(10, 1, 0, 0.0, [], [], 1, 0, {}, "s", b"", 0), r"session id must be bytes"),
+    (raw(10, 1, 0, 0.0, [], [], 1, 0, {}, b"", None, 0), r"session secret must be bytes"),
+    (raw(10, 1, 0, 0.0, [], [], 1, 0, {}, b"", b"", -1), r"incarnation must be an int ≥ 0"),
+    (wel(1, 0, 0.0, [[0, "R", -1, 0, {}, None, 1.5]], [], 1, 0, {}),
+     r"snapshot key must be nil, an int or a string"),
+    (wel(1, 0, 0.0, [[5, "R", -1, 0, {}, "p", None]], [], 1, 0, {}),
+     r"invalid model id in snapshot"),
+    # resumed
+    (raw(15, 1, 1, 0, 0, 0.0, 0, b""), r"resumed must be an array of 9"),
+    (raw(15, 0, 1, 0, 0, 0.0, 0, b"", {}), r"client id must be an int ≥ 1"),
+    (raw(15, 1, 0, 0, 0, 0.0, 0, b"", {}), r"resumed epoch must be an int ≥ 1"),
+    (raw(15, 1, 1, -1, 0, 0.0, 0, b"", {}), r"last applied must be an int ≥ 0"),
+    (raw(15, 1, 1, 0, -1, 0.0, 0, b"", {}), r"room seq must be an int ≥ 0"),
+    (raw(15, 1, 1, 0, 0, "t", 0, b"", {}), r"server time must be a number"),
+    (raw(15, 1, 1, 0, 0, 0.0, -1, b"", {}), r"incarnation must be an int ≥ 0"),
+    (raw(15, 1, 1, 0, 0, 0.0, 0, "k", {}), r"session secret must be bytes"),
+    (raw(15, 1, 1, 0, 0, 0.0, 0, b"", []), r"announced limits must map"),
     # error
     (raw(13, "protocol", "bad"), r"error must be an array of 4"),
     (raw(13, "protocol", "bad", 1), r"error 'fatal' must be a bool \(got 1\)"),
@@ -450,7 +498,7 @@ def test_client_frame_over_every_limit_is_rejected_before_decoding() -> None:
 
 def test_server_frame_limit_follows_the_datastore_limit() -> None:
     limits = Limits(max_datastore_bytes=0)
-    ok = encode(Welcome(1, 0, 0.0, [(0, "R", -1, 0, {1: b"z" * 1000})], [1]))
+    ok = encode(Welcome(1, 0, 0.0, [SnapshotRecord(0, "R", -1, 0, {1: b"z" * 1000})], [1]))
     assert isinstance(decode_server_message(ok, limits), Welcome)
     big = b"\xc0" * (limits.max_frame_bytes + 1)
     with pytest.raises(ProtocolError, match=f"over the limit of {limits.max_frame_bytes} bytes"):

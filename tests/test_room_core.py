@@ -21,6 +21,7 @@ from rtecs.protocol import (
     JoinEntry,
     LeaveEntry,
     Limits,
+    SnapshotRecord,
     Update,
     UpdateEntry,
     Value,
@@ -130,9 +131,9 @@ def test_welcome_snapshot_reflects_prior_writes() -> None:
     assert welcome.server_time == 2.0
     assert welcome.clients == [a, welcome.client_id]
     records = {rec[0]: rec for rec in welcome.snapshot}
-    assert records[0] == (0, "Game", -1, 0, {1: "Blue Team"})
-    assert records[BOARD] == (BOARD, "Board", -1, 0, {1: "b"})
-    assert records[CURSOR] == (CURSOR, "Cursor", -1, 0, {})
+    assert records[0] == SnapshotRecord(0, "Game", -1, 0, {1: "Blue Team"})
+    assert records[BOARD] == SnapshotRecord(BOARD, "Board", -1, 0, {1: "b"})
+    assert records[CURSOR] == SnapshotRecord(CURSOR, "Cursor", -1, 0, {})
 
 
 def test_snapshot_lists_parents_before_children() -> None:
@@ -451,8 +452,9 @@ def test_create_own_id_allowed_with_declared_children() -> None:
     out = room.apply_update(a, upd(1, [mid, CREATE, ("Player", DESTROY_WHEN_OWNER_LEAVES),
                                        OWNER, a, 1, "ann"]))
     assert rejected(out) == [] and out.problems == ()
-    assert room.record(mid) == (mid, "Player", a, DESTROY_WHEN_OWNER_LEAVES, {1: "ann"})
-    assert room.record((mid, 3)) == ((mid, 3), "Hand", -1, 0, {})
+    assert room.record(mid) == SnapshotRecord(mid, "Player", a, DESTROY_WHEN_OWNER_LEAVES,
+                                            {1: "ann"})
+    assert room.record((mid, 3)) == SnapshotRecord((mid, 3), "Hand", -1, 0, {})
 
 
 def test_create_with_another_clients_id_refused() -> None:

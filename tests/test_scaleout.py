@@ -22,6 +22,7 @@ from rtecs.protocol import (
     Error,
     Hello,
     Redirect,
+    SnapshotRecord,
     UpdateEntry,
     Welcome,
     decode_client_message,
@@ -284,7 +285,8 @@ def test_the_client_follows_redirects_without_counting_them_as_failures() -> Non
         assert opened[-2].closed and opened[-1].endpoint == f"tcp://host-{hop}:7"
         assert [h.room for h in hellos(opened[-1])] == ["arena"]
     assert rt.state is ConnectionState.CONNECTING and rt.connection._tries == 1
-    opened[-1].inbox.append(encode(Welcome(4, 0, 0.0, [(0, "Arena", -1, 0, {})], [4])))
+    opened[-1].inbox.append(encode(Welcome(4, 0, 0.0, [SnapshotRecord(0, "Arena", -1, 0, {})],
+                                           [4])))
     rt.tick()
     assert rt.connected
     # after a welcome the count starts again; a loop of redirects ends the session

@@ -22,6 +22,7 @@ from rtecs.protocol import (
     Limits,
     Ping,
     Pong,
+    Resume,
     ServerMessage,
     Update,
     UpdateEntry,
@@ -261,3 +262,20 @@ def test_the_same_bytes_go_to_every_member(net: Any) -> None:
     assert isinstance(batch, Batch)
     assert [(e.sender, e.seq) for e in batch.entries if isinstance(e, UpdateEntry)] == [
         (1, 1), (2, 1)]
+
+
+def test_a_resume_is_refused_until_sessions_can_be_resumed(net: Any) -> None:
+    """RESUME has its shape in protocol 3; until the server keeps sessions across
+    connections every RESUME gets ``session_unknown`` (not fatal) and changes nothing: a
+    routing id never carries a session, and neither does a guessed id and secret."""
+    host, t = net
+    host.handle(b"a", hello(), 0.0)
+    welcome = t.to(b"a")[-1]
+    assert isinstance(welcome, Welcome)
+    host.handle(b"b", encode(Resume("lobby", welcome.session_id, welcome.session_secret,
+                                    welcome.epoch, welcome.room_seq, welcome.incarnation)),
+                1.0)
+    assert [(e.code, e.fatal) for e in errors(t, b"b")] == [("session_unknown", False)]
+    assert host.rooms["lobby"].room.members == (welcome.client_id,)
+    host.handle(b"b", update(1, [0, 1, "hijack"]), 1.0)
+    assert errors(t, b"b")[-1].code == "not_joined"

@@ -24,6 +24,7 @@ from rtecs.protocol import (
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
     DESTROY_WHEN_OWNER_LEAVES,
     PREVENT_OWNERSHIP_TAKEOVER,
+    SnapshotRecord,
     dynamic_model_id,
 )
 from rtecs_server.storage import (
@@ -60,21 +61,24 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
 }
 
 
+R = SnapshotRecord
+
+
 def sample_room(name: str = "lobby", n: int = 3) -> SavedRoom:
     cube = dynamic_model_id(2, 1)
-    models: list[tuple[Any, ...]] = [
-        (0, "Room", -1, 0, {1: "Grüße, 世界 🎲", 2: -7}),
-        ((0, 3), "Board", -1, 0, {1: b"\x00\xff\x00", 2: None}),
-        (cube, "Cube", 2, 1, {1: 1.0, 2: 2**63 - 1, 3: "", 4: b"", 5: False}),
-        ((cube, 6), "Board", -1, 0, {1: b"\x01" * 300}),
-        ((17, 2, 1), "Board", -1, 0, {}),
-        (dynamic_model_id(3, 1), "Board", 3, 4, {2: "child"}, cube),
-        (dynamic_model_id(3, 2), "Board", -1, 0, {2: "keyed"}, cube, "slot-ß"),
-        (dynamic_model_id(3, 3), "Board", -1, 0, {}, (0, 3), 5),
+    models: list[SnapshotRecord] = [
+        R(0, "Room", -1, 0, {1: "Grüße, 世界 🎲", 2: -7}),
+        R((0, 3), "Board", -1, 0, {1: b"\x00\xff\x00", 2: None}),
+        R(cube, "Cube", 2, 1, {1: 1.0, 2: 2**63 - 1, 3: "", 4: b"", 5: False}),
+        R((cube, 6), "Board", -1, 0, {1: b"\x01" * 300}),
+        R((17, 2, 1), "Board", -1, 0, {}),
+        R(dynamic_model_id(3, 1), "Board", 3, 4, {2: "child"}, cube),
+        R(dynamic_model_id(3, 2), "Board", -1, 0, {2: "keyed"}, cube, "slot-ß"),
+        R(dynamic_model_id(3, 3), "Board", -1, 0, {}, (0, 3), 5),
     ]
     for i in range(n):
-        models.append((dynamic_model_id(4, i + 1), "Cube", -1, 0,
-                       {1: i / 3, 2: i, 3: f"cube {i}", 4: bytes([i % 256]) * 4, 5: True}))
+        models.append(R(dynamic_model_id(4, i + 1), "Cube", -1, 0,
+                         {1: i / 3, 2: i, 3: f"cube {i}", 4: bytes([i % 256]) * 4, 5: True}))
     return SavedRoom(name, "Room", SCHEMA, 5, {2: 1, 3: 3, 4: n}, models)
 
 
@@ -305,24 +309,24 @@ def test_malformed_room_is_refused_and_changes_nothing(storage: Storage,
 
 def test_persistent_models_are_the_room_after_everyone_left() -> None:
     A, B, C, D, E = (dynamic_model_id(1, i) for i in range(1, 6))
-    snapshot: list[tuple[Any, ...]] = [
-        (0, "Room", 3, 0, {1: "kept, unowned"}),
-        ((0, 3), "Board", -1, 0, {}),
-        (A, "Cube", 1, DESTROY_WHEN_LAST_CLIENT_LEAVES, {2: 1}),    # session-only
-        ((A, 6), "Board", -1, 0, {}),                               # …its declared child
-        (B, "Board", -1, 0, {}, A),                                 # …made under it
-        ((B, 9), "Board", -1, 0, {}),                               # …and under that
-        (C, "Cube", 2, DESTROY_WHEN_OWNER_LEAVES, {}),              # its owner is gone
-        (D, "Cube", -1, DESTROY_WHEN_OWNER_LEAVES, {2: 4}),         # unowned: stays
-        (E, "Board", 2, PREVENT_OWNERSHIP_TAKEOVER, {}, D, "k"),    # stays, unowned
-        ((D, 6), "Board", 2, 0, {}),
+    snapshot: list[SnapshotRecord] = [
+        R(0, "Room", 3, 0, {1: "kept, unowned"}),
+        R((0, 3), "Board", -1, 0, {}),
+        R(A, "Cube", 1, DESTROY_WHEN_LAST_CLIENT_LEAVES, {2: 1}),    # session-only
+        R((A, 6), "Board", -1, 0, {}),                               # …its declared child
+        R(B, "Board", -1, 0, {}, A),                                 # …made under it
+        R((B, 9), "Board", -1, 0, {}),                               # …and under that
+        R(C, "Cube", 2, DESTROY_WHEN_OWNER_LEAVES, {}),              # its owner is gone
+        R(D, "Cube", -1, DESTROY_WHEN_OWNER_LEAVES, {2: 4}),         # unowned: stays
+        R(E, "Board", 2, PREVENT_OWNERSHIP_TAKEOVER, {}, D, "k"),    # stays, unowned
+        R((D, 6), "Board", 2, 0, {}),
     ]
     assert persistent_models(snapshot) == [
-        (0, "Room", -1, 0, {1: "kept, unowned"}),
-        ((0, 3), "Board", -1, 0, {}),
-        (D, "Cube", -1, DESTROY_WHEN_OWNER_LEAVES, {2: 4}),
-        (E, "Board", -1, PREVENT_OWNERSHIP_TAKEOVER, {}, D, "k"),
-        ((D, 6), "Board", -1, 0, {}),
+        R(0, "Room", -1, 0, {1: "kept, unowned"}),
+        R((0, 3), "Board", -1, 0, {}),
+        R(D, "Cube", -1, DESTROY_WHEN_OWNER_LEAVES, {2: 4}),
+        R(E, "Board", -1, PREVENT_OWNERSHIP_TAKEOVER, {}, D, "k"),
+        R((D, 6), "Board", -1, 0, {}),
     ]
     assert persistent_models(snapshot)[2][4] is snapshot[7][4]    # props are not copied
 

@@ -65,7 +65,7 @@ class Snapshots:
         last = welcome.last_applied
         delta, applier = self._delta, self._applier
         applier.resync_wanted = False
-        in_snapshot = {rec[0] for rec in welcome.snapshot}
+        in_snapshot = {rec.model_id for rec in welcome.snapshot}
         confirm: set[RealtimeModel] = set()  # own creates the server applied: in order
         for mid, pid in delta.take_applied(last):
             if pid == DESTROY:
@@ -95,7 +95,7 @@ class Snapshots:
         tree, delta, applier = self._tree, self._delta, self._applier
         seen: dict[ModelId, int] = {}
         for position, record in enumerate(welcome.snapshot):
-            model_id, type_name, owner, flags, props = record[:5]
+            model_id, type_name, owner, flags, props, parent, place = record
             model = tree.get(model_id)
             if model is None:
                 if type(model_id) is not int:
@@ -106,15 +106,17 @@ class Snapshots:
                 elif delta.destroying(model_id):
                     continue  # this client's destroy of it is on its way again
                 else:
-                    model = applier.apply_lifecycle(model_id, CREATE,
-                                                    (type_name, flags, *record[5:]), None)
+                    create = ((type_name, flags) if parent is None else
+                              (type_name, flags, parent) if place is None else
+                              (type_name, flags, parent, place))
+                    model = applier.apply_lifecycle(model_id, CREATE, create, None)
                     if model is None:
                         continue
             elif model in confirm:
                 applier.created(model, True)
-            elif len(record) == 7 and model.parent is not None:
-                tree.set_key(model, record[6])
-                applier.place(model.parent, record[6], model)
+            elif place is not None and model.parent is not None:
+                tree.set_key(model, place)
+                applier.place(model.parent, place, model)
             seen[model_id] = position
             set_flags(model, flags)
             if type(model) is OpaqueModel:

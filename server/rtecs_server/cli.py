@@ -259,14 +259,15 @@ def dump_json(saved: SavedRoom) -> dict[str, Any]:
 
     models = []
     for rec in saved.models:
-        names = saved.schema.get(rec[1], {})
-        entry: dict[str, Any] = {"id": mid(rec[0]), "type": rec[1], "flags": rec[3]}
-        if len(rec) > 5:
-            entry["parent"] = mid(rec[5])
-        if len(rec) > 6:
-            entry["key"] = rec[6]
+        names = saved.schema.get(rec.type_name, {})
+        entry: dict[str, Any] = {"id": mid(rec.model_id), "type": rec.type_name,
+                                 "flags": rec.flags}
+        if rec.parent is not None:
+            entry["parent"] = mid(rec.parent)
+        if rec.key is not None:
+            entry["key"] = rec.key
         entry["props"] = {names[pid][0] if pid in names else str(pid): value(v)
-                          for pid, v in sorted(rec[4].items())}
+                          for pid, v in sorted(rec.props.items())}
         models.append(entry)
     return {
         "room": saved.name,

@@ -18,7 +18,8 @@ from typing import Final
 import msgpack
 import msgspec
 
-from rtecs.protocol import F32, INT_MAX, INT_MIN, enc_hook, is_model_id
+from rtecs.errors import ProtocolError
+from rtecs.protocol import INT_MAX, INT_MIN, SnapshotRecord, check_snapshot_record, enc_hook
 from rtecs_server.errors import CorruptRoomError, StorageError
 from rtecs_server.records import FORMAT_VERSION, SavedRoom
 
@@ -28,7 +29,6 @@ _MAGIC: Final = b"RTRM"
 _HEADER: Final = struct.Struct(">4sHI")  # magic, format version, CRC-32 of the body
 
 _ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=enc_hook)  # F32 values as float32
-_SCALARS: Final = frozenset({type(None), bool, int, float, F32, str, bytes})
 
 
 def encode_room(room: SavedRoom) -> bytes:
@@ -36,12 +36,12 @@ def encode_room(room: SavedRoom) -> bytes:
     if ``room`` does not have the documented shape (so nothing unloadable is ever written):
     checked first, which costs about as much as encoding."""
     try:
-        _check_room(room, (list, tuple))
+        models = _check_room(room, (list, tuple))
     except _Malformed as exc:
         raise StorageError(f"room {room.name!r} cannot be saved: {exc}") from None
     try:
         body = _ENCODER.encode((room.name, room.root_type, room.schema, room.next_client_id,
-                                room.created, room.models))
+                                room.created, models))
     except (TypeError, OverflowError, ValueError) as exc:
         raise StorageError(f"room {room.name!r} cannot be saved: {exc}") from None
     return _HEADER.pack(_MAGIC, FORMAT_VERSION, zlib.crc32(body)) + body
@@ -102,14 +102,15 @@ def _check_body(data: object) -> SavedRoom:
     if type(data) is not tuple or len(data) != 6:
         raise _Malformed("the body must be an array of 6")
     room = SavedRoom(*data)
-    _check_room(room, (tuple,))
-    room.models = list(room.models)
+    room.models = _check_room(room, (tuple,))
     return room
 
 
-def _check_room(room: SavedRoom, arrays: tuple[type, ...]) -> None:
+def _check_room(room: SavedRoom, arrays: tuple[type, ...]) -> list[SnapshotRecord]:
     """Raise :class:`_Malformed` unless ``room`` has the shape :class:`SavedRoom` documents;
-    ``arrays`` are the types the model list may have (decoded: a tuple)."""
+    ``arrays`` are the types the model list may have (decoded: a tuple). Returns the model
+    records as :class:`SnapshotRecord` (format 1 written before protocol 3 left a record's
+    nil parent and key out)."""
     name, root_type, schema = room.name, room.root_type, room.schema
     if type(name) is not str or type(root_type) is not str:
         raise _Malformed("room name and root type must be strings")
@@ -135,32 +136,17 @@ def _check_room(room: SavedRoom, arrays: tuple[type, ...]) -> None:
     models = room.models
     if type(models) not in arrays:
         raise _Malformed("models must be a list")
-    scalars = _SCALARS
-    model_id = is_model_id
-    issuperset = scalars.issuperset
+    checked: list[SnapshotRecord] = []
+    append = checked.append
     for rec in models:
-        if type(rec) is not tuple:
-            raise _Malformed(f"a model record must be a tuple, got {rec!r:.80}")
-        n = len(rec)
-        if n == 5:
-            mid, tname, owner, flags, props = rec
-        elif 5 < n <= 7:
-            mid, tname, owner, flags, props = rec[:5]
-            if not model_id(rec[5]):
-                raise _Malformed(f"model {mid!r}: invalid parent id {rec[5]!r:.60}")
-            if n == 7 and type(rec[6]) is not int and type(rec[6]) is not str:
-                raise _Malformed(f"model {mid!r}: its key must be an int or a string")
-        else:
-            raise _Malformed(f"a model record must have 5 to 7 fields, got {rec!r:.80}")
-        if (type(mid) is not int or mid < 0) and not model_id(mid):
-            raise _Malformed(f"invalid model id {mid!r:.60}")
-        if type(owner) is not int or owner < -1 or type(flags) is not int or flags < 0 \
-                or type(props) is not dict or tname not in schema:
-            raise _Malformed(f"malformed model record {rec!r:.80}")
-        if props:
-            if not issuperset(map(type, props.values())):
-                raise _Malformed(f"model {mid!r}: a property value is not a scalar")
-            for pid in props:
-                if type(pid) is not int or pid < 1:
-                    raise _Malformed(f"model {mid!r}: property id {pid!r:.60} must be an "
-                                     f"int ≥ 1")
+        if type(rec) is tuple and (len(rec) == 5 or (len(rec) == 6 and rec[5] is not None)):
+            rec = (*rec, None, None)[:7]  # format 1 before protocol 3 left nil tails out
+        try:
+            rec = check_snapshot_record(rec)
+        except ProtocolError as exc:
+            raise _Malformed(str(exc)) from None
+        if rec.type_name not in schema:
+            raise _Malformed(f"model {rec.model_id!r:.60} is of type {rec.type_name!r:.60}, "
+                             f"not in the schema")
+        append(rec)
+    return checked

@@ -72,6 +72,7 @@ from rtecs.protocol import (
     Limits,
     Ping,
     Pong,
+    Resume,
     Resync,
     Schema,
     Update,
@@ -207,6 +208,17 @@ class RoomHost:
             self._request_resync(session, now)
         elif isinstance(message, Schema):
             self.handle_schema(peer, session, message, now)
+        elif isinstance(message, Resume):
+            self.handle_resume(peer, session, message, now)
+
+    def handle_resume(self, peer: bytes, session: Session | None, resume: Resume,
+                      now: float) -> None:
+        """A client takes up a session over a fresh connection. Sessions are not resumable
+        yet: every ``RESUME`` is answered ``ERROR session_unknown`` (not fatal), after which
+        the client joins again with ``HELLO``."""
+        self._error(peer, ErrorCode.SESSION_UNKNOWN,
+                    "this server does not resume sessions: join again with HELLO",
+                    fatal=False, now=now)
 
     def handle_malformed(self, peer: bytes, reason: str, now: float) -> None:
         """A message the transport could not even turn into one frame (several parts)."""

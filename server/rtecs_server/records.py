@@ -1,5 +1,5 @@
 """The records the room core produces and reads: what a plugin sees of a write
-(:class:`Change`), a model as a snapshot lists it (:data:`SnapshotRecord`), a room's checkpoint
+(:class:`Change`), a model as a snapshot lists it (:class:`SnapshotRecord`), a room's checkpoint
 (:class:`SavedRoom`), and :func:`persistent_models`, the one home of the rule of which models a
 checkpoint keeps. Storage encodes these records (:mod:`rtecs_server.codec`); the core never
 imports storage. Pure: no I/O."""
@@ -15,6 +15,7 @@ from rtecs.protocol import (
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
     DESTROY_WHEN_OWNER_LEAVES,
     ModelId,
+    SnapshotRecord,
     Value,
 )
 
@@ -26,10 +27,6 @@ FORMAT_VERSION: Final = 1
 
 #: A room's union schema in the hello's shape: ``{type_name: {prop_id: (name, tag, reliable)}}``.
 Schema = dict[str, dict[int, tuple[str, str, bool]]]
-
-#: ``(model_id, type_name, owner, flags, props)``, plus the parent's id for a dynamic model
-#: created under a parent, plus its key for an element of a keyed collection.
-SnapshotRecord = tuple[Any, ...]
 
 
 class Change(NamedTuple):
@@ -56,8 +53,9 @@ class SavedRoom:
     (name, tag, reliable)}}``. ``next_client_id`` is the id the room's next joiner gets, and
     ``created`` the highest dynamic-model counter each client id has used (``{client_id:
     counter}``) so ids are never reused after a reload. ``models`` are the persistent model
-    records exactly as in a WELCOME snapshot: ``(model_id, type_name, owner_id, flags,
-    props[, parent_id[, key]])``, parents before children; model ids are ints or tuples of
+    records exactly as in a WELCOME snapshot (:class:`~rtecs.protocol.SnapshotRecord`:
+    model id, type name, owner id, flags, props, parent id or None, key or None), parents
+    before children; model ids are ints or tuples of
     ints, ``props`` maps property id → bool/int/float/str/bytes/None, a collection key is an
     int or a string. :func:`persistent_models` picks them out of a live room's snapshot.
 
@@ -99,21 +97,23 @@ def persistent_models(records: Iterable[SnapshotRecord]) -> list[SnapshotRecord]
     gc.disable()
     try:
         for rec in records:
+            mid = rec.model_id
             if dropped:
-                mid = rec[0]
                 if type(mid) is tuple:
                     parent = mid[0] if len(mid) == 2 else mid[:-1]
                     if parent in dropped:
                         dropped.add(mid)
                         continue
-                elif len(rec) > 5 and rec[5] in dropped:
+                elif rec.parent is not None and rec.parent in dropped:
                     dropped.add(mid)
                     continue
-            flags, owner = rec[3], rec[2]
-            if flags & doomed and rec[0] != 0 and (flags & gone or owner != -1):
-                dropped.add(rec[0])
+            flags, owner = rec.flags, rec.owner
+            if flags & doomed and mid != 0 and (flags & gone or owner != -1):
+                dropped.add(mid)
                 continue
-            append(rec if owner == -1 else (rec[0], rec[1], -1, *rec[3:]))
+            append(rec if owner == -1 else
+                   SnapshotRecord(mid, rec.type_name, -1, flags, rec.props, rec.parent,
+                                  rec.key))
     finally:
         if paused:
             gc.enable()

@@ -8,9 +8,9 @@ built (:class:`LoadedModels`); :meth:`ModelStore.restore
 from __future__ import annotations
 
 import gc
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
-from rtecs.protocol import ModelId, Value, coerce_value, split_dynamic_model_id
+from rtecs.protocol import ModelId, coerce_value, split_dynamic_model_id
 from rtecs_server.errors import CorruptRoomError
 from rtecs_server.records import SavedRoom
 from rtecs_server.schema import Prop, RoomSchema
@@ -59,7 +59,7 @@ def _load(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
     tables: dict[str, dict[int, tuple[Prop, type | None, bool]]] = {}
     size = 0
     for rec in saved.models:
-        mid, tname, _owner, flags, props = rec[:5]
+        mid, tname, flags, props = rec.model_id, rec.type_name, rec.flags, rec.props
         what = f"model {mid!r}"
         if mid in models:
             raise CorruptRoomError(name, f"{what} is stored twice")
@@ -85,11 +85,11 @@ def _load(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
                 raise CorruptRoomError(name, f"{what} is not a dynamic model id")
             if counter > created.get(creator, 0):
                 created[creator] = counter
-            if len(rec) > 5:
-                parent = models.get(rec[5])
+            if rec.parent is not None:
+                parent = models.get(rec.parent)
                 if parent is None:
                     raise CorruptRoomError(name, f"{what} is stored before its parent "
-                                                 f"{rec[5]!r}, or without it")
+                                                 f"{rec.parent!r}, or without it")
         m = Model(mtype, parent, flags)
         values = m.props
         table = tables.get(tname)
@@ -104,7 +104,7 @@ def _load(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
                                              f"which type {tname} does not have")
             prop, exact, nullable = spec
             if type(value) is exact or (value is None and nullable):
-                v = cast(Value, value)  # of its type already: as decoded checkpoints hold
+                v = value  # of its type already: as decoded checkpoints hold
             else:
                 try:
                     v = coerce_value(prop.tag, value)
@@ -116,10 +116,10 @@ def _load(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
         models[mid] = m
         size += MODEL_OVERHEAD
         if parent is not None and type(mid) is int:
-            key = rec[6] if len(rec) > 6 else None
+            key = rec.key
             if key is not None and parent.keyed is not None and key in parent.keyed:
                 raise CorruptRoomError(name, f"{what}: two elements at key {key!r}")
-            parent.adopt(mid, m, rec[5], key)
+            parent.adopt(mid, m, rec.parent, key)
     if 0 not in models:
         raise CorruptRoomError(name, "it has no room model")
     return LoadedModels(models, created, size)

@@ -172,9 +172,7 @@ class ModelStore(Generic[C]):
         """Every model, parents before children and in the order they were created
         (insertion order: a parent is always made first); ``props`` are shallow copies
         without the properties never written."""
-        return [(mid, m.type.name, m.owner, m.flags, dict(m.props)) if m.parent_id is None
-                else m.record(mid, dict(m.props))
-                for mid, m in self._models.items()]
+        return [m.record(mid, dict(m.props)) for mid, m in self._models.items()]
 
     def merge_schema(self, schema: SchemaSpec, root_type: str) -> None:
         """Add a joiner's schema (raises :class:`~rtecs.errors.SchemaError`, changing

@@ -74,11 +74,8 @@ class Model:
 
     def record(self, mid: ModelId, props: dict[int, Value]) -> SnapshotRecord:
         """The model as a snapshot lists it, with ``props`` as given."""
-        if self.parent_id is None:
-            return (mid, self.type.name, self.owner, self.flags, props)
-        if self.key is None:
-            return (mid, self.type.name, self.owner, self.flags, props, self.parent_id)
-        return (mid, self.type.name, self.owner, self.flags, props, self.parent_id, self.key)
+        return SnapshotRecord(mid, self.type.name, self.owner, self.flags, props,
+                              self.parent_id, self.key)
 
     def held_by_other(self, sender: int) -> bool:
         """True if this model or a model above it is owned by a client other than
