@@ -36,9 +36,11 @@ if TYPE_CHECKING:
     )
     from rtecs.realtime import (
         ConnectionState,
+        ConnectionStats,
         DisconnectReason,
         Presence,
         Realtime,
+        SessionLost,
         UpdateOutcome,
         UpdateStatus,
         connect,
@@ -68,6 +70,8 @@ _HOME: dict[str, str] = {
     "PREVENT_OWNERSHIP_TAKEOVER": "rtecs.protocol",
     "Limits": "rtecs.protocol",
     "ConnectionState": "rtecs.realtime",
+    "ConnectionStats": "rtecs.realtime",
+    "SessionLost": "rtecs.realtime",
     "DisconnectReason": "rtecs.realtime",
     "Presence": "rtecs.realtime",
     "Realtime": "rtecs.realtime",
@@ -76,7 +80,8 @@ _HOME: dict[str, str] = {
     "connect": "rtecs.realtime",
 }
 _SUBMODULES = frozenset({"cache", "clock", "collections", "datastore", "ecs", "entities",
-                         "errors", "model", "protocol", "realtime", "session", "transport"})
+                         "errors", "model", "protocol", "realtime", "session", "stream",
+                         "sync", "transport"})
 
 
 def __getattr__(name: str) -> Any:
@@ -103,12 +108,14 @@ __all__ = [
     "ChangeSource",
     "CollectionChange",
     "ConnectionState",
+    "ConnectionStats",
     "DisconnectReason",
     "Entity",
     "EntityEvent",
     "Limits",
     "Presence",
     "Realtime",
+    "SessionLost",
     "UpdateOutcome",
     "UpdateStatus",
     "connect",

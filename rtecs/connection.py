@@ -10,6 +10,8 @@ transport and everything about staying connected, and nothing about state:
   one plus one; a gap, a pong naming a batch never received, a malformed frame or an error
   the facade reports asks for a fresh snapshot (``RESYNC``) and no batch is handed on until
   the welcome;
+- the session (:class:`~rtecs.session.ClientSession`): what a ``RESUME`` will show, and the
+  frames of the updates not answered yet; ``session_lost`` when a new session replaced it;
 - heartbeats and clock sync: a ``PING`` every ``ping_interval`` (``ping``, ``room_time``),
   and a session with no word from the server for ``heartbeat_timeout`` counts as lost;
 - losing and regaining the room: ``ERROR`` codes after which to reconnect, jittered
@@ -20,7 +22,12 @@ transport and everything about staying connected, and nothing about state:
 
 Time comes from the injected ``clock`` and randomness from ``rng``, transports from the
 injected factories, so a test steps it frame by frame: :meth:`step` (timers), then
-:meth:`receive` (messages, in order), then :meth:`check` (deadlines).
+:meth:`receive` (messages, in order), then :meth:`check` (deadlines). A driver that does not
+tick at a fixed rate (an asyncio loop) waits for :meth:`fileno` to be readable or for
+:meth:`next_deadline`, whichever comes first.
+
+States: ``connecting`` → ``connected``; a lost link → ``reconnecting`` → (``resumed`` or
+``resynced``) → ``connected``; a hole in the stream → ``resynced`` → ``connected``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import random
 from collections.abc import Callable, Iterator
 
 from reactivex import Observable
-from reactivex.subject import BehaviorSubject
+from reactivex.subject import BehaviorSubject, Subject
 
 from rtecs.errors import ProtocolError
 from rtecs.protocol import (
@@ -46,11 +53,21 @@ from rtecs.protocol import (
     Redirect,
     Resumed,
     Resync,
+    UpdateEntry,
     Welcome,
     decode_server_message,
     encode,
 )
-from rtecs.session import _REASON_OF_CODE, _RECONNECT_CODES, ConnectionState, DisconnectReason
+from rtecs.session import (
+    _REASON_OF_CODE,
+    _RECONNECT_CODES,
+    ClientSession,
+    ConnectionState,
+    ConnectionStats,
+    DisconnectReason,
+    SessionLost,
+)
+from rtecs.stream import StreamOrder
 from rtecs.transport import ClientTransport
 
 __all__ = ["MAX_REDIRECTS", "Connection"]
@@ -94,6 +111,9 @@ class Connection:
         self._rng = rng or random.Random()
         self._state: BehaviorSubject[ConnectionState] = BehaviorSubject(
             ConnectionState.CONNECTING)
+        self._session_lost: Subject[SessionLost] = Subject()
+        self._order: StreamOrder[Batch] = StreamOrder(window=0)  # one ordered channel
+        self._lost_why = ""          # why the last session's link went (for SessionLost)
         self._tries = 1
         self._redirects = 0          # followed in a row, since the last welcome or failure
         self._ever_connected = False
@@ -106,8 +126,10 @@ class Connection:
         self._last_heard = now
         self._server_time = 0.0
         self._server_time_at = 0.0
-        self.room_seq = 0
-        """The ``room_seq`` of the last batch handed on (or of the last welcome)."""
+        self.session: ClientSession | None = None
+        """The session the last welcome opened (None before the first)."""
+        self.stats = ConnectionStats()
+        """Counters of frames, bytes, updates, resyncs and reconnects."""
         self.new_session = True
         """Whether the last welcome opened a new session (else: a new epoch of this one)."""
         self.ping: float | None = None
@@ -116,10 +138,6 @@ class Connection:
         """Why the session ended for good (None while it has not)."""
         self.last_error: str | None = None
         """The last ``ERROR`` the server sent, as ``"code: message"`` (None if none)."""
-        self.bytes_sent = 0
-        """Bytes of every frame sent so far."""
-        self.bytes_received = 0
-        """Bytes of every frame received so far."""
         self._send_hello()
 
     # ----------------------------------------------------------------- state
@@ -132,6 +150,25 @@ class Connection:
     def states(self) -> Observable[ConnectionState]:
         """The current state on subscribe, then every change."""
         return self._state
+
+    @property
+    def session_lost(self) -> Observable[SessionLost]:
+        """Emits when a welcome opened a new session because the previous one could not be
+        taken up again (after this client's writes rolled back and the snapshot showed)."""
+        return self._session_lost
+
+    @property
+    def room_seq(self) -> int:
+        """The ``room_seq`` of the last batch handed on (or of the last welcome)."""
+        return self._order.last
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.stats.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        return self.stats.bytes_received
 
     @property
     def connected(self) -> bool:
@@ -171,19 +208,23 @@ class Connection:
         frames = transport.receive()
         if frames:
             self._last_heard = self._clock()
+        stats = self.stats
         for frame in frames:
             if self._transport is not transport:
                 return  # redirected or reconnected: the rest came over the old connection
-            self.bytes_received += len(frame)
+            stats.frames_received += 1
+            stats.bytes_received += len(frame)
             try:
                 message = decode_server_message(frame, self.limits)
             except ProtocolError as exc:
+                stats.malformed_frames += 1
                 log.error("dropping a malformed frame from the server: %s", exc)
                 self.ask_resync("a malformed frame")
                 continue
             if isinstance(message, Batch):
-                if self._take(message):
-                    yield message
+                for batch in self._take(message):
+                    stats.batches_applied += 1
+                    yield batch
             elif isinstance(message, Welcome):
                 self.new_session = (self._joining or not self.connected)
                 yield message
@@ -203,17 +244,37 @@ class Connection:
     def welcomed(self, welcome: Welcome) -> None:
         """The facade applied ``welcome``: the session is in the room from here."""
         first = not self.connected
+        returning = self._ever_connected
+        lost: SessionLost | None = None
+        if self.new_session or self.session is None:
+            if self.session is not None:
+                lost = SessionLost(self.session.client_id, welcome.client_id,
+                                   self._lost_why or "the link was lost")
+            self.session = ClientSession(welcome)
+        else:
+            self.session.new_epoch(welcome)
+        self.stats.welcomes += 1
         self.limits = self._asked.with_announced(welcome.limits)
         self._joining = False
         self._resync_asked = False
-        self.room_seq = welcome.room_seq
+        self._lost_why = ""
+        self._order.reset(welcome.room_seq)
         self._set_server_time(welcome.server_time)
         self._tries = 1
         self._redirects = 0
         self._ever_connected = True
         if first:
             self._next_ping = self._clock()
+        if returning:
+            self._state.on_next(ConnectionState.RESYNCED)
+        if first or returning:
             self._state.on_next(ConnectionState.CONNECTED)
+        if lost is not None:
+            self.stats.sessions_lost += 1
+            log.warning("room %r: the session of client %d could not be taken up again (%s); "
+                        "joined as client %d", self.room, lost.old_client_id, lost.reason,
+                        lost.new_client_id)
+            self._session_lost.on_next(lost)
 
     def check(self, now: float) -> None:
         """Deadlines after receiving: the heartbeat, or a connection attempt's timeout."""
@@ -235,9 +296,38 @@ class Connection:
         if poll is not None:
             poll(seconds)
 
+    def next_deadline(self) -> float:
+        """The clock time by which :meth:`step` and :meth:`check` must run again, if no frame
+        arrives before (a ping due, the heartbeat or connect timeout, a reconnection)."""
+        state = self._state.value
+        if state is ConnectionState.DISCONNECTED:
+            return float("inf")
+        if self.connected:
+            return min(self._next_ping, self._last_heard + self.heartbeat_timeout)
+        if state is ConnectionState.RECONNECTING:
+            return min(self._next_attempt, self._deadline)
+        return self._deadline
+
+    def fileno(self) -> int | None:
+        """A file descriptor that becomes readable when frames may have arrived, if the
+        transport has one (ZeroMQ's is edge-triggered: after it fires, :meth:`receive` until
+        nothing is left, which a tick does)."""
+        fileno = getattr(self._transport, "fileno", None)
+        return fileno() if fileno is not None else None
+
     def send(self, frame: bytes, reliable: bool = True) -> None:
-        self.bytes_sent += len(frame)
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(frame)
         self._transport.send(frame, reliable)
+
+    def send_update(self, seq: int, frame: bytes, *, resent: bool = False) -> None:
+        """Send an encoded ``UPDATE`` and keep its frame until the stream answers it."""
+        if self.session is not None:
+            self.session.sent(seq, frame)
+        self.stats.updates_sent += 1
+        if resent:
+            self.stats.updates_resent += 1
+        self.send(frame)
 
     def ask_resync(self, why: str, level: int = logging.WARNING) -> None:
         """A hole in the stream: ask for a fresh snapshot and hand on no batch until then."""
@@ -245,6 +335,7 @@ class Connection:
             return
         log.log(level, "room %r: %s; asking the server for a fresh snapshot", self.room, why)
         self._resync_asked = True
+        self.stats.resyncs_asked += 1
         self.send(encode(Resync()))
 
     def close(self) -> None:
@@ -256,20 +347,28 @@ class Connection:
 
     # ----------------------------------------------------------------- messages
 
-    def _take(self, batch: Batch) -> bool:
-        """Whether ``batch`` is the next one of the stream (then it counts as received)."""
+    def _take(self, batch: Batch) -> list[Batch]:
+        """The batches that follow in the stream now that ``batch`` arrived (they count as
+        received): none if it is already covered or shows a hole (then a resync)."""
         if not self.connected or self._resync_asked:
-            return False  # before the welcome, or after a hole: a welcome will include it
-        if batch.room_seq <= self.room_seq:
+            return []  # before the welcome, or after a hole: a welcome will include it
+        ready = self._order.offer(batch)
+        if ready is None:
+            self.ask_resync(f"batch {batch.room_seq} arrived after {self.room_seq}")
+            return []
+        if not ready:
             log.debug("ignoring batch %d already covered (at %d)", batch.room_seq,
                       self.room_seq)
-            return False
-        if batch.room_seq != self.room_seq + 1:
-            self.ask_resync(f"batch {batch.room_seq} arrived after {self.room_seq}")
-            return False
-        self.room_seq = batch.room_seq
-        self._set_server_time(batch.server_time)
-        return True
+            return []
+        session = self.session
+        if session is not None and session.unanswered:
+            me = session.client_id
+            for b in ready:
+                for entry in b.entries:
+                    if type(entry) is UpdateEntry and entry.sender == me and entry.seq:
+                        session.answered(entry.seq)
+        self._set_server_time(ready[-1].server_time)
+        return ready
 
     def _handle_pong(self, pong: Pong) -> None:
         now = self._clock()
@@ -297,6 +396,7 @@ class Connection:
             self._disconnect(DisconnectReason.REDIRECT_LOOP)
             return
         log.info("room %r is hosted at %s: connecting there", self.room, redirect.endpoint)
+        self.stats.redirects += 1
         now = self._clock()
         if self.connected:
             self._state.on_next(ConnectionState.RECONNECTING)
@@ -333,6 +433,8 @@ class Connection:
     def _lost(self, reason: DisconnectReason, now: float) -> None:
         """The session (or a connection attempt) failed: retry with backoff, or give up."""
         self._redirects = 0
+        if not self._lost_why:
+            self._lost_why = (self.last_error or reason.value) if self.connected else ""
         if self._reconnect is None or self._tries >= self.reconnect_tries:
             if self._ever_connected and reason is DisconnectReason.TIMEOUT:
                 reason = DisconnectReason.SERVER_GONE
@@ -355,13 +457,14 @@ class Connection:
     def _attempt(self, now: float) -> None:
         assert self._reconnect is not None
         self._tries += 1
+        self.stats.reconnect_attempts += 1
         self._transport.close()
         self._transport = self._reconnect()
         self._restart(now)
 
     def _restart(self, now: float) -> None:
         """A fresh transport: wait for the welcome of a new hello."""
-        self.room_seq = 0
+        self._order.reset(0)
         self._next_attempt = float("inf")
         self._deadline = now + self.connect_timeout
         self._last_heard = now

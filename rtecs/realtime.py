@@ -5,17 +5,13 @@ as the next update; (2) drain the transport and apply every message in stream or
 message applied whole before its change streams emit. Nothing runs on a background thread, so
 observers always run on the ticking thread.
 
-:class:`Realtime` is a facade: staying in the room — the hello, heartbeats, reconnects,
-redirects, the stream's order and resync requests — is :class:`~rtecs.connection.Connection`'s
-job (a state machine over any :class:`~rtecs.transport.ClientTransport` and an injected
-clock); the room's state is the :class:`~rtecs.datastore.Datastore`'s. This module joins the
-two: it applies what the connection hands on and sends what the datastore collects.
-
-A welcome that answers a hello starts a new session: unanswered writes roll back. A welcome
-that answers a resync (a hole in the stream, DESIGN §4b) opens a new *epoch* of the same
-session: the datastore re-bases on it (:meth:`Datastore.rebase
-<rtecs.datastore.Datastore.rebase>`) — what the server applied is settled, the rest is
-renumbered and sent again — so nothing the server did not refuse is rolled back.
+:class:`Realtime` is a facade over three parts: :class:`~rtecs.connection.Connection` keeps
+the client in the room (the hello, the session, heartbeats, reconnects, redirects, the
+stream's order and resync requests; a state machine over any
+:class:`~rtecs.transport.ClientTransport` and an injected clock);
+:class:`~rtecs.datastore.Datastore` holds the room's state; :class:`~rtecs.sync.RoomSync`
+joins the two — it sends what the datastore collects and applies what the connection hands
+on (a new session's welcome rolls unanswered writes back; a resync's welcome re-bases them).
 
 A subscriber that raises never stops the tick: its exception is logged and put on
 :attr:`Realtime.errors`. An internal error while applying a message asks for a resync.
@@ -41,29 +37,25 @@ from rtecs.model import Change, RealtimeModel
 from rtecs.protocol import (
     DEFAULT_LIMITS,
     PROTOCOL_VERSION,
-    Batch,
     Hello,
-    JoinEntry,
-    LeaveEntry,
     Limits,
     ModelId,
-    Schema,
     Update,
-    UpdateEntry,
-    Welcome,
-    encode,
 )
 from rtecs.session import (
     ConnectionState,
+    ConnectionStats,
     DisconnectReason,
     Presence,
+    SessionLost,
     UpdateOutcome,
     UpdateStatus,
 )
+from rtecs.sync import RoomSync
 from rtecs.transport import ClientTransport
 
-__all__ = ["MAX_REDIRECTS", "ConnectionState", "DisconnectReason", "Presence", "Realtime",
-           "UpdateOutcome", "UpdateStatus"]
+__all__ = ["MAX_REDIRECTS", "ConnectionState", "ConnectionStats", "DisconnectReason", "Presence",
+           "Realtime", "SessionLost", "UpdateOutcome", "UpdateStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +80,6 @@ class Realtime:
         """The room's name, as passed to connect."""
         self.world: str = world if world is not None else esper.current_world
         """The esper world this client's entities live in (see :class:`rtecs.SyncSystem`)."""
-        self.frame_duration = frame_duration
-        """Seconds between two updates sent (default 1/20: 20 Hz); a tick between frames
-        only applies what arrived."""
         self.datastore = Datastore(room_model, types)
         """The room's datastore as this client sees it (models by network id, the in-flight
         cache): for inspection and tests; write through the models."""
@@ -98,13 +87,8 @@ class Realtime:
         self._entities = Entities(self.datastore, self.world)
         self._token = token
         self._clock = clock
-        self._outcomes: Subject[UpdateOutcome] = Subject()
-        self._presence: Subject[Presence] = Subject()
         self._errors: Subject[BaseException] = Subject()
         self.datastore.error_listeners.append(self._errors.on_next)
-        self._clients: set[int] = set()
-        self._next_frame = 0.0
-        self._sent_sizes: dict[int, int] = {}
         self.connection = Connection(
             transport, room, self._make_hello, clock=clock, reconnect=reconnect,
             redirect=redirect, ping_interval=ping_interval,
@@ -112,8 +96,21 @@ class Realtime:
             reconnect_tries=reconnect_tries, reconnect_backoff=reconnect_backoff,
             limits=limits, rng=rng)
         """The session state machine (states, heartbeats, reconnects, the stream's order)."""
+        self._sync = RoomSync(self.connection, self.datastore, room, clock, frame_duration)
 
     # ----------------------------------------------------------------- public state
+
+    @property
+    def frame_duration(self) -> float:
+        """Seconds between two updates sent (default 1/20: 20 Hz); a tick between frames
+        only applies what arrived."""
+        return self._sync.frame_duration
+
+    @frame_duration.setter
+    def frame_duration(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("frame_duration must be ≥ 0")
+        self._sync.frame_duration = seconds
 
     @property
     def client_id(self) -> int:
@@ -166,6 +163,34 @@ class Realtime:
         return self.connection.bytes_received
 
     @property
+    def stats(self) -> ConnectionStats:
+        """Counters of this client's connection: frames and bytes each way, updates sent and
+        resent, batches and welcomes applied, resyncs, reconnects, redirects."""
+        return self.connection.stats
+
+    @property
+    def session_lost(self) -> Observable[SessionLost]:
+        """Emits when this client had to join as a new session because its previous one
+        could not be taken up again (its link was down too long, or the server forgot it):
+        its unanswered writes rolled back, and what the server ends with a session
+        (``destroy_when_owner_leaves`` entities) is gone — respawn an avatar here."""
+        return self.connection.session_lost
+
+    def next_deadline(self) -> float:
+        """The clock time by which :meth:`tick` must run again if nothing arrives before:
+        the next frame (when local writes wait for it), a ping, a timeout or a reconnection.
+        For event-loop drivers; a game loop just ticks every frame."""
+        due = self.connection.next_deadline()
+        if self.has_unsent_changes and self.connection.connected:
+            due = min(due, self._sync.next_frame)
+        return due
+
+    def fileno(self) -> int | None:
+        """A file descriptor that becomes readable when frames may have arrived (None if the
+        transport has none): wait on it and :meth:`next_deadline`, then :meth:`tick`."""
+        return self.connection.fileno()
+
+    @property
     def limits(self) -> Limits:
         """The limits in force: those passed in, with the values the server announced in
         its welcome (writes and updates are checked against them)."""
@@ -193,7 +218,7 @@ class Realtime:
     @property
     def outcomes(self) -> Observable[UpdateOutcome]:
         """Every update's fate: sent, then confirmed, transformed or rejected."""
-        return self._outcomes
+        return self._sync.outcomes
 
     @property
     def errors(self) -> Observable[BaseException]:
@@ -216,12 +241,12 @@ class Realtime:
     @property
     def presence(self) -> Observable[Presence]:
         """Joins and leaves of other clients, in stream order."""
-        return self._presence
+        return self._sync.presence
 
     @property
     def clients(self) -> frozenset[int]:
         """The client ids in the room (this one included) as of the last applied message."""
-        return frozenset(self._clients)
+        return frozenset(self._sync.clients)
 
     @property
     def changes(self) -> Observable[Change]:
@@ -247,9 +272,8 @@ class Realtime:
         if conn.state is ConnectionState.DISCONNECTED:
             return
         now = self._clock()
-        if conn.connected and now >= self._next_frame:
+        if self._sync.frame_due(now):
             self.flush()
-            self._next_frame = max(self._next_frame + self.frame_duration, now)
         conn.step(now)
         self.receive()
         conn.check(now)
@@ -278,120 +302,12 @@ class Realtime:
     def flush(self) -> Update | None:
         """Send the pending delta now, whatever the frame timer says. Returns the (last)
         update sent. A delta larger than the update size limit goes out as several updates."""
-        conn = self.connection
-        if not conn.connected:
-            return None
-        ds = self.datastore
-        new_types = ds.take_new_types()
-        if new_types:
-            conn.send(encode(Schema(new_types)))  # before the update that uses them
-        limit = conn.limits.max_update_bytes
-        budget = limit * 3 // 4  # the estimate errs high; keep margin
-        update = ds.collect(budget)
-        last = None
-        while update is not None:
-            try:
-                frame: bytes | None = encode(update)
-                why = ""
-            except TypeError as exc:
-                frame, why = None, str(exc)
-            if frame is None or len(frame) > limit:
-                # Never sent: the server would refuse it (or libzmq drop the link).
-                log.error("update %d not sent: %s; its writes roll back", update.seq,
-                          why or f"{len(frame or b'')} bytes, over the {limit}-byte limit")
-                ds.discard(update)
-                ds.flush_emissions()
-                self._outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.REJECTED, 0))
-            else:
-                self._send_update(update, frame)
-                last = update
-            update = ds.collect(budget) if ds.has_unsent_changes else None
-        return last
-
-    def _send_update(self, update: Update, frame: bytes) -> None:
-        self.connection.send(frame)
-        count = sum((len(run) - 1) // 2 for run in update.changes)
-        self._sent_sizes[update.seq] = count
-        self._outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.SENT, count))
+        return self._sync.flush()
 
     def receive(self) -> int:
         """Apply every message that has arrived, without sending (``tick()`` calls it);
         return how many were applied."""
-        conn = self.connection
-        applied = 0
-        for message in conn.receive():
-            try:
-                if isinstance(message, Welcome):
-                    self._apply_welcome(message, conn.new_session)
-                else:
-                    self._apply_batch(message)
-            except Exception:  # an internal error: never carry on from a half-applied state
-                log.exception("internal error while applying a %s", type(message).__name__)
-                conn.ask_resync("an internal error")
-            applied += 1
-        return applied
-
-    def _apply_welcome(self, welcome: Welcome, new_session: bool) -> None:
-        ds = self.datastore
-        conn = self.connection
-        resend: list[Update] = []
-        if new_session or welcome.client_id != ds.client_id:
-            ds.load_snapshot(welcome)  # a new session: unanswered writes roll back
-            self._sent_sizes.clear()
-        else:
-            resend = ds.rebase(welcome)  # a new epoch of this session: nothing is lost
-            self._sent_sizes = {u.seq: sum((len(run) - 1) // 2 for run in u.changes)
-                                for u in resend}
-        first = not conn.connected
-        conn.welcomed(welcome)
-        ds.max_value_bytes = conn.limits.max_value_bytes
-        self._clients = set(welcome.clients)
-        log.info("%s room %r as client %d (%d models%s)", "joined" if first else "resynced",
-                 self.room, welcome.client_id, len(welcome.snapshot),
-                 f", {len(resend)} update(s) sent again" if resend else "")
-        if first:
-            self._next_frame = self._clock()
-        for update in resend:  # renumbered into the new epoch: the server applies them now
-            conn.send(encode(update))
-        ds.flush_emissions()
-
-    def _apply_batch(self, batch: Batch) -> None:
-        ds = self.datastore
-        me = ds.client_id
-        outcomes: list[UpdateOutcome] = []
-        presence: list[Presence] = []
-        for entry in batch.entries:
-            if isinstance(entry, UpdateEntry):
-                ds.apply_entry(entry)
-                if entry.sender == me and entry.seq > 0:
-                    outcomes.append(self._outcome_of(entry))
-            elif isinstance(entry, JoinEntry):
-                self._clients.add(entry.client_id)
-                presence.append(Presence(entry.client_id, True))
-            elif isinstance(entry, LeaveEntry):
-                self._clients.discard(entry.client_id)
-                presence.append(Presence(entry.client_id, False))
-        ds.flush_emissions()
-        if ds.resync_wanted:
-            ds.resync_wanted = False
-            self.connection.ask_resync(
-                "the server refused a destroy this client already applied",
-                logging.INFO)  # a normal race (see Datastore._bury)
-        for p in presence:
-            self._presence.on_next(p)
-        for o in outcomes:
-            self._outcomes.on_next(o)
-
-    def _outcome_of(self, entry: UpdateEntry) -> UpdateOutcome:
-        accepted = sum((len(run) - 1) // 2 for run in entry.changes)
-        sent = self._sent_sizes.pop(entry.seq, accepted)
-        if entry.rejected:
-            status = UpdateStatus.REJECTED
-        elif accepted != sent:
-            status = UpdateStatus.TRANSFORMED
-        else:
-            status = UpdateStatus.CONFIRMED
-        return UpdateOutcome(entry.seq, status, accepted, tuple(entry.rejected))
+        return self._sync.receive()
 
     # ----------------------------------------------------------------- entities and models
 
@@ -452,10 +368,11 @@ class Realtime:
         if conn.connected:
             self.flush()
             deadline = self._clock() + timeout
-            while self._sent_sizes and conn.connected:
+            while self._sync.unanswered and conn.connected:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
-                    log.warning("closing with %d update(s) unanswered", len(self._sent_sizes))
+                    log.warning("closing with %d update(s) unanswered",
+                                self._sync.unanswered)
                     break
                 conn.wait(min(remaining, 0.05))
                 self.receive()

@@ -1,22 +1,33 @@
 """What a client session reports: its connection states, why it ended, what became of each
-update, and who joined or left (see :class:`rtecs.Realtime`)."""
+update, who joined or left, a lost session, and the connection's counters (see
+:class:`rtecs.Realtime`)."""
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from rtecs.protocol import ErrorCode, ModelId
+from rtecs.protocol import ErrorCode, ModelId, Welcome
 
-__all__ = ["ConnectionState", "DisconnectReason", "Presence", "UpdateOutcome", "UpdateStatus"]
+__all__ = ["ClientSession", "ConnectionState", "ConnectionStats", "DisconnectReason", "Presence",
+           "SessionLost", "UpdateOutcome", "UpdateStatus"]
 
 
 class ConnectionState(enum.Enum):
-    """Where a :class:`Realtime` session stands (see :attr:`Realtime.connection_state`)."""
+    """Where a :class:`Realtime` session stands (see :attr:`Realtime.connection_state`).
+
+    ``RESUMED`` and ``RESYNCED`` are passing states: each is followed at once by
+    ``CONNECTED``, so :attr:`Realtime.state` reads ``CONNECTED`` once a tick returns, while
+    a subscriber of :attr:`Realtime.connection_state` learns how the client got back.
+    """
 
     CONNECTING = "connecting"      # hello sent, waiting for the first welcome
     CONNECTED = "connected"        # in the room: updates flow
-    RECONNECTING = "reconnecting"  # the session was lost; trying again with backoff
+    RECONNECTING = "reconnecting"  # the link was lost; trying again with backoff
+    RESUMED = "resumed"            # back in the same session: nothing was lost
+    RESYNCED = "resynced"          # a fresh snapshot was applied (a new epoch of the same
+                                   # session, or a new session: see Realtime.session_lost)
     DISCONNECTED = "disconnected"  # for good: see Realtime.disconnect_reason
 
 
@@ -73,3 +84,80 @@ class Presence(NamedTuple):
 
     client_id: int   # the client that joined or left
     joined: bool     # True: it joined; False: it left
+
+
+class SessionLost(NamedTuple):
+    """The previous session could not be taken up again: this client joined the room anew
+    (see :attr:`Realtime.session_lost`). Its unanswered writes were rolled back, and the
+    server ends what belonged to the old session (``destroy_when_owner_leaves`` models)."""
+
+    old_client_id: int   # the client id of the session that was lost
+    new_client_id: int   # the client id of the new session
+    reason: str          # why the old one ended, as far as this client knows
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """Counters of one client's connection, since it was made (see :attr:`Realtime.stats`)."""
+
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    frames_received: int = 0
+    bytes_received: int = 0
+    updates_sent: int = 0        # UPDATE frames, resends included
+    updates_resent: int = 0      # of which sent again after a resync
+    batches_applied: int = 0     # BATCH frames handed on in stream order
+    welcomes: int = 0            # WELCOMEs applied (joins and resyncs)
+    resyncs_asked: int = 0       # RESYNC requests sent (holes in the stream)
+    sessions_lost: int = 0       # new sessions that replaced a lost one
+    reconnect_attempts: int = 0  # fresh transports after a lost link
+    redirects: int = 0           # REDIRECTs followed
+    malformed_frames: int = 0    # server frames that failed to decode
+
+
+class ClientSession:
+    """The session this client holds in its room (DESIGN §8), as its welcome opened it.
+
+    What a ``RESUME`` must show (``session_id``, ``secret``, the stream's ``incarnation``) and
+    what it must resend: the encoded frames of the updates the stream has not answered yet,
+    by sequence number within ``epoch``. Frames are dropped as their answers arrive
+    (:meth:`answered`); a resync opens a new epoch, whose renumbered updates are recorded
+    again as they are sent.
+    """
+
+    __slots__ = ("client_id", "epoch", "incarnation", "secret", "session_id", "unanswered")
+
+    def __init__(self, welcome: Welcome) -> None:
+        self.session_id = welcome.session_id
+        self.secret = welcome.session_secret
+        self.client_id = welcome.client_id
+        self.epoch = welcome.epoch
+        self.incarnation = welcome.incarnation
+        self.unanswered: dict[int, bytes] = {}
+        """seq → the UPDATE frame as sent, oldest first."""
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the server gave this session a resume secret (a server that cannot resume
+        sessions sends none)."""
+        return bool(self.session_id and self.secret)
+
+    def sent(self, seq: int, frame: bytes) -> None:
+        self.unanswered[seq] = frame
+
+    def answered(self, seq: int) -> None:
+        """The stream answered update ``seq``, hence every one before it."""
+        unanswered = self.unanswered
+        while unanswered:
+            first = next(iter(unanswered))
+            if first > seq:
+                break
+            del unanswered[first]
+
+    def new_epoch(self, welcome: Welcome) -> None:
+        """A resync welcome: its snapshot settles what was applied; numbering starts again."""
+        self.epoch = welcome.epoch
+        self.incarnation = welcome.incarnation
+        if welcome.session_secret:
+            self.secret = welcome.session_secret
+        self.unanswered.clear()

@@ -142,6 +142,8 @@ def test_server_restart_clients_reconnect_and_resync() -> None:
     b = join(endpoint, heartbeat_timeout=1.0, connect_timeout=1.0)
     states: list[rtecs.ConnectionState] = []
     a.connection_state.subscribe(states.append)
+    lost: list[rtecs.SessionLost] = []
+    a.session_lost.subscribe(lost.append)
     try:
         a.room_model.team_name = "before"  # type: ignore[attr-defined]
         wait_until(lambda: b.room_model.team_name == "before", a, b)  # type: ignore[attr-defined]
@@ -153,8 +155,13 @@ def test_server_restart_clients_reconnect_and_resync() -> None:
             assert a.room_model.team_name == ""  # type: ignore[attr-defined]
             a.room_model.team_name = "after"  # type: ignore[attr-defined]
             wait_until(lambda: b.room_model.team_name == "after", a, b)  # type: ignore[attr-defined]
-        assert states[-2:] == [rtecs.ConnectionState.RECONNECTING,
+        assert states[-3:] == [rtecs.ConnectionState.RECONNECTING,
+                               rtecs.ConnectionState.RESYNCED,
                                rtecs.ConnectionState.CONNECTED]
+        # The new server knows nothing of the old session: a new one, and the app is told.
+        assert [(x.new_client_id, x.reason) for x in lost] == [
+            (a.client_id, "shutdown: the server is shutting down")]
+        assert a.stats.sessions_lost == 1 and a.stats.reconnect_attempts >= 1
     finally:
         a.close(timeout=0.1)
         b.close(timeout=0.1)
@@ -205,3 +212,38 @@ def test_ping_and_room_time(server: RoomServer) -> None:
         assert abs(rt.room_time - time.time()) < 1.0  # the server clock: epoch-based
     finally:
         rt.close()
+
+
+def test_an_event_loop_can_wait_on_the_descriptor_and_the_next_deadline(
+        server: RoomServer) -> None:
+    """A driver without a fixed frame rate (asyncio) waits for ``fileno()`` to be readable
+    or for ``next_deadline()``, then ticks: a remote write wakes it."""
+    import select
+
+    a = rtecs.connect(server.endpoint, "lobby", Game(), world=f"zmq-client-{next(_WORLDS)}")
+    a.wait_connected(timeout=10)
+    b = join(server.endpoint)
+    try:
+        fd = a.fileno()
+        assert isinstance(fd, int) and fd >= 0
+        a.tick()
+        assert not a.has_unsent_changes
+        idle = a.next_deadline() - time.monotonic()
+        assert 0 < idle <= a.ping_interval + 0.05       # nothing to send: the next ping
+        a.room_model.score = 1  # type: ignore[attr-defined]
+        assert a.next_deadline() <= a._sync.next_frame   # a write waits for its frame
+        woke = 0
+        b.room_model.team_name = "wake"  # type: ignore[attr-defined]
+        b.flush()
+        deadline = time.monotonic() + 10
+        while a.room_model.team_name != "wake":  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the descriptor never woke the loop"
+            timeout = max(0.0, min(a.next_deadline() - time.monotonic(), 1.0))
+            readable, _, _ = select.select([fd], [], [], timeout)
+            woke += bool(readable)
+            a.tick()
+            b.tick()
+        assert woke >= 1
+    finally:
+        a.close(timeout=0.1)
+        b.close(timeout=0.1)

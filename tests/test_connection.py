@@ -20,11 +20,13 @@ from rtecs.protocol import (
     Redirect,
     Resync,
     SnapshotRecord,
+    Update,
+    UpdateEntry,
     Welcome,
     decode_client_message,
     encode,
 )
-from rtecs.session import ConnectionState, DisconnectReason
+from rtecs.session import ConnectionState, DisconnectReason, SessionLost
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,13 +55,20 @@ def hello() -> Hello:
     return Hello(PROTOCOL_VERSION, "arena", "Arena", {"Arena": {}}, None)
 
 
-def welcome(room_seq: int = 0, epoch: int = 1) -> bytes:
-    return encode(Welcome(4, room_seq, 50.0, [SnapshotRecord(0, "Arena", -1, 0, {})], [4], epoch, 0,
-                          {"update_bytes": 4096}))
+def welcome(room_seq: int = 0, epoch: int = 1, client_id: int = 4, last_applied: int = 0,
+            secret: bytes = b"k" * 32) -> bytes:
+    return encode(Welcome(client_id, room_seq, 50.0, [SnapshotRecord(0, "Arena", -1, 0, {})],
+                          [client_id], epoch, last_applied, {"update_bytes": 4096},
+                          b"s" * 16, secret, 77))
 
 
-def batch(room_seq: int) -> bytes:
-    return encode(Batch(room_seq, 51.0, []))
+def batch(room_seq: int, *answers: int, sender: int = 4) -> bytes:
+    """A batch whose entries answer ``sender``'s updates ``answers``."""
+    return encode(Batch(room_seq, 51.0, [UpdateEntry(sender, seq, [], []) for seq in answers]))
+
+
+def update(seq: int, epoch: int = 1) -> bytes:
+    return encode(Update(seq, [[0, 1, seq]], epoch))
 
 
 def joined(**kw: Any) -> tuple[Connection, list[Link], ManualClock]:
@@ -166,3 +175,92 @@ def test_a_redirect_moves_to_the_hosting_instance() -> None:
     assert opened[0].closed and opened[-1].endpoint == "tcp://b:2"
     assert [type(m) for m in opened[-1].sent] == [Hello]
     assert conn.state is ConnectionState.CONNECTING
+
+
+def welcome_all(conn: Connection) -> list[Any]:
+    """Drain like the facade: every welcome is applied and acknowledged."""
+    out = []
+    for message in conn.receive():
+        if isinstance(message, Welcome):
+            conn.welcomed(message)
+        out.append(message)
+    return out
+
+
+def test_the_welcome_opens_a_session_that_keeps_unanswered_update_frames() -> None:
+    conn, links, _ = joined()
+    session = conn.session
+    assert session is not None and session.resumable
+    assert (session.session_id, session.secret, session.client_id, session.epoch,
+            session.incarnation) == (b"s" * 16, b"k" * 32, 4, 1, 77)
+    for seq in (1, 2, 3):
+        conn.send_update(seq, update(seq))
+    assert list(session.unanswered) == [1, 2, 3]
+    assert session.unanswered[2] == update(2)          # the frame exactly as sent
+    links[0].inbox += [batch(1, 2, sender=5), batch(2, 2)]  # another sender's 2, then ours
+    drain(conn)
+    assert list(session.unanswered) == [3]             # an answer covers everything before it
+    assert conn.stats.updates_sent == 3 and conn.stats.batches_applied == 2
+
+
+def test_a_resync_welcome_is_a_new_epoch_and_passes_through_resynced() -> None:
+    conn, links, _ = joined()
+    states: list[ConnectionState] = []
+    conn.states.subscribe(states.append)
+    lost: list[SessionLost] = []
+    conn.session_lost.subscribe(lost.append)
+    conn.send_update(1, update(1))
+    links[0].inbox.append(batch(2))                     # batch 1 was lost
+    drain(conn)
+    assert conn.resync_pending and conn.stats.resyncs_asked == 1
+    links[0].inbox.append(welcome(room_seq=2, epoch=2, last_applied=1, secret=b"n" * 32))
+    welcome_all(conn)
+    assert states == [ConnectionState.CONNECTED, ConnectionState.RESYNCED,
+                      ConnectionState.CONNECTED]
+    assert lost == []                                   # the same session
+    session = conn.session
+    assert session is not None
+    assert (session.epoch, session.secret, dict(session.unanswered)) == (2, b"n" * 32, {})
+    conn.send_update(1, update(1, epoch=2), resent=True)
+    assert conn.stats.updates_resent == 1 and list(session.unanswered) == [1]
+
+
+def test_a_new_session_after_a_lost_link_fires_session_lost() -> None:
+    conn, links, clock = joined(heartbeat_timeout=1.0)
+    states: list[ConnectionState] = []
+    conn.states.subscribe(states.append)
+    lost: list[SessionLost] = []
+    conn.session_lost.subscribe(lost.append)
+    conn.send_update(1, update(1))
+    clock.advance(1.5)
+    conn.check(clock())                                 # silence: the link is gone
+    assert conn.state is ConnectionState.RECONNECTING and len(links) == 2
+    assert isinstance(links[1].sent[0], Hello)          # the server cannot resume yet
+    links[1].inbox.append(welcome(client_id=9))
+    welcome_all(conn)
+    assert states == [ConnectionState.CONNECTED, ConnectionState.RECONNECTING,
+                      ConnectionState.RESYNCED, ConnectionState.CONNECTED]
+    assert lost == [SessionLost(4, 9, "timeout")]
+    assert conn.session is not None and conn.session.client_id == 9
+    assert conn.session.unanswered == {}               # rolled back with the old session
+    assert (conn.stats.sessions_lost, conn.stats.reconnect_attempts) == (1, 1)
+
+
+def test_next_deadline_names_the_next_timer() -> None:
+    conn, links, clock = joined(ping_interval=1.0, heartbeat_timeout=5.0)
+    start = clock()
+    assert conn.fileno() is None                        # the fake link has no descriptor
+    assert conn.next_deadline() == start                # the first ping is due at once
+    conn.step(clock())
+    assert conn.next_deadline() == pytest.approx(clock() + 1.0)
+    clock.advance(0.9)
+    conn.step(clock())
+    links[0].inbox.append(batch(1))
+    drain(conn)                                         # heard from: the heartbeat moves on
+    assert conn.next_deadline() == pytest.approx(start + 1.0)  # the next ping
+    clock.advance(5.5)
+    conn.check(clock())
+    assert conn.state is ConnectionState.RECONNECTING
+    assert conn.next_deadline() == pytest.approx(clock() + conn.connect_timeout)
+    conn.close()
+    assert conn.next_deadline() == float("inf")

@@ -78,6 +78,11 @@ class ZmqClientTransport:
         ms = max(0, math.ceil(timeout * 1000))  # the poller truncates fractions: round up
         return bool(self._poller.poll(ms))
 
+    def fileno(self) -> int:
+        """The socket's file descriptor (ZeroMQ's ``FD``): readable when the socket may have
+        frames; edge-triggered, so :meth:`receive` until it returns nothing after a wake-up."""
+        return int(self._socket.getsockopt(zmq.FD))
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
