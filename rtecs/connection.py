@@ -68,6 +68,7 @@ from rtecs.session import (
     SessionLost,
 )
 from rtecs.stream import StreamOrder
+from rtecs.timing import Backoff, ServerClock
 from rtecs.transport import ClientTransport
 
 __all__ = ["MAX_REDIRECTS", "Connection"]
@@ -98,8 +99,6 @@ class Connection:
         self.ping_interval = ping_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.connect_timeout = connect_timeout
-        self.reconnect_tries = reconnect_tries
-        self.reconnect_backoff = reconnect_backoff
         self.limits = limits
         """The limits asked for, with the values the last welcome announced."""
         self._asked = limits
@@ -108,13 +107,13 @@ class Connection:
         self._clock = clock
         self._reconnect = reconnect
         self._redirect = redirect
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(reconnect_tries, *reconnect_backoff, rng or random.Random())
+        self._server_clock = ServerClock(clock)
         self._state: BehaviorSubject[ConnectionState] = BehaviorSubject(
             ConnectionState.CONNECTING)
         self._session_lost: Subject[SessionLost] = Subject()
         self._order: StreamOrder[Batch] = StreamOrder(window=0)  # one ordered channel
         self._lost_why = ""          # why the last session's link went (for SessionLost)
-        self._tries = 1
         self._redirects = 0          # followed in a row, since the last welcome or failure
         self._ever_connected = False
         self._joining = True         # a hello is out: its welcome opens a new session
@@ -124,16 +123,12 @@ class Connection:
         self._next_ping = 0.0
         self._deadline = now + connect_timeout
         self._last_heard = now
-        self._server_time = 0.0
-        self._server_time_at = 0.0
         self.session: ClientSession | None = None
         """The session the last welcome opened (None before the first)."""
         self.stats = ConnectionStats()
         """Counters of frames, bytes, updates, resyncs and reconnects."""
         self.new_session = True
         """Whether the last welcome opened a new session (else: a new epoch of this one)."""
-        self.ping: float | None = None
-        """Round trip to the server in milliseconds, measured (None until the first pong)."""
         self.disconnect_reason: DisconnectReason | None = None
         """Why the session ended for good (None while it has not)."""
         self.last_error: str | None = None
@@ -181,10 +176,23 @@ class Connection:
 
     @property
     def room_time(self) -> float:
-        """The server's clock now, estimated: its last reported time plus half the ping plus
-        the time elapsed since that report."""
-        half_ping = (self.ping or 0.0) / 2000.0
-        return self._server_time + half_ping + (self._clock() - self._server_time_at)
+        """The server's clock now, estimated (see :class:`~rtecs.timing.ServerClock`)."""
+        return self._server_clock.room_time
+
+    @property
+    def ping(self) -> float | None:
+        """Round trip to the server in milliseconds, measured (None until the first pong)."""
+        return self._server_clock.ping
+
+    @property
+    def reconnect_tries(self) -> int:
+        """Connection attempts in a row before giving up."""
+        return self._backoff.limit
+
+    @property
+    def tries(self) -> int:
+        """Connection attempts made in a row so far (1: the first one)."""
+        return self._backoff.tries
 
     # ----------------------------------------------------------------- stepping
 
@@ -259,8 +267,8 @@ class Connection:
         self._resync_asked = False
         self._lost_why = ""
         self._order.reset(welcome.room_seq)
-        self._set_server_time(welcome.server_time)
-        self._tries = 1
+        self._server_clock.reported(welcome.server_time)
+        self._backoff.succeeded()
         self._redirects = 0
         self._ever_connected = True
         if first:
@@ -367,13 +375,11 @@ class Connection:
                 for entry in b.entries:
                     if type(entry) is UpdateEntry and entry.sender == me and entry.seq:
                         session.answered(entry.seq)
-        self._set_server_time(ready[-1].server_time)
+        self._server_clock.reported(ready[-1].server_time)
         return ready
 
     def _handle_pong(self, pong: Pong) -> None:
-        now = self._clock()
-        self.ping = max(0.0, (now - pong.client_time) * 1000.0)
-        self._set_server_time(pong.server_time)
+        self._server_clock.ponged(pong.client_time, pong.server_time)
         if pong.room_seq > self.room_seq and self.connected:
             # Every batch goes out before the pong that counts it: one was lost.
             self.ask_resync(f"the server is at batch {pong.room_seq}, this client at "
@@ -419,10 +425,6 @@ class Connection:
         else:
             log.warning("the server reported: %s", self.last_error)
 
-    def _set_server_time(self, server_time: float) -> None:
-        self._server_time = server_time
-        self._server_time_at = self._clock()
-
     # ----------------------------------------------------------------- lifecycle
 
     def _send_hello(self) -> None:
@@ -435,20 +437,19 @@ class Connection:
         self._redirects = 0
         if not self._lost_why:
             self._lost_why = (self.last_error or reason.value) if self.connected else ""
-        if self._reconnect is None or self._tries >= self.reconnect_tries:
+        backoff = self._backoff
+        if self._reconnect is None or backoff.exhausted:
             if self._ever_connected and reason is DisconnectReason.TIMEOUT:
                 reason = DisconnectReason.SERVER_GONE
-            log.error("giving up on room %r after %d attempt(s): %s", self.room, self._tries,
+            log.error("giving up on room %r after %d attempt(s): %s", self.room, backoff.tries,
                       reason.value)
             self._disconnect(reason)
             return
-        base, cap = self.reconnect_backoff
-        delay = 0.0 if self._tries == 1 else self._rng.uniform(
-            0, min(cap, base * 2 ** (self._tries - 2)))
+        delay = backoff.next_delay()
         self._next_attempt = now + delay
         self._deadline = self._next_attempt + self.connect_timeout
         log.info("reconnecting to room %r in %.2f s (attempt %d of %d)", self.room, delay,
-                 self._tries + 1, self.reconnect_tries)
+                 backoff.tries + 1, backoff.limit)
         if self._state.value is not ConnectionState.RECONNECTING:
             self._state.on_next(ConnectionState.RECONNECTING)
         if delay == 0.0:
@@ -456,7 +457,7 @@ class Connection:
 
     def _attempt(self, now: float) -> None:
         assert self._reconnect is not None
-        self._tries += 1
+        self._backoff.attempt()
         self.stats.reconnect_attempts += 1
         self._transport.close()
         self._transport = self._reconnect()

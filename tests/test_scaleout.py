@@ -284,7 +284,7 @@ def test_the_client_follows_redirects_without_counting_them_as_failures() -> Non
         rt.tick()
         assert opened[-2].closed and opened[-1].endpoint == f"tcp://host-{hop}:7"
         assert [h.room for h in hellos(opened[-1])] == ["arena"]
-    assert rt.state is ConnectionState.CONNECTING and rt.connection._tries == 1
+    assert rt.state is ConnectionState.CONNECTING and rt.connection.tries == 1
     opened[-1].inbox.append(encode(Welcome(4, 0, 0.0, [SnapshotRecord(0, "Arena", -1, 0, {})],
                                            [4])))
     rt.tick()
