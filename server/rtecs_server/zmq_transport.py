@@ -11,8 +11,12 @@ Frames on the wire: a client's DEALER sends one-part messages; the ROUTER sees
   later) instead of libzmq dropping the frame silently or blocking the loop.
 - ``LINGER 0``: closing never waits for unsent frames (:meth:`close` can ask for a short,
   bounded linger to get goodbyes out).
-- ``ROUTER_HANDOVER=1``: a client that sets its own routing id and reconnects (a new TCP
-  connection) takes its id over instead of being ignored.
+- ``ROUTER_HANDOVER=0`` (libzmq's default, set explicitly): a routing id is a transport
+  address, never a credential (DESIGN §8). A connection that announces a routing id another
+  connection holds is parked by libzmq and never speaks for the holder, so nobody can take
+  over a client's session by copying its routing id (they are predictable: see
+  ``docs/server.md``). A session moves to a new connection only by showing its resume secret
+  (:mod:`rtecs_server.sessions`).
 - ``MAXMSGSIZE``: :func:`max_message_size` — a little over the largest frame the host will
   decode (``max(limits.max_update_bytes, limits.max_hello_bytes)`` + 64 KiB). A frame up to
   that size is read and answered with a clear ``ERROR over_limit``; **a frame over it makes
@@ -67,7 +71,7 @@ class ZmqServerTransport:
         try:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, max_message_size(limits))
             sock.setsockopt(zmq.SNDHWM, sndhwm)
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
