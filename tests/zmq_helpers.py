@@ -123,10 +123,13 @@ class RawClient:
     """A DEALER socket speaking the rtecs protocol by hand."""
 
     def __init__(self, endpoint: str, *, context: zmq.Context[zmq.Socket[bytes]] | None = None,
-                 rcvhwm: int | None = None, rcvbuf: int | None = None) -> None:
+                 rcvhwm: int | None = None, rcvbuf: int | None = None,
+                 routing_id: bytes | None = None) -> None:
         self.context = context or zmq.Context.instance()
         self.socket: zmq.Socket[bytes] = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if routing_id is not None:  # chosen by the client (an impostor, in tests)
+            self.socket.setsockopt(zmq.ROUTING_ID, routing_id)
         if rcvhwm is not None:
             self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
         if rcvbuf is not None:

@@ -1,9 +1,28 @@
 """The rooms one server instance hosts: :class:`RoomDirectory` opens them (new, loaded from
-storage, or answered with a redirect), keeps their leases and checkpoints (through
+storage, or answered with a redirect; each opening is a new
+:class:`~rtecs_server.hosted.HostedRoom`, with a new incarnation and an empty history),
+keeps their leases and checkpoints (through
 :class:`~rtecs_server.persistence.Persistence`), tracks which have entries waiting for a
 flush, and closes them. :class:`~rtecs_server.host.RoomHost` owns the sessions and the
 messages; it asks the directory for rooms and tells their members what the directory
 decided (a :class:`LostRoom` is a room whose members must reconnect).
+
+With persistence (a :class:`~rtecs_server.persistence.Persistence`), a hello for a room this
+instance does not hold claims and loads it (:meth:`Persistence.open
+<rtecs_server.persistence.Persistence.open>`); the joiner then gets:
+
+==============================================  =============================================
+the room is hosted by another instance          ``REDIRECT endpoint room`` (no session)
+the storage is unreachable, the room is moving  ``ERROR unavailable`` (fatal; clients retry)
+the stored room cannot be loaded                ``ERROR room_corrupt`` (fatal), logged as an
+                                                error; other rooms are unaffected
+==============================================  =============================================
+
+A room whose lease is lost (taken over after it expired, or a save refused by its fencing
+token) is dropped: its members get ``ERROR unavailable`` and reconnect, to be redirected to
+the new host (:meth:`Membership.drop_lost <rtecs_server.sessions.Membership.drop_lost>`).
+An empty room is saved and its lease released
+when it closes; if the save fails the room stays in memory and the save is retried.
 
 Every method takes the server clock's reading ``now``; the leases count on the
 persistence's clock (the same clock, see :mod:`rtecs_server.persistence`).
@@ -14,45 +33,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from rtecs.protocol import Error, ErrorCode, Limits, Redirect
 from rtecs_server.errors import CorruptRoomError, FencedOut, StorageError
-from rtecs_server.persistence import Elsewhere, Keeping, Persistence
+from rtecs_server.hosted import DEFAULT_HISTORY_BYTES, BatchHistory, HostedRoom
+from rtecs_server.persistence import Elsewhere, Persistence
 from rtecs_server.room import Plugin, Room
 
-__all__ = ["HostedRoom", "LostRoom", "RoomDirectory", "Session"]
+__all__ = ["LostRoom", "RoomDirectory"]
 
 log = logging.getLogger("rtecs_server.host")
-
-
-@dataclass(eq=False)
-class Session:
-    """One joined client: its peer (routing id), room and client id, and its stream state."""
-
-    peer: bytes
-    hosted: HostedRoom
-    client_id: int
-    last_seen: float
-    needs_resync: bool = False       # resync when the cooldown allows (at the latest: a ping)
-    stalled: bool = False            # a send failed (queue full): no batches until resynced
-    last_resync: float = -math.inf
-
-    @property
-    def room(self) -> Room:
-        return self.hosted.room
-
-
-@dataclass(eq=False)
-class HostedRoom:
-    """One open room: the room core, its members' sessions, and its lease and saves."""
-
-    room: Room
-    members: dict[int, Session] = field(default_factory=dict)  # client id → session
-    empty_since: float | None = None
-    keeping: Keeping | None = None   # its lease and last save, with persistence
-    close_after: float = -math.inf   # an unload whose save failed is retried from then
 
 
 class LostRoom(NamedTuple):
@@ -67,10 +58,16 @@ class LostRoom(NamedTuple):
 
 class RoomDirectory:
     """The open rooms of one instance (see the module docs). ``persistence`` None keeps
-    rooms in memory only."""
+    rooms in memory only; ``history_bytes`` is the byte budget of each room's batch history
+    (:class:`~rtecs_server.hosted.BatchHistory`)."""
 
-    def __init__(self, persistence: Persistence | None) -> None:
+    def __init__(self, persistence: Persistence | None, *,
+                 history_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
+        if history_bytes < 0:
+            raise ValueError(f"history_bytes must be ≥ 0, got {history_bytes}")
         self.persistence = persistence
+        self.history_bytes = history_bytes
+        """The byte budget of each room's batch history."""
         self.rooms: dict[str, HostedRoom] = {}
         """Open rooms by name."""
         self._dirty: dict[str, HostedRoom] = {}   # rooms with entries waiting for a flush
@@ -102,7 +99,8 @@ class RoomDirectory:
         stored room is corrupt, the storage is unavailable)."""
         p = self.persistence
         if p is None:
-            return HostedRoom(Room(name, plugins, limits, max_clients))
+            return HostedRoom(Room(name, plugins, limits, max_clients),
+                              history=BatchHistory(self.history_bytes))
         try:
             room, keeping = p.open(name, plugins, limits, max_clients, now=now)
         except Elsewhere as exc:
@@ -119,7 +117,7 @@ class RoomDirectory:
             log.warning("room %r cannot be opened now: %s", name, exc)
             return Error(ErrorCode.UNAVAILABLE.value,
                          f"room {name!r} cannot be opened now ({exc}); try again", True)
-        return HostedRoom(room, keeping=keeping)
+        return HostedRoom(room, keeping=keeping, history=BatchHistory(self.history_bytes))
 
     def add(self, hosted: HostedRoom) -> None:
         """Host a room :meth:`open` returned."""

@@ -1,4 +1,4 @@
-"""Per-client message rate limiting: a token bucket per peer, with a notion of *sustained* abuse.
+"""Per-peer message rate limiting: a token bucket per peer, with a notion of *sustained* abuse.
 
 Every frame a peer sends (joined or not, well-formed or not) takes one token from its bucket,
 which holds at most ``burst`` tokens and refills at ``rate`` tokens per second. A frame that
@@ -14,15 +14,31 @@ A well-behaved rtecs client sends about 21 frames a second (20 updates and a pin
 default (200/s, burst 400) only ever trips on a bug or an attack. Dropping an update breaks
 the client's sequence, which the server repairs with a resync (DESIGN §5): nothing is skipped
 silently.
+
+**Per peer.** :class:`PeerTable` is what the host keeps per peer (routing id), apart from
+sessions: its bucket and the throttle of its bad-input log lines. A peer is anything that
+sent a frame, joined or not: the rate limit must hold before a hello too, and a flood of
+garbage must not flood the log. The state of a peer that has no session
+is forgotten once it has been quiet for :data:`PEER_IDLE` seconds and its bucket is full
+again (:meth:`PeerTable.forget_idle`), so a scan of random routing ids costs no memory.
+
+Bad input is logged at most :data:`LOG_BURST` times per peer per :data:`LOG_WINDOW` seconds
+at warning level; the rest go to debug level and are counted in the next warning.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["EPISODE_QUIET", "RateLimit", "TokenBucket", "Verdict"]
+__all__ = ["EPISODE_QUIET", "LOG_BURST", "LOG_WINDOW", "PEER_IDLE", "PeerTable", "RateLimit",
+           "TokenBucket", "Verdict"]
+
+#: The host's logger: bad input is an event of the host's (``rtecs_server.host`` in the logs).
+log = logging.getLogger("rtecs_server.host")
 
 #: Seconds without a dropped frame that end an episode of drops.
 EPISODE_QUIET: Final = 1.0
@@ -109,3 +125,91 @@ class TokenBucket:
         full_at = self.stamp + (limit.burst - self.tokens) / limit.rate
         episode_over = self.last_drop is None or now - self.last_drop > EPISODE_QUIET
         return now >= full_at and episode_over
+
+
+#: Bad-input warnings logged per peer per window; the rest go to debug level and are counted.
+LOG_BURST: Final = 5
+LOG_WINDOW: Final = 10.0
+#: Seconds after its last frame that an unjoined peer's rate-limit state is forgotten.
+PEER_IDLE: Final = 10.0
+
+
+class _Peer:
+    __slots__ = ("bucket", "last_frame", "log_start", "logged", "suppressed")
+
+    def __init__(self, bucket: TokenBucket | None, now: float) -> None:
+        self.bucket = bucket
+        self.last_frame = now
+        self.log_start = now
+        self.logged = 0
+        self.suppressed = 0
+
+
+class PeerTable:
+    """Per-peer rate limits (``rate_limit`` None: off) and log throttles."""
+
+    __slots__ = ("_peers", "rate_limit")
+
+    def __init__(self, rate_limit: RateLimit | None) -> None:
+        self.rate_limit = rate_limit
+        """The limit every peer's bucket follows (None: no rate limit)."""
+        self._peers: dict[bytes, _Peer] = {}
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def admit(self, peer: bytes, now: float) -> Verdict:
+        """Take one token for a frame from ``peer`` (see :class:`TokenBucket
+        <rtecs_server.ratelimit.TokenBucket>`); ADMIT when rate limiting is off."""
+        state = self._peers.get(peer)
+        limit = self.rate_limit
+        if state is None:
+            bucket = TokenBucket(limit, now) if limit is not None else None
+            state = self._peers[peer] = _Peer(bucket, now)
+        state.last_frame = now
+        if state.bucket is None or limit is None:
+            return Verdict.ADMIT
+        return state.bucket.take(limit, now)
+
+    def over_limit(self, peer: bytes, verdict: Verdict, now: float) -> str:
+        """The ``ERROR rate_limit`` message for a WARN or FATAL verdict of :meth:`admit`."""
+        limit = self.rate_limit
+        state = self._peers.get(peer)
+        assert limit is not None and state is not None and state.bucket is not None
+        if verdict is Verdict.WARN:
+            return (f"over the rate limit of {limit.rate:g} messages/s (burst {limit.burst}): "
+                    f"messages are dropped; send less often")
+        b = state.bucket
+        return (f"over the rate limit of {limit.rate:g} messages/s for "
+                f"{now - b.episode_start:.1f} s ({b.dropped} messages dropped): session ended")
+
+    def log_bad_input(self, peer: bytes, now: float, fmt: str, *args: object) -> None:
+        """Log one bad-input event of ``peer`` at warning level, or at debug level once it
+        had :data:`LOG_BURST` in the current window (module docs)."""
+        state = self._peers.get(peer)
+        if state is None:
+            log.warning(fmt, *args)
+            return
+        if now - state.log_start >= LOG_WINDOW:
+            if state.suppressed:
+                log.warning("peer %s: %d more bad-input messages in the last %.0f s (logged at "
+                            "debug level)", peer.hex(), state.suppressed, now - state.log_start)
+            state.log_start = now
+            state.logged = 0
+            state.suppressed = 0
+        if state.logged < LOG_BURST:
+            state.logged += 1
+            log.warning(fmt, *args)
+        else:
+            state.suppressed += 1
+            log.debug(fmt, *args)
+
+    def forget_idle(self, now: float, joined: Container[bytes]) -> None:
+        """Forget the peers not in ``joined`` that are quiet past :data:`PEER_IDLE` and whose
+        bucket is full again."""
+        limit = self.rate_limit
+        for peer, state in list(self._peers.items()):
+            if peer in joined or now - state.last_frame < PEER_IDLE:
+                continue
+            if limit is None or state.bucket is None or state.bucket.idle(limit, now):
+                del self._peers[peer]

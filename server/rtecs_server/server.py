@@ -98,6 +98,7 @@ import zmq
 from rtecs.clock import SYSTEM_CLOCK, Clock, SystemClock
 from rtecs.protocol import DEFAULT_LIMITS, Limits
 from rtecs_server.host import RoomHost
+from rtecs_server.hosted import DEFAULT_HISTORY_BYTES
 from rtecs_server.persistence import (
     DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_LEASE_TTL,
@@ -144,6 +145,8 @@ class RoomServer:
     no cap. ``tick_interval``: minimum seconds between two flushes (see the module docs; 0
     flushes after every receive). ``rate_limit``: per-client message rate (None: no limit).
     ``sndhwm``: frames queued per client before it counts as not keeping up.
+    ``history_bytes``: the byte budget of each room's batch history
+    (:class:`~rtecs_server.hosted.BatchHistory`; default 1 MiB).
     ``socket_options``: extra ``{zmq option: value}`` for the ROUTER (tests, tuning).
 
     Persistence: ``storage`` is None (rooms live in memory only: the default here, for tests
@@ -173,6 +176,7 @@ class RoomServer:
                  advertise: str | None = None,
                  checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
                  lease_ttl: float = DEFAULT_LEASE_TTL, instance_id: str | None = None,
+                 history_bytes: int = DEFAULT_HISTORY_BYTES,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         if tick_interval < 0:
             raise ValueError(f"tick_interval must be ≥ 0 s, got {tick_interval}")
@@ -186,6 +190,8 @@ class RoomServer:
             raise ValueError(f"checkpoint_interval must be > 0 s, got {checkpoint_interval}")
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be > 0 s, got {lease_ttl}")
+        if history_bytes < 0:
+            raise ValueError(f"history_bytes must be ≥ 0, got {history_bytes}")
         self.tick_interval = tick_interval
         #: Where the server reads time (see the module docs).
         self.clock = clock
@@ -219,7 +225,7 @@ class RoomServer:
                              heartbeat_timeout=heartbeat_timeout,
                              empty_room_timeout=empty_room_timeout,
                              max_clients_per_room=max_clients_per_room, rate_limit=rate_limit,
-                             persistence=self.persistence)
+                             persistence=self.persistence, history_bytes=history_bytes)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

@@ -1,0 +1,129 @@
+"""The room stream going out: each room's batch encoded once, kept in its history and handed
+to one :class:`Publisher`; the members that cannot take it are stalled and resynced.
+
+:class:`Publisher` is the fan-out interface: ``publish(room, peers, frame)`` queues one frame
+for every peer of a room and returns the peers that could not take it. Today's is
+:class:`RouterPublisher`, over the ROUTER connection every client message travels on
+(:meth:`ServerTransport.broadcast <rtecs.transport.ServerTransport.broadcast>`, which shares
+one :class:`zmq.Frame` among the sends); a later one may publish on an XPUB socket (DESIGN
+§5). The host never loops over members itself.
+
+:class:`Fanout` owns what happens to a member's stream (DESIGN §5):
+
+- :meth:`Fanout.flush` — the room's pending entries become one ``BATCH`` (``Room.flush``),
+  appended to the room's :class:`~rtecs_server.hosted.BatchHistory` and published to every
+  member that is not stalled;
+- a member whose send failed (its queue at the high-water mark) is *stalled*
+  (:meth:`Fanout.stall`): it gets no more batches until its resync — never skipped silently;
+- :meth:`Fanout.request_resync` — a fresh ``WELCOME`` (a new epoch, the full snapshot) at
+  most once per :data:`RESYNC_COOLDOWN` seconds per member, so a client cannot make the server
+  send snapshots in a loop; a resync that has to wait happens at that client's next ping
+  (the host calls :meth:`Fanout.request_resync` again there). A resync welcome names the
+  session and the room's incarnation and carries no new secret (see
+  :mod:`rtecs_server.sessions`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Final, Protocol
+
+from rtecs.protocol import NO_SESSION, Welcome, encode
+from rtecs.transport import ServerTransport
+from rtecs_server.hosted import HostedRoom, Session
+
+__all__ = ["RESYNC_COOLDOWN", "Fanout", "Publisher", "RouterPublisher"]
+
+log = logging.getLogger("rtecs_server.host")
+
+#: Minimum seconds between two resyncs of one client.
+RESYNC_COOLDOWN: Final = 1.0
+
+
+class Publisher(Protocol):
+    """Where a room's encoded batches go (see the module docs)."""
+
+    def publish(self, room: str, peers: Collection[bytes], frame: bytes) -> list[bytes]:
+        """Queue ``frame`` (a ``BATCH`` of room ``room``) for every one of ``peers``, the
+        room's members that are not stalled; return the peers that could not take it
+        (nothing was queued for them)."""
+        ...
+
+
+class RouterPublisher:
+    """A :class:`Publisher` over the server transport's peer connections (the ROUTER)."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: ServerTransport) -> None:
+        self.transport = transport
+
+    def publish(self, room: str, peers: Collection[bytes], frame: bytes) -> list[bytes]:
+        return self.transport.broadcast(peers, frame)
+
+
+class Fanout:
+    """Flushes rooms through ``publisher``; sends welcomes over ``transport`` (module docs)."""
+
+    __slots__ = ("publisher", "transport")
+
+    def __init__(self, transport: ServerTransport, publisher: Publisher) -> None:
+        self.transport = transport
+        self.publisher = publisher
+
+    def flush(self, hosted: HostedRoom, now: float) -> bytes | None:
+        """Encode the room's pending entries as one batch, keep it in the room's history and
+        publish it to every member that is not stalled; stall those that cannot take it.
+        Returns the frame (None: nothing was pending)."""
+        room = hosted.room
+        frame = room.flush(now)
+        if frame is None:
+            return None
+        hosted.history.append(room.room_seq, frame)
+        live = {s.peer: s for s in hosted.members.values() if not s.stalled}
+        for peer in self.publisher.publish(room.name, live.keys(), frame):
+            self.stall(live[peer])
+        return frame
+
+    def send_welcome(self, session: Session, welcome: Welcome, secret: bytes) -> None:
+        """Send the ``WELCOME`` that opened ``session`` (with its id, resume ``secret`` and
+        the room's incarnation); stall the session if its queue cannot take it."""
+        full = welcome._replace(session_id=session.session_id, session_secret=secret,
+                                incarnation=session.hosted.incarnation)
+        if not self.transport.send(session.peer, encode(full)):
+            self.stall(session)
+
+    def stall(self, session: Session) -> None:
+        """No more batches for ``session`` until it is resynced (at its next ping)."""
+        if not session.stalled:
+            log.warning("client %d of room %r cannot keep up (send queue full): no batches "
+                        "until it is resynced at its next ping", session.client_id,
+                        session.room.name)
+        session.stalled = True
+        session.needs_resync = True
+
+    def request_resync(self, session: Session, now: float) -> None:
+        """Resync ``session`` now if its cooldown allows, else at its next ping."""
+        session.needs_resync = True
+        if now - session.last_resync >= RESYNC_COOLDOWN:
+            self.resync(session, now)
+
+    def resync(self, session: Session, now: float) -> None:
+        """Send ``session`` a fresh ``WELCOME`` (a new epoch) after flushing its room."""
+        hosted = session.hosted
+        self.flush(hosted, now)
+        welcome = hosted.room.resync(session.client_id, now)
+        session.epoch = welcome.epoch
+        session.last_applied = 0
+        session.last_resync = now
+        frame = encode(welcome._replace(session_id=session.session_id,
+                                        session_secret=NO_SESSION,
+                                        incarnation=hosted.incarnation))
+        if self.transport.send(session.peer, frame):
+            session.needs_resync = False
+            session.stalled = False
+            log.info("client %d of room %r resynced (%d models)", session.client_id,
+                     hosted.room.name, len(welcome.snapshot))
+        else:
+            session.stalled = True

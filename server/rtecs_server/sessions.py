@@ -1,0 +1,259 @@
+"""Sessions: the :class:`SessionTable` of every :class:`~rtecs_server.hosted.Session` of one
+server instance, indexed by session id (what a ``RESUME`` names) and by current peer (where a
+frame came from), the resume secrets that authenticate them, and :class:`Membership`, which
+opens and ends them as clients join and leave rooms.
+
+Secrets (DESIGN §8). A session id is 16 random bytes and a resume secret 32, both from
+:mod:`secrets`. The client gets the secret in the ``WELCOME`` that opens its session; the
+table keeps only its SHA-256 hash, and :meth:`SessionTable.verify` compares hashes with
+:func:`hmac.compare_digest`, so neither a memory dump of the table nor the time a wrong guess
+takes tells anyone the secret. :meth:`SessionTable.rotate` makes a fresh secret and forgets
+the old one's hash (every ``RESUMED`` will carry one: the old secret is spent).
+
+**A resync welcome does not rotate the secret**: it names the session id and carries an
+empty ``session_secret``, which tells the client to keep the one it holds. A resync goes over
+the session's own live connection and proves nothing a secret should be renewed for; and its
+welcome may not reach the client (a stalled send queue), which must not strand the client
+with a secret the server already forgot. The server could not resend the old secret anyway:
+it keeps only the hash.
+
+Peers are transport addresses, never credentials: :meth:`SessionTable.attach` is the only way
+a session changes peer, and the host calls it only for a session whose secret was shown (no
+caller yet: resuming is a later issue; today every ``RESUME`` is refused).
+
+**Membership**: where the room core's members and hosting's sessions meet. The room core
+knows a member by client id (:meth:`Room.join <rtecs_server.room.Room.join>`,
+:meth:`Room.leave <rtecs_server.room.Room.leave>`); hosting gives each member a
+:class:`~rtecs_server.hosted.Session` in the :class:`SessionTable`. :class:`Membership` keeps
+the two in step, and is the only place that does:
+
+- :meth:`Membership.join` — the room is opened if this instance does not hold it (or the
+  directory's answer returned: a redirect, an error), its pending entries go out first (the
+  welcome's snapshot is the state after them), the room admits the client, a session is
+  opened for it (a new id and resume secret) and its ``WELCOME`` goes out with the session
+  id, the secret and the room's incarnation;
+- :meth:`Membership.leave` — the session ends and the member leaves (its lifetime flags
+  apply); a room left without members starts its empty-room timer and clears its history
+  (nobody can resume into it);
+- :meth:`Membership.expire` — members silent past the heartbeat timeout leave;
+- :meth:`Membership.drop_lost` — the members of a room whose lease is gone are told to
+  reconnect (``ERROR unavailable``) and their sessions end (the room core is dropped
+  whole, so nobody leaves it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Final
+
+from rtecs.protocol import Error, ErrorCode, Hello, Limits, Redirect, encode
+from rtecs.transport import ServerTransport
+from rtecs_server.directory import LostRoom, RoomDirectory
+from rtecs_server.fanout import Fanout
+from rtecs_server.hosted import Cost, HostedRoom, Session
+from rtecs_server.plugins import Plugin
+from rtecs_server.room import JoinRefused
+
+__all__ = ["SECRET_BYTES", "SESSION_ID_BYTES", "Membership", "SessionTable", "hash_secret"]
+
+log = logging.getLogger("rtecs_server.host")
+
+#: Length of a session id and of a resume secret, in bytes.
+SESSION_ID_BYTES: Final = 16
+SECRET_BYTES: Final = 32
+
+
+def hash_secret(secret: bytes) -> bytes:
+    """What the table keeps of a resume secret: its SHA-256 digest."""
+    return hashlib.sha256(secret).digest()
+
+
+class SessionTable:
+    """Every open session, by session id and by current peer (see the module docs)."""
+
+    __slots__ = ("_by_id", "_by_peer", "by_peer")
+
+    def __init__(self) -> None:
+        self._by_id: dict[bytes, Session] = {}
+        self._by_peer: dict[bytes, Session] = {}
+        self.by_peer: Mapping[bytes, Session] = MappingProxyType(self._by_peer)
+        """The sessions by current peer (a read-only view)."""
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Session]:
+        """Every session, in the order they were opened."""
+        return iter(list(self._by_id.values()))
+
+    def get(self, peer: bytes) -> Session | None:
+        """The session whose frames travel on ``peer`` now, or None."""
+        return self._by_peer.get(peer)
+
+    def find(self, session_id: bytes) -> Session | None:
+        """The session named ``session_id``, or None. Not a credential check: see
+        :meth:`verify`."""
+        return self._by_id.get(session_id)
+
+    def costs(self) -> dict[bytes, Cost]:
+        """Each session's :class:`~rtecs_server.hosted.Cost`, by session id (live records)."""
+        return {sid: s.cost for sid, s in self._by_id.items()}
+
+    # ----------------------------------------------------------------- opening and ending
+
+    def open(self, peer: bytes, hosted: HostedRoom, client_id: int, now: float, *,
+             epoch: int = 1) -> tuple[Session, bytes]:
+        """A new session of member ``client_id`` of ``hosted`` on ``peer``, and its resume
+        secret (give it to the client in the welcome; it is not kept). A session ``peer``
+        still held must have been ended first (``ValueError``)."""
+        if peer in self._by_peer:
+            raise ValueError(f"peer {peer.hex()} holds a session already: end it first")
+        session_id = secrets.token_bytes(SESSION_ID_BYTES)
+        while session_id in self._by_id:   # 2⁻¹²⁸ per pair: never, but never is cheap
+            session_id = secrets.token_bytes(SESSION_ID_BYTES)
+        secret = secrets.token_bytes(SECRET_BYTES)
+        session = Session(session_id, hash_secret(secret), peer, hosted, client_id, now,
+                          epoch=epoch)
+        self._by_id[session_id] = session
+        self._by_peer[peer] = session
+        return session, secret
+
+    def close(self, session: Session) -> bool:
+        """Forget ``session`` (ended: BYE, timeout, fatal error, a lost room). False if it
+        was not in the table."""
+        if self._by_id.get(session.session_id) is not session:
+            return False
+        del self._by_id[session.session_id]
+        if self._by_peer.get(session.peer) is session:
+            del self._by_peer[session.peer]
+        return True
+
+    # ----------------------------------------------------------------- secrets and peers
+
+    def verify(self, session_id: bytes, secret: bytes) -> Session | None:
+        """The session ``session_id`` names if ``secret`` is its resume secret, else None
+        (the digests are compared in constant time)."""
+        session = self._by_id.get(session_id)
+        candidate = hash_secret(secret)
+        expected = session.secret_hash if session is not None else bytes(len(candidate))
+        if hmac.compare_digest(candidate, expected) and session is not None:
+            return session
+        return None
+
+    def rotate(self, session: Session) -> bytes:
+        """A fresh resume secret for ``session``; the old one no longer verifies."""
+        secret = secrets.token_bytes(SECRET_BYTES)
+        session.secret_hash = hash_secret(secret)
+        return secret
+
+    def attach(self, session: Session, peer: bytes) -> Session | None:
+        """Move ``session`` to ``peer`` (a fresh connection, after its secret was verified);
+        returns the session ``peer`` held until now, detached from it (its frames no longer
+        reach anything), or None."""
+        if self._by_id.get(session.session_id) is not session:
+            raise KeyError(f"session {session.session_id.hex()} is not in the table")
+        previous = self._by_peer.get(peer)
+        if previous is session:
+            return None
+        if self._by_peer.get(session.peer) is session:
+            del self._by_peer[session.peer]
+        session.peer = peer
+        self._by_peer[peer] = session
+        return previous
+
+
+class Membership:
+    """Joins and leaves of one server instance's rooms (see the module docs)."""
+
+    __slots__ = ("directory", "fanout", "sessions", "transport")
+
+    def __init__(self, transport: ServerTransport, sessions: SessionTable,
+                 directory: RoomDirectory, fanout: Fanout) -> None:
+        self.transport = transport
+        self.sessions = sessions
+        self.directory = directory
+        self.fanout = fanout
+
+    def join(self, peer: bytes, hello: Hello, now: float, plugins: Iterable[Plugin],
+             limits: Limits, max_clients: int | None) -> Session | Redirect | Error:
+        """Admit ``peer`` to the hello's room — opened (new, or loaded from storage) with
+        ``plugins``, ``limits`` and ``max_clients`` if this instance does not hold it yet —
+        and send its ``WELCOME``; returns its new session, or the directory's answer to send
+        instead (a ``REDIRECT``, a fatal ``ERROR``). Raises
+        :class:`~rtecs_server.room.JoinRefused` (nothing changed; a room opened for this
+        joiner is forgotten unsaved)."""
+        directory = self.directory
+        hosted = directory.rooms.get(hello.room)
+        created = hosted is None
+        if hosted is None:
+            opened = directory.open(hello.room, plugins, limits, max_clients, now=now)
+            if not isinstance(opened, HostedRoom):
+                return opened
+            hosted = opened
+            directory.add(hosted)
+        self.fanout.flush(hosted, now)  # join() needs the room's pending entries sent first
+        try:
+            welcome = hosted.room.join(hello, now)
+        except JoinRefused:
+            if created:
+                directory.discard(hosted)  # unchanged: no save
+            raise
+        if created:
+            loaded = hosted.keeping is not None and hosted.keeping.saved_changes != -1
+            log.info("room %r %s", hello.room, "opened from its checkpoint" if loaded
+                     else "created")
+        session, secret = self.sessions.open(peer, hosted, welcome.client_id, now,
+                                             epoch=welcome.epoch)
+        hosted.members[welcome.client_id] = session
+        hosted.empty_since = None
+        hosted.close_after = -math.inf
+        directory.mark_dirty(hosted)
+        log.info("client %d joined room %r (%d members)", welcome.client_id, hello.room,
+                 len(hosted.members))
+        self.fanout.send_welcome(session, welcome, secret)
+        return session
+
+    def leave(self, session: Session, now: float) -> None:
+        """End ``session`` and remove its member from the room (BYE, timeout, a fatal error,
+        a new hello on the same connection). Ending an ended session does nothing."""
+        self.sessions.close(session)
+        hosted = session.hosted
+        if hosted.members.get(session.client_id) is not session:
+            return
+        del hosted.members[session.client_id]
+        hosted.room.leave(session.client_id, now)
+        self.directory.mark_dirty(hosted)
+        log.info("client %d left room %r", session.client_id, hosted.room.name)
+        if not hosted.members:
+            hosted.empty_since = now
+            hosted.history.clear()  # nobody is left to resume into it
+
+    def expire(self, now: float, timeout: float) -> int:
+        """Remove the members silent for more than ``timeout`` seconds (their lifetime flags
+        apply); returns how many."""
+        silent = [s for s in self.sessions if now - s.last_seen > timeout]
+        for session in silent:
+            log.warning("client %d of room %r timed out (silent for %.1f s)",
+                        session.client_id, session.room.name, now - session.last_seen)
+            self.leave(session, now)
+        return len(silent)
+
+    def drop_lost(self, lost: list[LostRoom]) -> None:
+        """Tell the members of rooms whose lease is gone to reconnect (``ERROR unavailable``)
+        and end their sessions, so they are redirected to whoever hosts the room now."""
+        for name, hosted, why, saved in lost:
+            for session in list(hosted.members.values()):
+                self.transport.send(session.peer, encode(Error(
+                    ErrorCode.UNAVAILABLE.value, f"room {name!r} is no longer hosted by this "
+                    f"server instance: reconnect", True)))
+                self.sessions.close(session)
+            log.warning("stopped hosting room %r: %s (%s; %d clients told to reconnect)", name,
+                        why, "its latest state was saved" if saved else "not saved",
+                        len(hosted.members))
+            hosted.members.clear()

@@ -1,0 +1,82 @@
+"""The host hands each room's encoded batch to one publisher (``publish(room, peers, frame)``)
+instead of looping over members; the peers it returns are stalled and resynced at their next
+ping — slow consumers are never skipped silently."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import pytest
+from test_server_host import FakeTransport, hello, update
+
+from rtecs.protocol import Batch, Ping, Pong, Welcome, decode_server_message, encode
+from rtecs_server import RoomHost
+from rtecs_server.fanout import RouterPublisher
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class RecordingPublisher:
+    """Records every publish; peers in ``refuse`` cannot take the frame."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[bytes], bytes]] = []
+        self.refuse: set[bytes] = set()
+
+    def publish(self, room: str, peers: Collection[bytes], frame: bytes) -> list[bytes]:
+        self.calls.append((room, sorted(peers), frame))
+        return [p for p in peers if p in self.refuse]
+
+
+def test_batches_go_to_the_publisher_once_per_room_and_flush() -> None:
+    t = FakeTransport()
+    pub = RecordingPublisher()
+    host = RoomHost(t, publisher=pub)
+    for peer, room in ((b"a", "lobby"), (b"b", "lobby"), (b"c", "other")):
+        host.handle(peer, hello(room), 0.0)
+    host.flush(0.0)
+    pub.calls.clear()
+    host.handle(b"a", update(1, [0, 1, "x"]), 0.1)
+    host.handle(b"b", update(1, [0, 2, 5]), 0.1)
+    host.handle(b"c", update(1, [0, 1, "y"]), 0.1)
+    host.flush(0.1)
+    assert [(room, peers) for room, peers, _ in pub.calls] == [
+        ("lobby", [b"a", b"b"]), ("other", [b"c"])]
+    lobby = decode_server_message(pub.calls[0][2])
+    assert isinstance(lobby, Batch) and lobby.room_seq == host.rooms["lobby"].room.room_seq
+    assert pub.calls[0][2] is host.rooms["lobby"].history_since(lobby.room_seq - 1)[0]  # type: ignore[index]
+    # no batch went around the publisher
+    assert not any(isinstance(decode_server_message(f), Batch) for _, f in t.sent)
+
+
+def test_a_peer_the_publisher_refuses_is_stalled_then_resynced_at_its_ping() -> None:
+    t = FakeTransport()
+    pub = RecordingPublisher()
+    host = RoomHost(t, publisher=pub)
+    host.handle(b"a", hello(), 0.0)
+    host.handle(b"b", hello(), 0.0)
+    host.flush(0.0)
+    pub.refuse.add(b"b")
+    host.handle(b"a", update(1, [0, 1, "one"]), 1.0)
+    host.flush(1.0)
+    session = host.sessions[b"b"]
+    assert session.stalled and session.needs_resync
+    pub.refuse.clear()
+    host.handle(b"a", update(2, [0, 1, "two"]), 1.1)
+    host.flush(1.1)
+    assert pub.calls[-1][1] == [b"a"]          # a stalled member is not published to
+    host.handle(b"b", encode(Ping(0.0)), 1.2)
+    after = [decode_server_message(f) for p, f in t.sent if p == b"b"][-2:]
+    assert isinstance(after[0], Welcome) and isinstance(after[1], Pong)
+    assert after[0].snapshot[0][4] == {1: "two"}
+    assert not session.stalled
+    host.handle(b"a", update(3, [0, 1, "three"]), 1.3)
+    host.flush(1.3)
+    assert pub.calls[-1][1] == [b"a", b"b"]     # a member again
+
+
+def test_the_router_publisher_broadcasts_over_the_transport() -> None:
+    t = FakeTransport()
+    t.full.add(b"y")
+    assert RouterPublisher(t).publish("r", [b"x", b"y"], b"frame") == [b"y"]
+    assert t.sent == [(b"x", b"frame")]
