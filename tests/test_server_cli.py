@@ -12,7 +12,8 @@ from collections.abc import Callable
 import pytest
 from zmq_helpers import SERVER_SCRIPT, RawClient, ServerProcess, raw_clients
 
-from rtecs_server.cli import build_parser, load_plugin, main
+from rtecs_server.cli import load_plugin, main
+from rtecs_server.cli_flags import build_parser
 
 __all__ = ["raw_clients"]  # fixtures used here
 
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.timeout(30)
 
 FLAGS = ["--bind", "--heartbeat-timeout", "--empty-room-timeout", "--max-clients-per-room",
          "--plugin", "--tick-ms", "--rate-limit", "--log-level", "--help",
-         "--storage", "--data-dir", "--checkpoint-interval", "--advertise", "--lease-ttl"]
+         "--storage", "--data-dir", "--checkpoint-interval", "--advertise", "--lease-ttl",
+         "--history-bytes"]
 
 
 def test_help_documents_every_flag_with_its_default() -> None:
@@ -35,7 +37,7 @@ def test_help_documents_every_flag_with_its_default() -> None:
         assert len(re.sub(rf"^.*?{flag}\S*( [A-Z:\[\]{{}},a-z_]+)?", "", text).strip()) > 20, (
             f"{flag} has no description")
     for default in ["tcp://127.0.0.1:7777", "5.0", "30.0", "200:400", "info", "no limit",
-                    "./rtecs-data", "1.0", "10.0"]:
+                    "./rtecs-data", "1.0", "10.0", "1048576"]:
         assert default in out
     assert "examples:" in out and "rtecs-server --bind tcp://0.0.0.0:7777" in out
 
