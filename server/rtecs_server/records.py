@@ -1,5 +1,6 @@
 """The records the room core produces and reads: what a plugin sees of a write
-(:class:`Change`), a model as a snapshot lists it (:class:`SnapshotRecord`), a room's checkpoint
+(:class:`Change`), of a collection operation (:class:`CollectionChange`) and of a create
+(:class:`Create`), a model as a snapshot lists it (:class:`SnapshotRecord`), a room's checkpoint
 (:class:`SavedRoom`), and :func:`persistent_models`, the one home of the rule of which models a
 checkpoint keeps. Storage encodes these records (:mod:`rtecs_server.codec`); the core never
 imports storage. Pure: no I/O."""
@@ -19,8 +20,8 @@ from rtecs.protocol import (
     Value,
 )
 
-__all__ = ["FORMAT_VERSION", "Change", "SavedRoom", "Schema", "SnapshotRecord",
-           "persistent_models"]
+__all__ = ["FORMAT_VERSION", "Change", "CollectionChange", "Create", "SavedRoom", "Schema",
+           "SnapshotRecord", "persistent_models"]
 
 #: The checkpoint format this code writes; it reads only this one.
 FORMAT_VERSION: Final = 1
@@ -43,6 +44,34 @@ class Change(NamedTuple):
     prop_name: str     # the property's name (from the schema)
     value: Value       # the value written, coerced to the property's type
     previous: Value    # the value before this write (None if never written)
+
+
+class CollectionChange(NamedTuple):
+    """One collection operation, as a plugin's ``on_write`` sees it: an element created under
+    a collection (``op`` ``"add"``; at ``key`` in a keyed one, where it replaces the element
+    ``replaced``, if any) or destroyed (``op`` ``"remove"``; ``key`` is the element's key)."""
+
+    model_id: ModelId         # the collection (a declared child model)
+    type_name: str            # its type's name, e.g. "rtecs.Dict<Item>"
+    op: str                   # "add" or "remove"
+    element_id: ModelId       # the element added or removed
+    element_type: str         # the element's type name
+    key: int | str | None     # its key (None in a Set or an Array)
+    replaced: ModelId | None  # add: the element at that key before, destroyed with it
+
+
+class Create(NamedTuple):
+    """One create, as a plugin's ``on_create`` sees it: the new model's id, type and flags,
+    its parent (None: top level) and key in a keyed collection, and the initial values the
+    create's run carries after it, coerced to their properties' types (a value that is not
+    of its property's type is left out: it is rejected on its own)."""
+
+    model_id: ModelId             # the new dynamic model
+    type_name: str                # its type's name
+    flags: int                    # its lifetime and takeover flags
+    parent_id: ModelId | None     # the model it is created under (None: top level)
+    key: int | str | None         # its key in a keyed collection, else None
+    values: dict[int, Value]      # property id → initial value
 
 
 @dataclass(slots=True)

@@ -113,6 +113,7 @@ def _load(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
                                            ) from None
             values[pid] = v
             size += value_size(v)
+        m.order = len(models)
         models[mid] = m
         size += MODEL_OVERHEAD
         if parent is not None and type(mid) is int:

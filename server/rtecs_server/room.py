@@ -35,8 +35,9 @@ the new session joins with a snapshot).
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from rtecs.errors import RtecsError, SchemaError
 from rtecs.protocol import (
@@ -55,20 +56,30 @@ from rtecs.protocol import (
     Welcome,
     encode,
 )
+from rtecs_server.hooks import Hooks
 from rtecs_server.records import Change, SavedRoom, SnapshotRecord, persistent_models
 from rtecs_server.store import ModelStore, Problem
 
-__all__ = ["BadUpdate", "JoinRefused", "Plugin", "Room", "UpdateOutcome", "UpdateStatus"]
+__all__ = ["BadUpdate", "JoinRefused", "Plugin", "Room", "UpdateOutcome", "UpdateStatus",
+           "WritePlugin"]
+
+log = logging.getLogger("rtecs_server.room")
 
 
-class Plugin(Protocol):
-    """The plugin interface (see :mod:`rtecs_server.plugins`): a plain function or an object
-    with ``__call__``."""
+class WritePlugin(Protocol):
+    """A plain plugin function (or an object with ``__call__``): the ``on_write`` of
+    property writes (see :mod:`rtecs_server.hooks`)."""
 
     def __call__(self, room: Room, sender: int, change: Change, /) -> Value:
         """Return the value to accept (``change.value`` or a transformed one), or raise
         :class:`~rtecs_server.plugins.Reject`."""
         ...
+
+
+#: A server plugin (:mod:`rtecs_server.hooks`): a hook object with any of ``on_write``,
+#: ``on_create``, ``on_destroy``, ``on_owner`` and ``authenticate``, or a plain callable,
+#: which is its ``on_write`` for property writes.
+Plugin: TypeAlias = "WritePlugin | Hooks"
 
 
 class JoinRefused(RtecsError):
@@ -126,7 +137,7 @@ class _Client:
 class Room:
     """One room: its members, the sequencer of their updates and the stream of entries.
 
-    ``plugins`` see every accepted property write (:mod:`rtecs_server.plugins`); ``limits``
+    ``plugins`` are asked about every change a client makes (:mod:`rtecs_server.hooks`); ``limits``
     caps the datastore size; ``max_clients`` (None: no cap) refuses joins with room_full;
     ``next_client_id`` restores the id counter of a persisted room.
     """
@@ -145,7 +156,7 @@ class Room:
         #: Sequence number of the last flushed batch (0 before the first).
         self.room_seq = 0
         #: The room's models (authority checks, plugins, lifetime, size).
-        self.store: ModelStore[Room] = ModelStore(self, name, limits, tuple(plugins))
+        self.store = ModelStore(self, name, limits, tuple(plugins))
         self._clients: dict[int, _Client] = {}
         self._pending: list[UpdateEntry | JoinEntry | LeaveEntry] = []
         self._pending_changes = False
@@ -307,13 +318,20 @@ class Room:
         self._pending_changes = False
         return frame
 
-    def apply_update(self, client_id: int, update: Update) -> UpdateOutcome:
+    def apply_update(self, client_id: int, update: Update, *, user_id: str | None = None,
+                     claims: Mapping[str, Any] | None = None) -> UpdateOutcome:
         """Sequence and apply one client update; queue its entry for the next flush.
 
         ``update`` must come from :func:`rtecs.protocol.decode_client_message` (structure
         checked, ids hashable). Each change is checked where it falls and applied at once, so
-        later changes see it; refused ones are listed in the entry's ``rejected``. Raises
-        :class:`BadUpdate` (``not_joined``) if ``client_id`` is not a member.
+        later changes see it; refused ones are listed in the entry's ``rejected``. The
+        plugins see ``user_id`` and ``claims`` (the sender's session) in their context.
+        Raises :class:`BadUpdate` (``not_joined``) if ``client_id`` is not a member.
+
+        An *internal error* (an exception in the room's own code while applying; a plugin's
+        exceptions are refusals) undoes the whole update, is logged with its traceback, and
+        the update is still APPLIED: its entry accepts nothing and rejects every change, so
+        the stream's sequence stays contiguous and every client rolls it back.
         """
         client = self._clients.get(client_id)
         if client is None:
@@ -332,7 +350,16 @@ class Room:
         client.last_seq = seq
         problems: list[Problem] = []
         rejected: list[tuple[ModelId, int]] = []
-        changes = self.store.apply_changes(client_id, update.changes, rejected, problems)
+        try:
+            changes = self.store.apply_changes(client_id, update.changes, rejected, problems,
+                                               user_id=user_id, claims=claims)
+        except Exception:
+            log.exception("room %r: internal error applying update %d of client %d; the "
+                          "update is undone and every change in it rejected", self.name, seq,
+                          client_id)
+            changes = []
+            rejected = [(run[0], run[i]) for run in update.changes
+                        for i in range(1, len(run), 2)]
         entry = UpdateEntry(client_id, seq, changes, rejected)
         self._pending.append(entry)
         self._pending_changes = True

@@ -11,7 +11,7 @@ only one side has is fine: it joins the union.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from rtecs.errors import ProtocolError, SchemaError
 from rtecs.protocol import check_tag
@@ -123,32 +123,51 @@ class RoomSchema:
                     raise SchemaError(f"type {tname!r}, property {pid} ({p.name!r}) is a "
                                       f"{p.tag} but no type {p.child!r} is declared")
                 edges[tname].append(p.child)
+        self._check_acyclic(edges)
+
+    @staticmethod
+    def _check_acyclic(edges: dict[str, list[str]]) -> None:
+        """Raise :class:`SchemaError` naming a cycle of ``edges`` if there is one. A depth-first
+        walk with an explicit stack: a chain of declared children is as deep as a hello
+        makes it."""
         done: set[str] = set()
         for start in edges:
-            path: list[str] = []
-            self._visit(start, edges, path, done)
-
-    def _visit(self, tname: str, edges: dict[str, list[str]], path: list[str],
-               done: set[str]) -> None:
-        if tname in done:
-            return
-        if tname in path:
-            cycle = " → ".join([*path[path.index(tname):], tname])
-            raise SchemaError(f"declared child models form a cycle: {cycle}")
-        path.append(tname)
-        for child in edges[tname]:
-            self._visit(child, edges, path, done)
-        path.pop()
-        done.add(tname)
+            if start in done:
+                continue
+            path: list[str] = [start]
+            on_path = {start}
+            todo: list[Iterator[str]] = [iter(edges[start])]
+            while todo:
+                child = next(todo[-1], None)
+                if child is None:
+                    todo.pop()
+                    name = path.pop()
+                    on_path.discard(name)
+                    done.add(name)
+                    continue
+                if child in done:
+                    continue
+                if child in on_path:
+                    cycle = " → ".join([*path[path.index(child):], child])
+                    raise SchemaError(f"declared child models form a cycle: {cycle}")
+                path.append(child)
+                on_path.add(child)
+                todo.append(iter(edges[child]))
 
     def _count_subtrees(self) -> None:
+        """Each type's ``subtree_models``, children counted before their parents (the
+        children form no cycle: checked before)."""
         counted: dict[str, int] = {}
-
-        def count(t: ModelType) -> int:
-            n = counted.get(t.name)
-            if n is None:
-                n = counted[t.name] = 1 + sum(count(c) for _, c in t.children)
-            return n
-
+        for top in self.types.values():
+            todo: list[tuple[ModelType, bool]] = [(top, False)]
+            while todo:
+                t, ready = todo.pop()
+                if t.name in counted:
+                    continue
+                if ready:
+                    counted[t.name] = 1 + sum(counted[c.name] for _, c in t.children)
+                    continue
+                todo.append((t, True))
+                todo.extend((c, False) for _, c in t.children if c.name not in counted)
         for t in self.types.values():
-            t.subtree_models = count(t)
+            t.subtree_models = counted[t.name]

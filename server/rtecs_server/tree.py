@@ -53,10 +53,12 @@ def child_id(mid: ModelId, pid: int) -> ModelId:
 class Model:
     """One model of a room. ``parent_id`` is set for a dynamic model created under a parent,
     ``kids`` lists the dynamic models under it, ``key`` is its key in a keyed collection and
-    ``keyed`` a collection's key → element map."""
+    ``keyed`` a collection's key → element map. ``order`` is the model's place in its
+    store's table (the table lists models in this order; an undone destroy puts them back
+    there)."""
 
-    __slots__ = ("flags", "key", "keyed", "kids", "life", "owner", "parent", "parent_id",
-                 "props", "type")
+    __slots__ = ("flags", "key", "keyed", "kids", "life", "order", "owner", "parent",
+                 "parent_id", "props", "type")
 
     def __init__(self, mtype: ModelType, parent: Model | None, flags: int) -> None:
         self.type = mtype
@@ -71,6 +73,7 @@ class Model:
         self.kids: dict[ModelId, None] | None = None  # dynamic models under it, in order
         self.key: int | str | None = None       # its key, in a keyed collection
         self.keyed: dict[int | str, ModelId] | None = None  # key → element, for a collection
+        self.order = 0
 
     def record(self, mid: ModelId, props: dict[int, Value]) -> SnapshotRecord:
         """The model as a snapshot lists it, with ``props`` as given."""
