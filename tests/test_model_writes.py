@@ -302,3 +302,20 @@ def test_a_datastores_models_record_writes_in_its_write_log_without_calling_it()
     with pytest.raises(NotConnectedError):
         room.score = 7
     assert room.score == 6 and len(seen) == 3
+
+
+# ----------------------------------------------------------------- identity attributes
+
+
+def test_model_id_is_a_read_only_attribute() -> None:
+    player = Player()
+    assert player.model_id is None
+    with pytest.raises(AttributeError, match="model_id is read-only"):
+        player.model_id = (1, 2)  # type: ignore[misc]
+    assert player.model_id is None
+
+
+@pytest.mark.parametrize("name", ["model_id", "parent", "owner_id", "changes", "observe"])
+def test_a_property_cannot_take_a_model_attributes_name(name: str) -> None:
+    with pytest.raises(SchemaError, match=f"{name}' is a RealtimeModel attribute"):
+        type("Clash", (RealtimeModel,), {"__annotations__": {name: int}, name: rtecs.prop(1)})

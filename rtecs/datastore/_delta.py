@@ -187,11 +187,15 @@ class DeltaTracker:
         budget = max_bytes if max_bytes is not None else -1
         lifecycle: list[tuple[ModelId, int]] = []
         size = consumed = 0
+        read: RealtimeModel | None = None  # whose values ``current`` is
+        current: list[Any] = []
         for key, start in dirty.items():
             model, p = key
             pid = p.id
             if pid >= 0:
-                value = values_of(model)[p.slot]
+                if model is not read:  # one read of a model's values for a run of its keys
+                    current, read = values_of(model), model
+                value = current[p.slot]
             elif pid == CREATE:
                 value = start  # the whole create, made by Datastore.create()
             else:
@@ -233,7 +237,7 @@ class DeltaTracker:
                 run.append(pid)
                 run.append(value)
             else:
-                run = [id_of(model), pid, value]
+                run = [model.model_id, pid, value]  # a slot read, no call
                 runs.append(run)
                 last = model
         if budget < 0 or consumed == len(dirty):
