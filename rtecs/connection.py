@@ -1,33 +1,27 @@
 """Connection: one client's session with a room server, as a state machine with no models.
 
-:class:`~rtecs.Realtime` is the facade; this class is what keeps it in the room. It owns the
-transport and everything about staying connected, and nothing about state:
+:class:`~rtecs.Realtime` is the facade; this class keeps it in the room, and knows nothing
+about state. It owns:
 
 - the hello, and what its answer means: a ``WELCOME`` opens a *new session* when it answers
-  a hello, or a new *epoch* of the live session when it answers a resync (the facade rolls
-  back, or re-bases, accordingly: :attr:`Connection.new_session`);
-- the stream's order (DESIGN §4b): a batch is handed on only if its ``room_seq`` is the last
-  one plus one; a gap, a pong naming a batch never received, a malformed frame or an error
-  the facade reports asks for a fresh snapshot (``RESYNC``) and no batch is handed on until
-  the welcome;
-- the session (:class:`~rtecs.session.ClientSession`): what a ``RESUME`` will show, and the
-  frames of the updates not answered yet; ``session_lost`` when a new session replaced it;
-- heartbeats and clock sync: a ``PING`` every ``ping_interval`` (``ping``, ``room_time``),
-  and a session with no word from the server for ``heartbeat_timeout`` counts as lost;
-- losing and regaining the room: ``ERROR`` codes after which to reconnect, jittered
-  exponential backoff (the first retry at once) up to ``reconnect_tries`` attempts, and
-  ``REDIRECT`` to the instance that hosts the room (not a failed attempt; at most
-  :data:`MAX_REDIRECTS` in a row without a welcome). A lost session reconnects to the
-  *original* endpoint, which redirects again if the room moved.
+  a hello (:attr:`Connection.new_session`: the facade rolls back) or a new *epoch* of the
+  live session when it answers a resync (the facade re-bases);
+- the stream's order (DESIGN §4b, :class:`~rtecs.stream.StreamOrder`): a gap, a pong naming
+  a batch never received, a malformed frame or an error the facade reports asks for a fresh
+  snapshot (``RESYNC``), and no batch is handed on until the welcome;
+- the session (:class:`~rtecs.session.ClientSession`: what a ``RESUME`` will show, the frames
+  of updates not answered yet) and ``session_lost`` when a new session replaced it;
+- heartbeats (a ``PING`` every ``ping_interval``; no word for ``heartbeat_timeout`` loses
+  the session) and the server's clock (:class:`~rtecs.timing.ServerClock`);
+- losing and regaining the room: the ``ERROR`` codes after which to reconnect, the backoff
+  (:class:`~rtecs.timing.Backoff`), redirects and reconnections (:class:`~rtecs.link.Link`,
+  which also moves the frames).
 
-Time comes from the injected ``clock`` and randomness from ``rng``, transports from the
-injected factories, so a test steps it frame by frame: :meth:`step` (timers), then
-:meth:`receive` (messages, in order), then :meth:`check` (deadlines). A driver that does not
-tick at a fixed rate (an asyncio loop) waits for :meth:`fileno` to be readable or for
-:meth:`next_deadline`, whichever comes first.
-
-States: ``connecting`` → ``connected``; a lost link → ``reconnecting`` → (``resumed`` or
-``resynced``) → ``connected``; a hole in the stream → ``resynced`` → ``connected``.
+Time comes from the injected ``clock``, randomness from ``rng`` and transports from the
+injected factories, so a test steps it: :meth:`step` (timers), :meth:`receive` (messages, in
+order), :meth:`check` (deadlines). An event-loop driver waits for :meth:`fileno` or
+:meth:`next_deadline`. States: ``connecting`` → ``connected``; a lost link → ``reconnecting``
+→ (``resumed`` or ``resynced``) → ``connected``; a hole → ``resynced`` → ``connected``.
 """
 
 from __future__ import annotations
@@ -39,7 +33,7 @@ from collections.abc import Callable, Iterator
 from reactivex import Observable
 from reactivex.subject import BehaviorSubject, Subject
 
-from rtecs.errors import ProtocolError
+from rtecs.link import MAX_REDIRECTS, Link
 from rtecs.protocol import (
     DEFAULT_LIMITS,
     Batch,
@@ -55,7 +49,6 @@ from rtecs.protocol import (
     Resync,
     UpdateEntry,
     Welcome,
-    decode_server_message,
     encode,
 )
 from rtecs.session import (
@@ -75,8 +68,6 @@ __all__ = ["MAX_REDIRECTS", "Connection"]
 
 log = logging.getLogger("rtecs.realtime")
 
-#: Redirects followed in a row without a welcome before a client gives up (a loop).
-MAX_REDIRECTS = 5
 
 
 class Connection:
@@ -99,14 +90,9 @@ class Connection:
         self.ping_interval = ping_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.connect_timeout = connect_timeout
-        self.limits = limits
-        """The limits asked for, with the values the last welcome announced."""
         self._asked = limits
-        self._transport = transport
         self._hello = hello
         self._clock = clock
-        self._reconnect = reconnect
-        self._redirect = redirect
         self._backoff = Backoff(reconnect_tries, *reconnect_backoff, rng or random.Random())
         self._server_clock = ServerClock(clock)
         self._state: BehaviorSubject[ConnectionState] = BehaviorSubject(
@@ -114,7 +100,6 @@ class Connection:
         self._session_lost: Subject[SessionLost] = Subject()
         self._order: StreamOrder[Batch] = StreamOrder(window=0)  # one ordered channel
         self._lost_why = ""          # why the last session's link went (for SessionLost)
-        self._redirects = 0          # followed in a row, since the last welcome or failure
         self._ever_connected = False
         self._joining = True         # a hello is out: its welcome opens a new session
         self._resync_asked = False   # a hole in the stream: no batch until the welcome
@@ -127,6 +112,8 @@ class Connection:
         """The session the last welcome opened (None before the first)."""
         self.stats = ConnectionStats()
         """Counters of frames, bytes, updates, resyncs and reconnects."""
+        self._link = Link(transport, limits, self.stats, reconnect=reconnect,
+                          redirect=redirect)
         self.new_session = True
         """Whether the last welcome opened a new session (else: a new epoch of this one)."""
         self.disconnect_reason: DisconnectReason | None = None
@@ -145,6 +132,11 @@ class Connection:
     def states(self) -> Observable[ConnectionState]:
         """The current state on subscribe, then every change."""
         return self._state
+
+    @property
+    def limits(self) -> Limits:
+        """The limits asked for, with the values the last welcome announced."""
+        return self._link.limits
 
     @property
     def session_lost(self) -> Observable[SessionLost]:
@@ -212,21 +204,13 @@ class Connection:
         one by one (a generator: each is handed on once the one before it was applied).
         Pongs, errors and redirects are handled here. Call :meth:`welcomed` after applying a
         welcome."""
-        transport = self._transport
-        frames = transport.receive()
-        if frames:
-            self._last_heard = self._clock()
         stats = self.stats
-        for frame in frames:
-            if self._transport is not transport:
-                return  # redirected or reconnected: the rest came over the old connection
-            stats.frames_received += 1
-            stats.bytes_received += len(frame)
-            try:
-                message = decode_server_message(frame, self.limits)
-            except ProtocolError as exc:
-                stats.malformed_frames += 1
-                log.error("dropping a malformed frame from the server: %s", exc)
+        heard = False
+        for message in self._link.receive():
+            if not heard:
+                heard = True
+                self._last_heard = self._clock()
+            if message is None:
                 self.ask_resync("a malformed frame")
                 continue
             if isinstance(message, Batch):
@@ -262,14 +246,14 @@ class Connection:
         else:
             self.session.new_epoch(welcome)
         self.stats.welcomes += 1
-        self.limits = self._asked.with_announced(welcome.limits)
+        self._link.limits = self._asked.with_announced(welcome.limits)
         self._joining = False
         self._resync_asked = False
         self._lost_why = ""
         self._order.reset(welcome.room_seq)
         self._server_clock.reported(welcome.server_time)
         self._backoff.succeeded()
-        self._redirects = 0
+        self._link.redirects = 0
         self._ever_connected = True
         if first:
             self._next_ping = self._clock()
@@ -300,9 +284,7 @@ class Connection:
 
     def wait(self, seconds: float) -> None:
         """Block up to ``seconds`` for a frame, if the transport can (else return at once)."""
-        poll = getattr(self._transport, "poll", None)
-        if poll is not None:
-            poll(seconds)
+        self._link.wait(seconds)
 
     def next_deadline(self) -> float:
         """The clock time by which :meth:`step` and :meth:`check` must run again, if no frame
@@ -318,15 +300,11 @@ class Connection:
 
     def fileno(self) -> int | None:
         """A file descriptor that becomes readable when frames may have arrived, if the
-        transport has one (ZeroMQ's is edge-triggered: after it fires, :meth:`receive` until
-        nothing is left, which a tick does)."""
-        fileno = getattr(self._transport, "fileno", None)
-        return fileno() if fileno is not None else None
+        transport has one (see :meth:`Link.fileno <rtecs.link.Link.fileno>`)."""
+        return self._link.fileno()
 
     def send(self, frame: bytes, reliable: bool = True) -> None:
-        self.stats.frames_sent += 1
-        self.stats.bytes_sent += len(frame)
-        self._transport.send(frame, reliable)
+        self._link.send(frame, reliable)
 
     def send_update(self, seq: int, frame: bytes, *, resent: bool = False) -> None:
         """Send an encoded ``UPDATE`` and keep its frame until the stream answers it."""
@@ -351,7 +329,7 @@ class Connection:
         if self.connected:
             self.send(encode(Bye()))
         self._disconnect(DisconnectReason.CLOSED)
-        self._transport.close()
+        self._link.close()
 
     # ----------------------------------------------------------------- messages
 
@@ -390,25 +368,17 @@ class Connection:
         if redirect.room != self.room:
             log.warning("ignoring a redirect for another room (%r)", redirect.room)
             return
-        self._redirects += 1
-        if self._redirect is None or self._redirects > MAX_REDIRECTS:
-            self.last_error = (
-                f"redirected to {redirect.endpoint}, but this client has no way to connect "
-                f"elsewhere (pass redirect= to Realtime)" if self._redirect is None else
-                f"redirected {self._redirects} times in a row without being let in (last to "
-                f"{redirect.endpoint}): the server instances disagree about who hosts room "
-                f"{self.room!r}")
+        was_connected = self.connected
+        why_not = self._link.follow(redirect.endpoint)
+        if why_not is not None:
+            self.last_error = why_not
             log.error("giving up on room %r: %s", self.room, self.last_error)
             self._disconnect(DisconnectReason.REDIRECT_LOOP)
             return
         log.info("room %r is hosted at %s: connecting there", self.room, redirect.endpoint)
-        self.stats.redirects += 1
-        now = self._clock()
-        if self.connected:
+        if was_connected:
             self._state.on_next(ConnectionState.RECONNECTING)
-        self._transport.close()
-        self._transport = self._redirect(redirect.endpoint)
-        self._restart(now)
+        self._restart(self._clock())
 
     def _handle_error(self, error: Error) -> None:
         self.last_error = f"{error.code}: {error.message}"
@@ -434,11 +404,11 @@ class Connection:
 
     def _lost(self, reason: DisconnectReason, now: float) -> None:
         """The session (or a connection attempt) failed: retry with backoff, or give up."""
-        self._redirects = 0
+        self._link.redirects = 0
         if not self._lost_why:
             self._lost_why = (self.last_error or reason.value) if self.connected else ""
         backoff = self._backoff
-        if self._reconnect is None or backoff.exhausted:
+        if not self._link.can_reconnect or backoff.exhausted:
             if self._ever_connected and reason is DisconnectReason.TIMEOUT:
                 reason = DisconnectReason.SERVER_GONE
             log.error("giving up on room %r after %d attempt(s): %s", self.room, backoff.tries,
@@ -456,11 +426,9 @@ class Connection:
             self._attempt(now)
 
     def _attempt(self, now: float) -> None:
-        assert self._reconnect is not None
         self._backoff.attempt()
         self.stats.reconnect_attempts += 1
-        self._transport.close()
-        self._transport = self._reconnect()
+        self._link.reopen()
         self._restart(now)
 
     def _restart(self, now: float) -> None:
