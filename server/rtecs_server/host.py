@@ -8,7 +8,9 @@ dispatches (``handle_<message>``); the rest is done by the objects it holds, eac
 state:
 
 ==========================  =====================================================  ==========
-``host.peers``              rate limit and bad-input log throttle per routing id   peers
+object                      what it owns                                           module
+==========================  =====================================================  ==========
+``host.peers``              rate limit and bad-input log throttle per routing id   ratelimit
 ``host.session_table``      sessions by id and by peer; resume secrets; costs      sessions
 ``host.members``            joins, leaves, timeouts, rooms lost with their lease   sessions
 ``host.fanout``             one encode per room batch, its history, the publisher  fanout
@@ -22,20 +24,20 @@ rejected, errors, rate-limit drops, server time).
 Bad input never raises: it is answered with ``ERROR`` to that peer and logged (throttled:
 :mod:`rtecs_server.ratelimit`), and it changes nothing in any room:
 
-==============================================  ================  ======================
-input                                           error code        session
-==============================================  ================  ======================
-undecodable frame, several frame parts          ``protocol``      kept
-frame over the update / hello size limit        ``over_limit``    kept
-an update, ping or schema before a hello        ``not_joined``    (none)
-wrong protocol version, schema conflict, full   ``version`` …     refused (fatal)
-unknown model ids, wrong value types            ``bad_update``    kept (changes rejected)
-a write that would grow the datastore too big   ``over_limit``    kept (change rejected)
-a gap in update sequence numbers                ``sequence``      kept, resynced
-a schema extension contradicting the room's     ``schema``        kept (nothing merged)
-over the rate limit / sustained                 ``rate_limit``    kept / ended (fatal)
-a ``RESUME`` (sessions are not resumed yet)     ``session_unkn…`` unchanged (any secret)
-==============================================  ================  ======================
+==============================================  ===================  =======================
+input                                           error code           session
+==============================================  ===================  =======================
+undecodable frame, several frame parts          ``protocol``         kept
+frame over the update / hello size limit        ``over_limit``       kept
+an update, ping or schema before a hello        ``not_joined``       (none)
+wrong protocol version, schema conflict, full   ``version`` …        refused (fatal)
+unknown model ids, wrong value types            ``bad_update``       kept (changes rejected)
+a write that would grow the datastore too big   ``over_limit``       kept (change rejected)
+a gap in update sequence numbers                ``sequence``         kept, resynced
+a schema extension contradicting the room's     ``schema``           kept (nothing merged)
+over the rate limit / sustained                 ``rate_limit``       kept / ended (fatal)
+a ``RESUME`` (sessions are not resumed yet)     ``session_unknown``  unchanged
+==============================================  ===================  =======================
 
 A frame that was an update but could not be decoded (malformed, or over 125 KB) breaks the
 client's sequence, so that client is resynced as for a gap: its refused writes roll back.
