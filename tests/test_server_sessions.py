@@ -20,6 +20,7 @@ from zmq_helpers import RawClient, raw_clients, wait_until
 from rtecs.protocol import NO_SESSION, Bye, Resume, Resync, Update, Welcome, encode
 from rtecs_server import RoomHost, RoomServer
 from rtecs_server.hosted import Session
+from rtecs_server.plugins import Context, Hooks
 from rtecs_server.sessions import SECRET_BYTES, SESSION_ID_BYTES, SessionTable, hash_secret
 
 __all__ = ["raw_clients"]  # fixtures used here
@@ -200,3 +201,24 @@ def test_a_copied_routing_id_takes_no_session_over(raw_clients: Any) -> None:
         finally:
             impostor.disable_monitor()
             impostor.close(0)
+
+
+def test_the_sessions_user_id_and_claims_reach_the_plugins() -> None:
+    """The session is what carries identity: its ``user_id`` and ``claims`` (set by
+    authentication, a later issue; by hand here) are in every hook's context."""
+    seen: list[tuple[int, str | None, dict[str, object]]] = []
+
+    class Watch(Hooks):
+        def on_write(self, ctx: Context, change: Any) -> Any:
+            seen.append((ctx.sender, ctx.user_id, dict(ctx.claims)))
+            return change.value
+
+    t = FakeTransport()
+    host = RoomHost(t, plugins=[Watch()])
+    host.handle(b"a", hello(), 0.0)
+    host.handle(b"a", update(1, [0, 1, "anon"]), 0.1)
+    session = host.sessions[b"a"]
+    session.user_id, session.claims = "ann", {"team": "blue"}
+    host.handle(b"a", update(2, [0, 1, "ann"]), 0.2)
+    assert seen == [(session.client_id, None, {}),
+                    (session.client_id, "ann", {"team": "blue"})]

@@ -259,7 +259,8 @@ class RoomHost:
             return
         hosted = session.hosted
         try:
-            outcome = hosted.room.apply_update(session.client_id, update)
+            outcome = hosted.room.apply_update(session.client_id, update,
+                                               user_id=session.user_id, claims=session.claims)
         except BadUpdate as exc:
             self._error(peer, exc.code, exc.message, fatal=False, now=now)
             return
