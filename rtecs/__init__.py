@@ -80,8 +80,8 @@ _HOME: dict[str, str] = {
     "connect": "rtecs.realtime",
 }
 _SUBMODULES = frozenset({"cache", "clock", "collections", "datastore", "ecs", "entities",
-                         "errors", "model", "protocol", "realtime", "session", "stream",
-                         "sync", "transport"})
+                         "errors", "link", "model", "protocol", "realtime", "session",
+                         "stream", "sync", "timing", "transport"})
 
 
 def __getattr__(name: str) -> Any:
