@@ -237,7 +237,7 @@ class DeltaTracker:
                 run.append(pid)
                 run.append(value)
             else:
-                run = [model.model_id, pid, value]  # a slot read, no call
+                run = [id_of(model), pid, value]
                 runs.append(run)
                 last = model
         if budget < 0 or consumed == len(dirty):

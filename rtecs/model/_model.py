@@ -320,20 +320,12 @@ class RealtimeModel:
     keyword, default the class name) is the model's name on the wire and in the schema.
     """
 
-    __slots__ = {"_ds": None, "_flags": None, "_parent": None, "_subs": None, "_v": None,
-                 "_wlog": None,
-                 "model_id": "The network id (None until the model is in a datastore; read-only)."
-                             " Not an esper entity id."}
+    __slots__ = ("_ds", "_flags", "_id", "_parent", "_subs", "_v", "_wlog")
     if typing.TYPE_CHECKING:  # set in __init__
         _v: list[Any]
         _ds: _Owner | None
         _wlog: WriteLog | None
-
-        @property
-        def model_id(self) -> ModelId | None:
-            """The network id (None until the model is in a datastore). Not an esper entity
-            id. A plain slot, read without a call (the datastore reads it when it collects);
-            read-only (bind sets it)."""
+        _id: ModelId | None
         _parent: RealtimeModel | None
         _subs: _Subjects | None
         _flags: int
@@ -370,7 +362,7 @@ class RealtimeModel:
         template: list[Any] = [-1]
         for name, p in found.items():
             where = f"{cls.__name__}.{name}"
-            if name in _RESERVED:  # the datastore reads model_id, parent, … on every model
+            if name in _RESERVED:  # it would shadow model_id, parent, … (the datastore reads them)
                 raise SchemaError(f"{where}: {name!r} is a RealtimeModel attribute; give the "
                                   "property another name")
             if name not in hints:
@@ -442,7 +434,7 @@ class RealtimeModel:
         cls = type(self)
         fields = ", ".join(f"{p.name}={self._v[p.slot]!r}" for p in cls._props.values()
                            if p.child_type is None and p.id != OWNER)
-        return f"{type(self).__name__}(id={self.model_id!r}, {fields})"
+        return f"{type(self).__name__}(id={self._id!r}, {fields})"
 
     # ----------------------------------------------------------------- schema
 
@@ -452,6 +444,11 @@ class RealtimeModel:
         return {p.id: (p.name, p.tag, p.reliable) for p in cls._props.values() if p.id != OWNER}
 
     # ----------------------------------------------------------------- identity
+
+    @property
+    def model_id(self) -> ModelId | None:
+        """The network id (None until the model is in a datastore). Not an esper entity id."""
+        return self._id
 
     @property
     def parent(self) -> RealtimeModel | None:
@@ -493,7 +490,7 @@ class RealtimeModel:
     def clear_ownership(self) -> None:
         """Give up ownership: the model becomes writable by anyone."""
         if self._v[0] != -1 and not self.is_owned_locally:
-            raise OwnershipError(f"{type(self).__name__} {self.model_id} is owned by client "
+            raise OwnershipError(f"{type(self).__name__} {self._id} is owned by client "
                                  f"{self._v[0]}; only the owner can clear ownership")
         if self._ds is None:
             self._v[0] = -1
@@ -516,7 +513,7 @@ class RealtimeModel:
             raise AttributeError(f"{type(self).__name__} has no property {name!r}")
         p = found
         if self._ds is DESTROYED:
-            raise ModelDestroyedError(f"{type(self).__name__} {self.model_id} was destroyed")
+            raise ModelDestroyedError(f"{type(self).__name__} {self._id} was destroyed")
         subs = self._subs or self._make_subjects()
         subject = subs.props.get(p.id)
         if subject is None:
@@ -607,10 +604,6 @@ def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any
             cls = type(self)
             found = cls._props_by_name.get(name)
             if found is None:
-                if name == "model_id":
-                    raise AttributeError("model_id is read-only: a datastore gives a model "
-                                         "its id when the model joins it",
-                                         name=name, obj=self) from None
                 if name[0] == "_" or hasattr(cls, name):
                     object.__setattr__(self, name, value)
                     return
@@ -676,7 +669,7 @@ _SLOTS = RealtimeModel.__dict__
 _set_v = _SLOTS["_v"].__set__
 _set_ds = _SLOTS["_ds"].__set__
 _set_wlog = _SLOTS["_wlog"].__set__
-_set_id = _SLOTS["model_id"].__set__
+_set_id = _SLOTS["_id"].__set__
 _set_parent = _SLOTS["_parent"].__set__
 _set_subs = _SLOTS["_subs"].__set__
 _set_flags = _SLOTS["_flags"].__set__
@@ -695,8 +688,8 @@ values_of: Callable[[RealtimeModel], list[Any]] = _get_v
 reads when it collects and writes when it shows what the server says."""
 store_of: Callable[[RealtimeModel], _Owner | None] = operator.attrgetter("_ds")
 """The datastore a model belongs to (None: none yet; :data:`DESTROYED` once destroyed)."""
-id_of: Callable[[RealtimeModel], ModelId | None] = operator.attrgetter("model_id")
-"""A model's network id (:attr:`RealtimeModel.model_id`, as a function)."""
+id_of: Callable[[RealtimeModel], ModelId | None] = operator.attrgetter("_id")
+"""A model's network id (as :attr:`RealtimeModel.model_id`, without the property call)."""
 flags_of: Callable[[RealtimeModel], int] = operator.attrgetter("_flags")
 """A model's lifetime flags (``rtecs.protocol`` flag bits)."""
 set_flags: Callable[[RealtimeModel, int], None] = _set_flags
