@@ -142,10 +142,9 @@ class RoomSync:
         resend: list[Update] = []
         if new_session or welcome.client_id != ds.client_id:
             ds.load_snapshot(welcome)  # a new session: unanswered writes roll back
-            self._sent_sizes.clear()
         else:
             resend = ds.rebase(welcome)  # a new epoch of this session: nothing is lost
-            self._sent_sizes.clear()
+        self._sent_sizes.clear()  # what is resent is counted again below
         first = not conn.connected
         conn.welcomed(welcome)
         ds.max_value_bytes = conn.limits.max_value_bytes

@@ -304,7 +304,15 @@ def test_a_datastores_models_record_writes_in_its_write_log_without_calling_it()
     assert room.score == 6 and len(seen) == 3
 
 
-# ----------------------------------------------------------------- reserved names
+# ----------------------------------------------------------------- identity and reserved names
+
+
+def test_model_id_is_a_read_only_attribute() -> None:
+    player = Player()
+    assert player.model_id is None
+    with pytest.raises(AttributeError, match="model_id"):
+        player.model_id = (1, 2)  # type: ignore[misc]
+    assert player.model_id is None
 
 
 @pytest.mark.parametrize("name", ["model_id", "parent", "owner_id", "changes", "observe"])

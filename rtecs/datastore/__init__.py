@@ -14,7 +14,8 @@ facade over parts that each own their state:
 
 Models reach their datastore through the model layer's narrow interface (its
 :class:`~rtecs.model.WriteLog`, ``mark_dirty``, …), never its tables; the datastore reaches
-models through the model layer's functions (``bind``, ``values_of``, …), never their attributes.
+models through the model layer's functions (``bind``, ``values_of``, ``id_of``, …) and their
+public attributes (``parent``), never their private ones.
 
 - Types (:class:`~rtecs.datastore._types.TypeRegistry`, ``_types.py``): found by name among
   the defined :class:`RealtimeModel` subclasses when not passed in; new ones are announced
