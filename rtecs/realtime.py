@@ -32,7 +32,7 @@ from reactivex.subject import Subject
 from rtecs.connection import MAX_REDIRECTS, Connection
 from rtecs.datastore import Datastore
 from rtecs.entities import Entities, Entity, EntityEvent
-from rtecs.errors import NotConnectedError
+from rtecs.errors import NotConnectedError, ProtocolError
 from rtecs.model import Change, RealtimeModel
 from rtecs.protocol import (
     DEFAULT_LIMITS,
@@ -41,6 +41,7 @@ from rtecs.protocol import (
     Limits,
     ModelId,
     Update,
+    check_room_name,
 )
 from rtecs.session import (
     ConnectionState,
@@ -74,6 +75,7 @@ class Realtime:
                  token: str | None = None, limits: Limits = DEFAULT_LIMITS,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
+        _check_room(room)
         if frame_duration < 0:
             raise ValueError("frame_duration must be ≥ 0")
         self.room = room
@@ -387,6 +389,15 @@ class Realtime:
         self.close()
 
 
+def _check_room(room: str) -> None:
+    """Refuse a room name no server accepts (:func:`rtecs.protocol.check_room_name`) with a
+    ``ValueError``, at once rather than as a refused join."""
+    try:
+        check_room_name(room)
+    except ProtocolError as exc:
+        raise ValueError(f"invalid room name: {exc}") from None
+
+
 def connect(endpoint: str, room: str, room_model: RealtimeModel, *, world: str | None = None,
             types: Iterable[type[RealtimeModel]] = (), frame_duration: float = 1 / 20,
             token: str | None = None, limits: Limits = DEFAULT_LIMITS,
@@ -404,6 +415,7 @@ def connect(endpoint: str, room: str, room_model: RealtimeModel, *, world: str |
     if "://" not in endpoint:
         raise ValueError(f"endpoint {endpoint!r} names no transport: write it as a ZeroMQ "
                          f"endpoint, e.g. 'tcp://{endpoint}'")
+    _check_room(room)  # before a socket is made
     from rtecs.transport.zmq import ZmqClientTransport
 
     def open_at(address: str) -> ClientTransport:

@@ -247,3 +247,9 @@ def test_an_event_loop_can_wait_on_the_descriptor_and_the_next_deadline(
     finally:
         a.close(timeout=0.1)
         b.close(timeout=0.1)
+
+
+@pytest.mark.parametrize("room", ["", "r" * 129, "lob\x00by", "two\nlines"])
+def test_a_room_name_no_server_accepts_is_refused_at_connect(room: str) -> None:
+    with pytest.raises(ValueError, match="invalid room name"):
+        rtecs.connect("tcp://127.0.0.1:9", room, Game())

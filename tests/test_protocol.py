@@ -53,6 +53,8 @@ I64 = -(2**63)
 TAGS = ["bool", "int", "float", "str", "bytes", "int?", "str?", "float?", "model:Child"]
 
 texts = st.text(max_size=12)
+room_names = st.text(st.characters(categories=["L", "N", "P", "S"], include_characters=" "),
+                     min_size=1, max_size=12)
 ints64 = st.integers(I64, U64)
 floats = st.floats(allow_nan=False)
 scalars = st.one_of(st.none(), st.booleans(), ints64, floats, texts, st.binary(max_size=12))
@@ -86,12 +88,12 @@ snapshot_records = st.builds(SnapshotRecord, model_ids, texts, st.integers(-1, 2
                              st.none() | model_ids, st.none() | st.integers(0, U64) | texts)
 
 client_messages = st.one_of(
-    st.builds(Hello, st.integers(0, U64), texts, texts, schemas, st.none() | texts),
+    st.builds(Hello, st.integers(0, U64), room_names, texts, schemas, st.none() | texts),
     st.builds(Update, st.integers(1, U64), changes, st.integers(1, U64)),
     st.builds(Ping, floats),
     st.just(Bye()),
     st.builds(Schema, schemas),
-    st.builds(Resume, texts, st.binary(max_size=16), st.binary(max_size=32),
+    st.builds(Resume, room_names, st.binary(max_size=16), st.binary(max_size=32),
               st.integers(1, U64), st.integers(0, U64), st.integers(0, U64)),
 )
 entries = st.one_of(
@@ -111,7 +113,7 @@ server_messages = st.one_of(
     st.builds(Batch, st.integers(0, U64), floats, st.lists(entries, max_size=4)),
     st.builds(Pong, floats, floats, st.integers(0, U64)),
     st.builds(Error, st.sampled_from(list(ErrorCode)) | texts, texts, st.booleans()),
-    st.builds(Redirect, texts.filter(bool), texts),
+    st.builds(Redirect, texts.filter(bool), room_names),
 )
 
 
@@ -178,7 +180,7 @@ def test_every_kind_round_trips_by_example() -> None:
         Error("kicked", "bye", True),
         Error(ErrorCode.UNAVAILABLE, "room moved", True),
         Redirect("tcp://10.0.0.7:7777", "lobby"),
-        Redirect("tcp://[::1]:1", ""),
+        Redirect("tcp://[::1]:1", "r" * 128),
     ]
     for message in client:
         assert canon(decode_client_message(encode(message))) == canon(message)
@@ -282,6 +284,11 @@ CLIENT_BAD: list[tuple[bytes, str]] = [
     (raw(1, "1", "r", "R", {}, None), r"protocol version must be an int ≥ 0"),
     (raw(1, 1, 5, "R", {}, None), r"room must be a string"),
     (raw(1, 1, b"r", "R", {}, None), r"room must be a string"),
+    (raw(1, 1, "", "R", {}, None), r"a room name has 1 to 128 characters, got 0"),
+    (raw(1, 1, "r" * 129, "R", {}, None), r"a room name has 1 to 128 characters, got 129"),
+    (raw(1, 1, "r" * 900_000, "R", {}, None), r"a room name has 1 to 128 characters"),
+    (raw(1, 1, "lob\x00by", "R", {}, None), r"room must be printable .*'lob\\x00by'"),
+    (raw(1, 1, "lob\nby", "R", {}, None), r"room must be printable"),
     (raw(1, 1, "r", None, {}, None), r"root type must be a string"),
     (raw(1, 1, "r", "R", [], None), r"schema must be a map"),
     (raw(1, 1, "r", "R", {1: {}}, None), r"a schema type name must be a string"),
@@ -484,7 +491,7 @@ def test_update_limit_is_configurable_and_inclusive() -> None:
     with pytest.raises(ProtocolError, match="over the limit of 100 bytes"):
         decode_client_message(over, limits)
     # The hello has its own, larger limit.
-    hello = encode(Hello(1, "r" * 300, "Room", {}, None))
+    hello = encode(Hello(1, "r" * 128, "Room", {"Room": {1: ("title", "str", True)}}, None))
     assert len(hello) > 100
     assert isinstance(decode_client_message(hello, limits), Hello)
 

@@ -196,3 +196,29 @@ def test_socket_options_reach_the_router(embedded_server: RoomServer) -> None:
     assert sock.getsockopt(zmq.LINGER) == 0
     assert sock.getsockopt(zmq.SNDHWM) == 1000
 
+
+
+def test_room_names_are_bounded_and_printable_so_logs_stay_small(
+        raw_clients: MakeClient) -> None:
+    """Issue 11 case 9: 900 KB room names were accepted and logged in full (539 MB of logs
+    from 200 hellos); a NUL in a name made a room nobody can name on the command line."""
+    with run_server() as server:
+        a, b = raw_clients(server.endpoint), raw_clients(server.endpoint)
+        a.join("arena")
+        b.join("arena")
+        attackers = [raw_clients(server.endpoint) for _ in range(10)]
+        for i in range(5):
+            for x in attackers:
+                x.hello(f"{i}" + "n" * 900_000)
+            keep_syncing(a, b, i)
+        for x in attackers:
+            err = x.expect_error("protocol")
+            assert "a room name has 1 to 128 characters" in err.message
+            assert len(err.message) < 300
+        nul = raw_clients(server.endpoint)
+        nul.hello("lob\x00by")
+        assert "must be printable" in nul.expect_error("protocol").message
+        longest = raw_clients(server.endpoint)
+        assert longest.join("r" * 128).client_id >= 1
+        keep_syncing(a, b, 9)
+        assert len(server.stderr) < 100_000, f"{len(server.stderr)} bytes of logs"

@@ -6,7 +6,8 @@ and nothing else. Arrays decode as tuples (so model ids are hashable).
 
 Client → server
     ``HELLO   [1, version, room, root_type, schema, token]``
-        ``version`` is :data:`PROTOCOL_VERSION`; ``room`` the room name; ``root_type`` the
+        ``version`` is :data:`PROTOCOL_VERSION`; ``room`` the room name (1 to
+        :data:`MAX_ROOM_NAME` printable characters: :func:`check_room_name`); ``root_type`` the
         type name of the room model; ``schema`` maps type name → {property id → [name, tag,
         reliable]} (tags: see :mod:`rtecs.model`); ``token`` a string or nil.
     ``UPDATE  [2, seq, changes, epoch]``
@@ -139,7 +140,9 @@ Model ids
 from __future__ import annotations
 
 from rtecs.protocol._codec import (
+    MAX_ROOM_NAME,
     check_changes,
+    check_room_name,
     check_snapshot_record,
     decode_client_message,
     decode_server_message,
@@ -195,7 +198,8 @@ from rtecs.protocol._values import F32, SCALAR_TAGS, Value, check_tag, coerce_va
 __all__ = [
     "F32", "SCALAR_TAGS", "check_tag", "coerce_value", "enc_hook",
     "ALL_FLAGS", "CREATE", "DESTROY", "OWNER", "PROTOCOL_VERSION", "INT_MIN", "INT_MAX",
-    "check_changes", "check_snapshot_record", "DEFAULT_LIMITS", "NO_SESSION",
+    "check_changes", "check_room_name", "check_snapshot_record", "MAX_ROOM_NAME",
+    "DEFAULT_LIMITS", "NO_SESSION",
     "PREVENT_OWNERSHIP_TAKEOVER", "DESTROY_WHEN_OWNER_LEAVES", "DESTROY_WHEN_LAST_CLIENT_LEAVES",
     "Limits", "UPDATE_OVERHEAD", "ErrorCode", "ModelId", "Value", "Changes",
     "Hello", "Resume", "Update", "Ping", "Bye", "Resync", "Schema", "SchemaSpec",

@@ -129,6 +129,26 @@ def _str(v: object, what: str) -> str:
     return v
 
 
+#: The longest room name, in characters. Room names are logged, shown and used as storage
+#: keys, so they are bounded and printable.
+MAX_ROOM_NAME = 128
+
+
+def check_room_name(name: object, what: str = "room") -> str:
+    """Return ``name`` if it is a valid room name: a string of 1 to :data:`MAX_ROOM_NAME`
+    printable characters (no NUL, newlines or other control characters). Raises
+    :class:`ProtocolError` saying what is wrong."""
+    if type(name) is not str:
+        raise _fail(f"{what} must be a string", name)
+    if not 0 < len(name) <= MAX_ROOM_NAME:
+        raise ProtocolError(f"a room name has 1 to {MAX_ROOM_NAME} characters, got "
+                            f"{len(name)}")
+    if not name.isprintable():
+        raise _fail(f"{what} must be printable (no control characters such as NUL or "
+                    "newlines)", name)
+    return name
+
+
 def _bytes(v: object, what: str) -> bytes:
     if type(v) is not bytes:
         raise _fail(f"{what} must be bytes", v)
@@ -289,11 +309,11 @@ def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Clien
         token = msg[5]
         if token is not None:
             _str(token, "token")
-        return Hello(_int(msg[1], "protocol version", 0), _str(msg[2], "room"),
+        return Hello(_int(msg[1], "protocol version", 0), check_room_name(msg[2]),
                      _str(msg[3], "root type"), _check_schema(msg[4]), token)
     if kind == _RESUME and type(kind) is int:
         _tuple(msg, "resume", 7)
-        return Resume(_str(msg[1], "room"), _bytes(msg[2], "session id"),
+        return Resume(check_room_name(msg[1]), _bytes(msg[2], "session id"),
                       _bytes(msg[3], "session secret"), _int(msg[4], "resume epoch", 1),
                       _int(msg[5], "resume room seq", 0), _int(msg[6], "incarnation", 0))
     if kind == _BYE and type(kind) is int:
@@ -362,6 +382,6 @@ def decode_server_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Serve
         endpoint = _str(msg[1], "redirect endpoint")
         if not endpoint:
             raise _fail("redirect endpoint must not be empty", endpoint)
-        return Redirect(endpoint, _str(msg[2], "redirect room"))
+        return Redirect(endpoint, check_room_name(msg[2], "redirect room"))
     raise _fail("unknown server message kind", kind)
 
