@@ -67,6 +67,8 @@ def check(data: bytes, *, events: bool = True) -> None:
 
 ints = st.one_of(st.integers(-3, 300), st.integers(-(2**63), 2**64 - 1))
 texts = st.text(max_size=8)
+room_names = st.text(st.characters(categories=["L", "N", "P", "S"], include_characters=" "),
+                     min_size=1, max_size=8)
 scalars = st.one_of(st.none(), st.booleans(), ints, st.floats(), texts, st.binary(max_size=8))
 model_ids = st.one_of(st.integers(0, 2**40),
                       st.tuples(st.integers(0, 99), st.integers(1, 9)),
@@ -81,7 +83,7 @@ schema = st.dictionaries(texts, st.dictionaries(
     st.integers(1, 99), st.tuples(texts, st.sampled_from(["int", "str?", "model:X"]),
                                   st.booleans()), max_size=3), max_size=2)
 valid_messages = st.one_of(
-    st.builds(Hello, st.integers(0, 9), texts, texts, schema, st.none() | texts),
+    st.builds(Hello, st.integers(0, 9), room_names, texts, schema, st.none() | texts),
     st.builds(Update, st.integers(1, 2**32), changes, st.integers(1, 2**32)),
     st.builds(Schema, schema),
     st.builds(Ping, st.floats()),
@@ -95,7 +97,7 @@ valid_messages = st.one_of(
               st.lists(st.integers(1, 99), max_size=3), st.integers(1, 99), st.integers(0, 99),
               st.dictionaries(texts, st.integers(1, 2**40), max_size=2),
               st.binary(max_size=16), st.binary(max_size=32), st.integers(0, 2**40)),
-    st.builds(Resume, texts, st.binary(max_size=16), st.binary(max_size=32),
+    st.builds(Resume, room_names, st.binary(max_size=16), st.binary(max_size=32),
               st.integers(1, 99), st.integers(0, 99), st.integers(0, 2**40)),
     st.builds(Resumed, st.integers(1, 99), st.integers(1, 99), st.integers(0, 99),
               st.integers(0, 99), st.floats(), st.integers(0, 2**40), st.binary(max_size=32),
@@ -107,7 +109,7 @@ valid_messages = st.one_of(
         st.builds(LeaveEntry, st.integers(1, 99))), max_size=3)),
     st.builds(Pong, st.floats(), st.floats(), st.integers(0, 2**40)),
     st.builds(Error, texts, texts, st.booleans()),
-    st.builds(Redirect, st.text(min_size=1, max_size=8), texts),
+    st.builds(Redirect, st.text(min_size=1, max_size=8), room_names),
 )
 
 # msgpack-valid objects of any shape

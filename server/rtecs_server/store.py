@@ -143,7 +143,25 @@ class ModelStore:
         table = self._table
         types = self.schema.types
         before = len(types) + sum(len(t.props) for t in types.values())
-        grown = self.schema.merge(schema, root_type)
+
+        def admit(grown: Mapping[str, list[int]], counts: Mapping[str, int]) -> None:
+            """Refuse a merge whose new declared children would take the room over its
+            datastore limit, before anything is made."""
+            if not table.models:
+                new_models = counts[root_type]
+            else:
+                new_models = 0
+                for mid, m in table.models.items() if grown else ():
+                    for pid in grown.get(m.type.name, ()):
+                        if child_id(mid, pid) not in table.models:
+                            new_models += counts[_child_name(schema, m.type.name, pid)]
+            growth = new_models * MODEL_OVERHEAD
+            limit = table.limits.max_datastore_bytes
+            if growth and table.size + growth > limit:
+                raise SchemaError(f"the schema's declared child models ({new_models}) would "
+                                  f"take the room over its datastore limit of {limit} bytes")
+
+        grown = self.schema.merge(schema, root_type, admit)
         if len(types) + sum(len(t.props) for t in types.values()) != before:
             table.persistent_changes += 1  # the schema is saved with the room
         models = table.models
@@ -259,3 +277,8 @@ class ModelStore:
                     table.make(cid, child_type, m, 0)
         table.persistent_changes = 0
         table.commit()
+
+
+def _child_name(schema: SchemaSpec, type_name: str, pid: int) -> str:
+    """The child type a hello's schema declares at ``type_name``'s property ``pid``."""
+    return schema[type_name][pid][1][6:]  # tag "model:<Type>"
