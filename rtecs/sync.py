@@ -90,6 +90,7 @@ class RoomSync:
         if new_types:
             conn.send(encode(Schema(new_types)))  # before the update that uses them
         limit = conn.limits.max_update_bytes
+        max_changes = conn.limits.max_changes_per_update
         budget = limit * 3 // 4  # the estimate errs high; keep margin
         update = ds.collect(budget)
         last = None
@@ -99,10 +100,13 @@ class RoomSync:
                 why = ""
             except TypeError as exc:
                 frame, why = None, str(exc)
-            if frame is None or len(frame) > limit:
+            changes = _count(update)
+            if frame is None or len(frame) > limit or changes > max_changes:
                 # Never sent: the server would refuse it (or libzmq drop the link).
                 log.error("update %d not sent: %s; its writes roll back", update.seq,
-                          why or f"{len(frame or b'')} bytes, over the {limit}-byte limit")
+                          why or (f"{len(frame or b'')} bytes, over the {limit}-byte limit"
+                                  if frame is None or len(frame) > limit else
+                                  f"{changes} changes, over the limit of {max_changes}"))
                 ds.discard(update)
                 ds.flush_emissions()
                 self.outcomes.on_next(UpdateOutcome(update.seq, UpdateStatus.REJECTED, 0))

@@ -15,6 +15,7 @@ from rtecs.errors import ProtocolError
 from rtecs.model import RealtimeModel, prop
 from rtecs.protocol import (
     CREATE,
+    DEFAULT_LIMITS,
     DESTROY,
     OWNER,
     PROTOCOL_VERSION,
@@ -652,3 +653,18 @@ def test_resync_round_trips_and_is_strict() -> None:
     assert decode_client_message(encode(Resync())) == Resync()
     with pytest.raises(ProtocolError, match="resync"):
         decode_client_message(msgpack.packb([5, "junk"]))
+
+
+def test_an_update_of_more_changes_than_the_limit_is_refused_before_its_changes_are_read(
+        ) -> None:
+    limits = Limits(max_changes_per_update=1000, max_update_bytes=1 << 20)
+    at = encode(Update(1, [[0, *([2, 1] * 600)], [7, *([1, 1] * 400)]]))
+    assert isinstance(decode_client_message(at, limits), Update)
+    over = encode(Update(1, [[0, *([2, 1] * 600)], [7, *([1, 1] * 401)]]))
+    with pytest.raises(ProtocolError, match="update of 1001 changes is over the limit of "
+                                            "1000 changes") as info:
+        decode_client_message(over, limits)
+    assert info.value.code == ErrorCode.OVER_LIMIT
+    assert DEFAULT_LIMITS.announced()["changes_per_update"] == 16_384
+    assert Limits().with_announced({"changes_per_update": 5, "depth": 9}) == Limits(
+        max_changes_per_update=5, max_depth=9)

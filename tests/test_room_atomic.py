@@ -17,7 +17,9 @@ from rtecs.protocol import (
     DESTROY,
     OWNER,
     PROTOCOL_VERSION,
+    ErrorCode,
     Hello,
+    Limits,
     UpdateEntry,
     dynamic_model_id,
 )
@@ -35,6 +37,9 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "Marker": {1: ("v", "int", True)},
 }
 BAG = (0, 3)
+#: Limits that let models nest far deeper than the default 64 levels: the tree walks must
+#: not recurse however deep a room allows them to go.
+DEEP = Limits(max_depth=10_000)
 
 
 def hello() -> Hello:
@@ -102,7 +107,7 @@ def assert_all_rejected(entry: UpdateEntry | None, sender: int, seq: int,
 def room() -> Room:
     """Two members; client 1 owns an Item in the bag at key 1 and a Marker, and has a chain
     of three Links; client 2 wrote the title."""
-    room = Room("lobby")
+    room = Room("lobby", limits=DEEP)
     a = room.join(hello(), 0.0).client_id
     b = room.join(hello(), 0.0).client_id
     item, marker = dynamic_model_id(a, 1), dynamic_model_id(a, 2)
@@ -215,12 +220,12 @@ def test_a_deep_chain_of_dynamic_models_is_destroyed_without_recursion(room: Roo
 
 
 def test_a_deep_chain_of_declared_children_joins_without_recursion() -> None:
-    depth = 1200
+    depth = 1000
     schema: dict[str, dict[int, tuple[str, str, bool]]] = {
         f"T{i}": {1: ("n", "int", True), 2: ("next", f"model:T{i + 1}", True)}
         for i in range(depth)}
     schema[f"T{depth}"] = {1: ("n", "int", True)}
-    room = Room("deep")
+    room = Room("deep", limits=DEEP)
     welcome = room.join(Hello(PROTOCOL_VERSION, "deep", "T0", schema, None), 0.0)
     assert len(welcome.snapshot) == depth + 1
     assert room.store.schema.types["T0"].subtree_models == depth + 1
@@ -229,4 +234,25 @@ def test_a_deep_chain_of_declared_children_joins_without_recursion() -> None:
     assert out.entry is not None and not out.entry.rejected
     cyclic = {**schema, f"T{depth}": {1: ("back", "model:T0", True)}}
     with pytest.raises(JoinRefused, match="cycle"):
-        Room("loop").join(Hello(PROTOCOL_VERSION, "loop", "T0", cyclic, None), 0.0)
+        Room("loop", limits=DEEP).join(Hello(PROTOCOL_VERSION, "loop", "T0", cyclic, None), 0.0)
+
+
+def test_models_nest_at_most_64_levels_and_a_deeper_chain_stops_there() -> None:
+    """Issue 11 case 5: one update nesting 1,500 dynamic models, then a destroy of its root,
+    used to hit RecursionError after 983 models were deleted that nobody was told about."""
+    room = Room("lobby")
+    a = room.join(hello(), 0.0).client_id
+    room.flush(0.0)
+    # Link (with its declared Tag) under Link: a top-level model is level 1, so Link n is
+    # level n and its Tag n + 1: 63 Links fit, the 64th Link's Tag would be level 65.
+    out = room.apply_update(a, upd(1, *chain(a, 1, 1500)))
+    assert out.entry is not None
+    made = [r for r in room.snapshot() if r.type_name == "Link"]
+    assert len(made) == 63
+    assert out.problems[0].code is ErrorCode.OVER_LIMIT
+    assert "would nest 65 levels deep, over the limit of 64" in out.problems[0].message
+    accepted = {c[0] for c in out.entry.changes}
+    assert all(r.model_id in accepted for r in made)
+    out = room.apply_update(a, upd(2, [dynamic_model_id(a, 1), DESTROY, None]))
+    assert out.entry is not None and not out.entry.rejected
+    assert len(room.store) == 2  # the room model and its bag: nothing else

@@ -56,7 +56,8 @@ Server → client
         up to it and renumbers the rest into the new epoch and sends them again — re-based
         on the snapshot, not rolled back. ``limits`` maps limit names to ints, the values
         the client must respect (unknown names are ignored): ``update_bytes`` (largest
-        update frame), ``datastore_bytes`` (largest room). ``session_id`` (bytes) names the
+        update frame), ``datastore_bytes`` (largest room), ``depth`` (deepest nesting of
+        models, in levels; the room model is level 1). ``session_id (bytes) names the
         session and ``session_secret`` (bytes, unguessable, rotated at every resume; the
         server keeps only its hash) is what a ``RESUME`` must show; both are empty from a
         server that cannot resume sessions. ``incarnation`` names the room's stream: it

@@ -176,6 +176,20 @@ _SCALAR_TYPES = frozenset(_SCALARS)
 _INT_ONLY = frozenset((int,))
 
 
+def _check_change_count(changes: object, limit: int) -> None:
+    """Refuse an update of more than ``limit`` changes before its changes are checked one
+    by one (what a change costs the server is mostly per change, not per byte)."""
+    if type(changes) is not tuple:
+        return  # check_changes says what is wrong with it
+    try:
+        count = (sum(map(len, changes)) - len(changes)) // 2
+    except TypeError:
+        return  # a run that is not an array: check_changes says so
+    if count > limit:
+        raise ProtocolError(f"update of {count} changes is over the limit of {limit} changes",
+                            code=ErrorCode.OVER_LIMIT)
+
+
 def check_changes(changes: object) -> Changes:
     """Check the structure of a change list (see the module docs); return it unchanged."""
     runs = _tuple(changes, "changes")
@@ -299,6 +313,7 @@ def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Clien
             raise ProtocolError(f"update of {len(data)} bytes is over the limit of "
                                 f"{limits.max_update_bytes} bytes", code=ErrorCode.OVER_LIMIT)
         _tuple(msg, "update", 4)
+        _check_change_count(msg[2], limits.max_changes_per_update)
         return Update(_int(msg[1], "update seq", 1), check_changes(msg[2]),
                       _int(msg[3], "update epoch", 1))
     if kind == _PING and type(kind) is int:

@@ -50,6 +50,12 @@ class Limits:
     """Largest room, estimated from its values (announced in the welcome)."""
     max_hello_bytes: int = 1024 * 1024
     """Largest HELLO frame (the schema travels in it)."""
+    max_changes_per_update: int = 16_384
+    """Most changes one UPDATE may carry (announced in the welcome): the server's work is
+    per change, so this bounds how long one update can hold a room up."""
+    max_depth: int = 64
+    """Deepest nesting of models, in levels (the room model is level 1): a model created,
+    or declared, deeper is refused (announced in the welcome)."""
 
     @property
     def max_frame_bytes(self) -> int:
@@ -65,13 +71,17 @@ class Limits:
     def announced(self) -> dict[str, int]:
         """The limits a server announces in its welcome (see ``WELCOME`` above)."""
         return {"update_bytes": self.max_update_bytes,
-                "datastore_bytes": self.max_datastore_bytes}
+                "datastore_bytes": self.max_datastore_bytes,
+                "changes_per_update": self.max_changes_per_update, "depth": self.max_depth}
 
     def with_announced(self, announced: Mapping[str, int]) -> Limits:
         """These limits with the values a welcome announced (unknown names ignored)."""
         return dataclasses.replace(
             self, max_update_bytes=announced.get("update_bytes", self.max_update_bytes),
-            max_datastore_bytes=announced.get("datastore_bytes", self.max_datastore_bytes))
+            max_datastore_bytes=announced.get("datastore_bytes", self.max_datastore_bytes),
+            max_changes_per_update=announced.get("changes_per_update",
+                                                 self.max_changes_per_update),
+            max_depth=announced.get("depth", self.max_depth))
 
 
 #: Bytes of an update frame around one property value: kind, seq, epoch, the run's model id

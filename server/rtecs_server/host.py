@@ -80,9 +80,17 @@ from rtecs_server.fanout import RESYNC_COOLDOWN, Fanout, Publisher, RouterPublis
 from rtecs_server.hosted import DEFAULT_HISTORY_BYTES, HostedRoom, Session
 from rtecs_server.persistence import Persistence
 from rtecs_server.plugins import Plugin
-from rtecs_server.ratelimit import LOG_BURST, LOG_WINDOW, PeerTable, RateLimit, Verdict
+from rtecs_server.ratelimit import (
+    LOG_BURST,
+    LOG_WINDOW,
+    Allowance,
+    PeerTable,
+    RateLimit,
+    Verdict,
+)
 from rtecs_server.room import BadUpdate, JoinRefused, UpdateStatus
 from rtecs_server.sessions import Membership, SessionTable
+from rtecs_server.table import Problem
 
 __all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
 
@@ -97,6 +105,11 @@ def _peek_kind(frame: bytes) -> int | None:
     if i and len(frame) > i and frame[i] <= 0x7F:
         return frame[i]
     return None
+
+
+def _changes(update: Update) -> int:
+    """How many changes ``update`` carries."""
+    return (sum(map(len, update.changes)) - len(update.changes)) // 2
 
 
 class RoomHost:
@@ -192,7 +205,7 @@ class RoomHost:
             if session is not None:
                 session.last_seen = now
             if isinstance(message, Update):
-                self.handle_update(peer, session, message, now)
+                self.handle_update(peer, session, message, now, size=len(frame))
             elif isinstance(message, Ping):
                 self.handle_ping(peer, session, message, now)
             elif isinstance(message, Hello):
@@ -250,17 +263,32 @@ class RoomHost:
             self.transport.send(peer, encode(joined))
 
     def handle_update(self, peer: bytes, session: Session | None, update: Update,
-                      now: float) -> None:
+                      now: float, *, size: int = 0) -> None:
         """Sequence and apply one update (see :meth:`Room.apply_update
-        <rtecs_server.room.Room.apply_update>`); its answer goes out in the next batch."""
+        <rtecs_server.room.Room.apply_update>`); its answer goes out in the next batch.
+        ``size`` is its frame's length: an update its session's :class:`Allowance
+        <rtecs_server.ratelimit.Allowance>` cannot pay for (bytes and changes per second) is
+        refused inside the stream, every change rejected, with one ``ERROR rate_limit``
+        (not fatal) per run of refusals."""
         if session is None:
             self._error(peer, ErrorCode.NOT_JOINED, "send a hello before updates", fatal=False,
                         now=now)
             return
         hosted = session.hosted
+        refuse = None
+        quiet = False  # a refusal after the first of a run: no ERROR again
+        limit = self.peers.rate_limit
+        if limit is not None and (limit.update_bytes or limit.update_changes):
+            allowance = session.allowance
+            if allowance is None:
+                allowance = session.allowance = Allowance(limit, now)
+            if not allowance.pay(limit, size, _changes(update), now):
+                refuse = Problem(ErrorCode.RATE_LIMIT, Allowance.over_budget(limit))
+                quiet = allowance.refused > 1
         try:
             outcome = hosted.room.apply_update(session.client_id, update,
-                                               user_id=session.user_id, claims=session.claims)
+                                               user_id=session.user_id, claims=session.claims,
+                                               refuse=refuse)
         except BadUpdate as exc:
             self._error(peer, exc.code, exc.message, fatal=False, now=now)
             return
@@ -277,7 +305,7 @@ class RoomHost:
                         f"update {update.seq} skips a sequence number: resyncing", fatal=False,
                         now=now)
             self.fanout.request_resync(session, now)
-        for problem in outcome.problems:
+        for problem in () if quiet else outcome.problems:
             self._error(peer, problem.code, problem.message, fatal=False, now=now)
 
     def handle_ping(self, peer: bytes, session: Session | None, ping: Ping,

@@ -55,6 +55,7 @@ from itertools import islice
 from typing import Final
 
 from rtecs_server.persistence import Keeping
+from rtecs_server.ratelimit import Allowance
 from rtecs_server.room import Room
 
 __all__ = ["DEFAULT_HISTORY_BYTES", "ENTRY_OVERHEAD", "NO_CLAIMS", "BatchHistory", "Cost",
@@ -172,6 +173,7 @@ class Session:
     stalled: bool = False           # a send failed (queue full): no batches until resynced
     last_resync: float = -math.inf
     cost: Cost = field(default_factory=Cost)
+    allowance: Allowance | None = None  # its update budget, made at its first update
 
     @property
     def room(self) -> Room:

@@ -116,6 +116,11 @@ class Lifecycle:
                     owner = table.models[replaced].owner
                     if owner != -1 and owner != sender:
                         return REJECTED  # replacing is destroying it
+        depth = (parent.depth if parent is not None else 0) + mtype.subtree_depth
+        if depth > table.limits.max_depth:
+            return bad(problems, ErrorCode.OVER_LIMIT,
+                       f"model {mid} would nest {depth} levels deep, over the limit of "
+                       f"{table.limits.max_depth}: not created")
         cost = mtype.subtree_models * MODEL_OVERHEAD
         if table.over_limit(cost):
             return bad(problems, ErrorCode.OVER_LIMIT,

@@ -34,8 +34,8 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["EPISODE_QUIET", "LOG_BURST", "LOG_WINDOW", "PEER_IDLE", "PeerTable", "RateLimit",
-           "TokenBucket", "Verdict"]
+__all__ = ["BUDGET_SECONDS", "EPISODE_QUIET", "LOG_BURST", "LOG_WINDOW", "PEER_IDLE",
+           "Allowance", "PeerTable", "RateLimit", "TokenBucket", "Verdict"]
 
 #: The host's logger: bad input is an event of the host's (``rtecs_server.host`` in the logs).
 log = logging.getLogger("rtecs_server.host")
@@ -52,6 +52,8 @@ class RateLimit:
     rate: float = 200.0  # frames per second, sustained
     burst: int = 400     # frames admitted at once above the rate
     grace: float = 2.0   # seconds over the limit before the session ends
+    update_bytes: float = 512 * 1024  # bytes of UPDATEs per second, sustained (0: no limit)
+    update_changes: float = 40_000.0  # changes of UPDATEs per second, sustained (0: no limit)
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -60,6 +62,8 @@ class RateLimit:
             raise ValueError(f"burst must be ≥ 1 message, got {self.burst}")
         if not self.grace > 0:
             raise ValueError(f"grace must be > 0 s, got {self.grace}")
+        if self.update_bytes < 0 or self.update_changes < 0:
+            raise ValueError("update budgets must be ≥ 0 (0: no limit)")
 
     @classmethod
     def parse(cls, text: str) -> RateLimit | None:
@@ -75,6 +79,53 @@ class RateLimit:
         if rate == 0:
             return None
         return cls(rate, burst)
+
+
+#: Seconds of update budget a session may spend at once (its bursts): 1,000 spawns of a
+#: 10-property model in one frame are ~11,000 changes and ~150 kB, well inside 2 s.
+BUDGET_SECONDS: Final = 2.0
+
+
+class Allowance:
+    """One session's update budget (:attr:`RateLimit.update_bytes` and
+    :attr:`RateLimit.update_changes` per second, up to :data:`BUDGET_SECONDS` of either
+    saved up). The message rate limit counts frames; this counts what they carry, since a
+    frame of 16,000 changes costs the server a thousand times one of 16. An update the
+    allowance cannot pay for is refused inside the stream, not dropped (DESIGN §8)."""
+
+    __slots__ = ("bytes", "changes", "refused", "stamp")
+
+    def __init__(self, limit: RateLimit, now: float) -> None:
+        self.bytes = limit.update_bytes * BUDGET_SECONDS
+        self.changes = limit.update_changes * BUDGET_SECONDS
+        self.stamp = now
+        self.refused = 0  # updates refused since the last one paid for
+
+    def pay(self, limit: RateLimit, size: int, changes: int, now: float) -> bool:
+        """Take ``size`` bytes and ``changes`` changes if both are there; False (nothing
+        taken) if either is not."""
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.stamp = now
+            self.bytes = min(limit.update_bytes * BUDGET_SECONDS,
+                             self.bytes + elapsed * limit.update_bytes)
+            self.changes = min(limit.update_changes * BUDGET_SECONDS,
+                               self.changes + elapsed * limit.update_changes)
+        if ((limit.update_bytes and size > self.bytes)
+                or (limit.update_changes and changes > self.changes)):
+            self.refused += 1
+            return False
+        self.bytes -= size
+        self.changes -= changes
+        self.refused = 0
+        return True
+
+    @staticmethod
+    def over_budget(limit: RateLimit) -> str:
+        """The ``ERROR rate_limit`` message for an update the allowance refused."""
+        return (f"over the update budget of {limit.update_bytes:g} bytes/s and "
+                f"{limit.update_changes:g} changes/s (bursts of {BUDGET_SECONDS:g} s): the "
+                f"update is refused, its changes rolled back; send less")
 
 
 class Verdict(enum.Enum):

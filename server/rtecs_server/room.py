@@ -319,7 +319,8 @@ class Room:
         return frame
 
     def apply_update(self, client_id: int, update: Update, *, user_id: str | None = None,
-                     claims: Mapping[str, Any] | None = None) -> UpdateOutcome:
+                     claims: Mapping[str, Any] | None = None,
+                     refuse: Problem | None = None) -> UpdateOutcome:
         """Sequence and apply one client update; queue its entry for the next flush.
 
         ``update`` must come from :func:`rtecs.protocol.decode_client_message` (structure
@@ -332,6 +333,11 @@ class Room:
         exceptions are refusals) undoes the whole update, is logged with its traceback, and
         the update is still APPLIED: its entry accepts nothing and rejects every change, so
         the stream's sequence stays contiguous and every client rolls it back.
+
+        ``refuse`` (the host's verdict, e.g. the sender is over its budget) sequences the
+        update the same way but applies none of it: its entry rejects every change, and
+        ``refuse`` is its one problem. Refused inside the stream, never dropped, so the
+        sender's sequence has no gap.
         """
         client = self._clients.get(client_id)
         if client is None:
@@ -350,6 +356,11 @@ class Room:
         client.last_seq = seq
         problems: list[Problem] = []
         rejected: list[tuple[ModelId, int]] = []
+        if refuse is not None:
+            entry = UpdateEntry(client_id, seq, [], _every_change(update))
+            self._pending.append(entry)
+            self._pending_changes = True
+            return UpdateOutcome(UpdateStatus.APPLIED, entry, (refuse,))
         try:
             changes = self.store.apply_changes(client_id, update.changes, rejected, problems,
                                                user_id=user_id, claims=claims)
@@ -358,9 +369,13 @@ class Room:
                           "update is undone and every change in it rejected", self.name, seq,
                           client_id)
             changes = []
-            rejected = [(run[0], run[i]) for run in update.changes
-                        for i in range(1, len(run), 2)]
+            rejected = _every_change(update)
         entry = UpdateEntry(client_id, seq, changes, rejected)
         self._pending.append(entry)
         self._pending_changes = True
         return UpdateOutcome(UpdateStatus.APPLIED, entry, tuple(problems))
+
+
+def _every_change(update: Update) -> list[tuple[ModelId, int]]:
+    """Every change of ``update`` as (model id, key): its entry when nothing is accepted."""
+    return [(run[0], run[i]) for run in update.changes for i in range(1, len(run), 2)]

@@ -72,15 +72,17 @@ class Prop:
 
 class ModelType:
     """A model type: ``props`` by id, its declared ``children`` as (property id, type) in id
-    order, and ``subtree_models``, how many models one instance creates (itself included)."""
+    order, ``subtree_models``, how many models one instance creates (itself included), and
+    ``subtree_depth``, how many levels they span (1: no declared children)."""
 
-    __slots__ = ("children", "name", "props", "subtree_models")
+    __slots__ = ("children", "name", "props", "subtree_depth", "subtree_models")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.props: dict[int, Prop] = {}
         self.children: list[tuple[int, ModelType]] = []
         self.subtree_models = 1
+        self.subtree_depth = 1
 
 
 class RoomSchema:
@@ -149,7 +151,7 @@ class RoomSchema:
             raise SchemaError(f"the room's schema would be about {size} bytes, over the limit "
                               f"of {bounds.max_bytes}")
         edges = self._check_children(additions)
-        counts = self._check_expansion(edges)
+        counts, depths = self._check_expansion(edges)
         grown = {tname: [pid for pid, p in new.items() if p.child]
                  for tname, new in additions.items()
                  if tname in self.types and any(p.child for p in new.values())}
@@ -167,6 +169,7 @@ class RoomSchema:
                               for pid, p in sorted(mtype.props.items()) if p.child]
         for t in self.types.values():
             t.subtree_models = counts[t.name]
+            t.subtree_depth = depths[t.name]
         if self.root_type is None:
             self.root_type = root_type
         return grown
@@ -190,12 +193,13 @@ class RoomSchema:
         self._check_acyclic(edges)
         return edges
 
-    def _check_expansion(self, edges: dict[str, list[str]]) -> dict[str, int]:
+    def _check_expansion(self, edges: dict[str, list[str]]
+                         ) -> tuple[dict[str, int], dict[str, int]]:
         """Raise :class:`SchemaError` if one instance of any type of the merged union would
         nest deeper than ``max_depth`` levels or make more than ``max_declared_models``
         models with its declared children. ``edges`` form no cycle (checked before); the
-        walk is iterative and visits each type once. Returns each type's model count (its
-        ``subtree_models``)."""
+        walk is iterative and visits each type once. Returns each type's model count and
+        levels (its ``subtree_models`` and ``subtree_depth``)."""
         bounds = self.bounds
         depth: dict[str, int] = {}
         count: dict[str, int] = {}
@@ -220,7 +224,7 @@ class RoomSchema:
                     raise SchemaError(f"one {_short(name)} would make {count[name]} models "
                                       f"with its declared children, over the limit of "
                                       f"{bounds.max_declared_models}")
-        return count
+        return count, depth
 
     @staticmethod
     def _check_acyclic(edges: dict[str, list[str]]) -> None:

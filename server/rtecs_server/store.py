@@ -49,7 +49,7 @@ from rtecs_server.hooks import PluginSet, RoomView
 from rtecs_server.lifecycle import Lifecycle
 from rtecs_server.records import SavedRoom, SnapshotRecord
 from rtecs_server.restore import load_models
-from rtecs_server.schema import RoomSchema, SchemaSpec
+from rtecs_server.schema import RoomSchema, SchemaBounds, SchemaSpec
 from rtecs_server.table import REJECTED, ModelTable, Problem
 from rtecs_server.tree import MODEL_OVERHEAD, child_id, value_size
 from rtecs_server.writes import Writes
@@ -89,7 +89,7 @@ class ModelStore:
         self.name = name
         self.limits = limits
         self.plugins = tuple(plugins)
-        self.schema = RoomSchema()
+        self.schema = RoomSchema(SchemaBounds(max_depth=limits.max_depth))
         self.hooks = PluginSet(self.plugins, room)
         self._table = table = ModelTable(name, limits)
         self._writes = Writes(table, self.hooks)

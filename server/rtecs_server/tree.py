@@ -57,7 +57,7 @@ class Model:
     store's table (the table lists models in this order; an undone destroy puts them back
     there)."""
 
-    __slots__ = ("flags", "key", "keyed", "kids", "life", "order", "owner", "parent",
+    __slots__ = ("depth", "flags", "key", "keyed", "kids", "life", "order", "owner", "parent",
                  "parent_id", "props", "type")
 
     def __init__(self, mtype: ModelType, parent: Model | None, flags: int) -> None:
@@ -68,6 +68,9 @@ class Model:
         # for the common persistent model, so the checkpoint bookkeeping costs one test.
         self.life: int = (flags | (parent.life if parent is not None else 0)) & LIFE
         self.parent = parent
+        #: Its level: 1 for a top-level model, its parent's + 1 below one (the room bounds
+        #: it: :attr:`rtecs.protocol.Limits.max_depth`).
+        self.depth: int = parent.depth + 1 if parent is not None else 1
         self.props: dict[int, Value] = {}
         self.parent_id: ModelId | None = None   # set for a dynamic model under a parent
         self.kids: dict[ModelId, None] | None = None  # dynamic models under it, in order
