@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 # The faces import lazily (DESIGN §1): ``import rtecs.cache`` or ``rtecs.protocol`` loads
 # neither esper nor reactivex nor zmq; a name below is imported on first use.
 if TYPE_CHECKING:
+    from rtecs.auth import TokenIdentity, make_token
     from rtecs.collections import (
         CollectionChange,
         RealtimeArray,
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
         ProtocolError,
         RtecsError,
         SchemaError,
+        TokenError,
+        TokenProblem,
     )
     from rtecs.model import Change, ChangeSource, RealtimeModel, prop
     from rtecs.protocol import (
@@ -47,6 +50,10 @@ if TYPE_CHECKING:
     )
 
 _HOME: dict[str, str] = {
+    "TokenIdentity": "rtecs.auth",
+    "make_token": "rtecs.auth",
+    "TokenError": "rtecs.errors",
+    "TokenProblem": "rtecs.errors",
     "CollectionChange": "rtecs.collections",
     "RealtimeArray": "rtecs.collections",
     "RealtimeDictionary": "rtecs.collections",
@@ -79,7 +86,7 @@ _HOME: dict[str, str] = {
     "UpdateStatus": "rtecs.realtime",
     "connect": "rtecs.realtime",
 }
-_SUBMODULES = frozenset({"cache", "clock", "collections", "datastore", "ecs", "entities",
+_SUBMODULES = frozenset({"auth", "cache", "clock", "collections", "datastore", "ecs", "entities",
                          "errors", "link", "model", "protocol", "realtime", "session",
                          "stream", "sync", "timing", "transport"})
 
@@ -132,6 +139,10 @@ __all__ = [
     "StringKeyDictionary",
     "SyncSystem",
     "prop",
+    "TokenError",
+    "TokenIdentity",
+    "TokenProblem",
+    "make_token",
 ]
 
 __version__ = "0.1.0"

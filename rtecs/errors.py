@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 
 class RtecsError(Exception):
     """Base class of every error rtecs raises on purpose."""
@@ -40,3 +42,25 @@ class ModelDestroyedError(RtecsError):
 
 class NotConnectedError(RtecsError):
     """The operation needs a client id from the server; wait for the welcome first."""
+
+
+class TokenProblem(enum.StrEnum):
+    """Why a join token was refused (:attr:`TokenError.reason`)."""
+
+    MALFORMED = "malformed"    # not a token of this format: bad text, sizes or fields
+    FORGED = "forged"          # its signature does not match (another secret, or altered)
+    EXPIRED = "expired"        # its expiry (wall-clock time) has passed
+    WRONG_ROOM = "wrong_room"  # signed for another room
+    MISSING = "missing"        # the server requires a token and the hello carried none
+
+
+class TokenError(RtecsError):
+    """A join token that does not admit its bearer (:func:`rtecs.auth.verify_token`).
+
+    ``reason`` says which check failed (a :class:`TokenProblem`); the message says more.
+    """
+
+    def __init__(self, reason: TokenProblem, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        """Which check failed."""

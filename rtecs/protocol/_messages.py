@@ -110,6 +110,9 @@ class ErrorCode(enum.StrEnum):
     SESSION_UNKNOWN = "session_unknown"  # RESUME of a session this server does not hold
                                          # (ended, its grace ran out, or a wrong secret):
                                          # join again with HELLO
+    AUTH_FAILED = "auth_failed"      # the join token (or an authenticate plugin) refused
+                                     # the hello: missing, malformed, forged, expired or
+                                     # for another room (fatal; a new token is needed)
 
 
 class Hello(NamedTuple):
