@@ -194,7 +194,8 @@ class Connection:
         if state is ConnectionState.CONNECTED and now >= self._next_ping:
             if self._resync_asked:
                 self.send(encode(Resync()))  # in case the server could not serve it yet
-            self.send(encode(Ping(now)), reliable=False)
+            epoch = self.session.epoch if self.session is not None else 0
+            self.send(encode(Ping(now, epoch)), reliable=False)  # epoch: "I read its welcome"
             self._next_ping = now + self.ping_interval
         elif state is ConnectionState.RECONNECTING and now >= self._next_attempt:
             self._attempt(now)

@@ -86,7 +86,7 @@ valid_messages = st.one_of(
     st.builds(Hello, st.integers(0, 9), room_names, texts, schema, st.none() | texts),
     st.builds(Update, st.integers(1, 2**32), changes, st.integers(1, 2**32)),
     st.builds(Schema, schema),
-    st.builds(Ping, st.floats()),
+    st.builds(Ping, st.floats(), st.integers(0, 2**40)),
     st.just(Bye()),
     st.builds(Welcome, st.integers(1, 99), st.integers(0, 99), st.floats(),
               st.lists(st.builds(SnapshotRecord, model_ids, texts, st.integers(-1, 9),

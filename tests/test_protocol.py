@@ -91,7 +91,7 @@ snapshot_records = st.builds(SnapshotRecord, model_ids, texts, st.integers(-1, 2
 client_messages = st.one_of(
     st.builds(Hello, st.integers(0, U64), room_names, texts, schemas, st.none() | texts),
     st.builds(Update, st.integers(1, U64), changes, st.integers(1, U64)),
-    st.builds(Ping, floats),
+    st.builds(Ping, floats, st.integers(0, U64)),
     st.just(Bye()),
     st.builds(Schema, schemas),
     st.builds(Resume, room_names, st.binary(max_size=16), st.binary(max_size=32),
@@ -163,7 +163,7 @@ def test_every_kind_round_trips_by_example() -> None:
         [7, DESTROY, None], [(17, 2, 1), 3, b"\x00\xff", 4, "é", 5, True]]
     client: list[Any] = [Hello(PROTOCOL_VERSION, "lobby", "Room", schema, "tok"),
               Hello(PROTOCOL_VERSION, "lobby", "Room", {}, None),
-              Update(1, change_list), Update(2, [], 7), Ping(12.5), Bye(),
+              Update(1, change_list), Update(2, [], 7), Ping(12.5), Ping(1.0, 3), Bye(),
               Resume("lobby", b"s" * 16, b"k" * 32, 2, 40, 5),
               Schema({"Vec2": {1: ("y", "f32", False)}})]
     server: list[Any] = [
@@ -274,11 +274,14 @@ CLIENT_BAD: list[tuple[bytes, str]] = [
     (raw(2, 1, [[0, 1, {1: 2}]], 1), r"a value must be nil"),
     (raw(2, 1, [[0, 1, 5, 2, [1]]], 1), r"a value must be nil"),
     # ping
-    (raw(3), r"ping must be an array of 2"),
-    (raw(3, 1.0, 2.0), r"ping must be an array of 2"),
-    (raw(3, "now"), r"ping time must be a number \(got 'now'\)"),
-    (raw(3, True), r"ping time must be a number"),
-    (raw(3, None), r"ping time must be a number"),
+    (raw(3), r"ping must be an array of 3"),
+    (raw(3, 1.0), r"ping must be an array of 3"),
+    (raw(3, 1.0, 2, 3), r"ping must be an array of 3"),
+    (raw(3, "now", 0), r"ping time must be a number \(got 'now'\)"),
+    (raw(3, True, 0), r"ping time must be a number"),
+    (raw(3, None, 0), r"ping time must be a number"),
+    (raw(3, 1.0, -1), r"ping epoch must be an int ≥ 0"),
+    (raw(3, 1.0, 2.0), r"ping epoch must be an int ≥ 0"),
     # hello
     (raw(1, 1, "r", "R", {}), r"hello must be an array of 6"),
     (raw(1, -1, "r", "R", {}, None), r"protocol version must be an int ≥ 0"),
@@ -439,7 +442,7 @@ def test_decoders_accept_bytearray_and_memoryview() -> None:
 
 def test_error_messages_show_the_offending_value_shortened() -> None:
     with pytest.raises(ProtocolError) as info:
-        decode_client_message(raw(3, "x" * 500))
+        decode_client_message(raw(3, "x" * 500, 0))
     text = str(info.value)
     assert text.startswith("ping time must be a number (got 'xxx")
     assert "..." in text

@@ -167,15 +167,20 @@ class RawClient:
         self.send(Update(self.seq, [list(r) for r in runs]))
         return self.seq
 
+    @property
+    def epoch(self) -> int:
+        """The epoch of the last welcome received (0: none): what an honest ping names."""
+        return self.welcomes[-1].epoch if self.welcomes else 0
+
     def ping(self) -> None:
-        self.send(Ping(time.monotonic()))
+        self.send(Ping(time.monotonic(), self.epoch))
 
     def sync(self, timeout: float = PATIENCE) -> Pong:
         """Ping and wait for *that* ping's pong: the server has handled every frame this
         client sent before (in order, on one connection); the pong's ``server_time`` says
         at which server time. Messages received meanwhile are kept and applied."""
         token = -float(next(_PINGS))  # never a real monotonic reading
-        self.send(Ping(token))
+        self.send(Ping(token, self.epoch))
         msg = self.expect(lambda m: isinstance(m, Pong) and m.client_time == token, timeout,
                           "the pong of our ping")
         assert isinstance(msg, Pong)

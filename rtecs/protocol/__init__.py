@@ -17,7 +17,10 @@ Client → server
         once and in order: an older epoch's update is dropped (it was sent before the client
         saw its new welcome, which told it what became of it), a duplicate is dropped
         silently (its answer is already in the stream), a gap is answered with a resync.
-    ``PING    [3, client_time]``
+    ``PING    [3, client_time, epoch]``
+        ``epoch`` is the session epoch of the last ``WELCOME`` the client applied (0 before
+        the first): it tells the server the client has read that welcome, so the server
+        sends a client that never reads no more snapshots (see ``RESYNC``).
     ``BYE     [4]``
     ``RESYNC  [5]``
         Ask for a fresh WELCOME (sent when this client cannot reconstruct the room's state by

@@ -317,8 +317,8 @@ def decode_client_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Clien
         return Update(_int(msg[1], "update seq", 1), check_changes(msg[2]),
                       _int(msg[3], "update epoch", 1))
     if kind == _PING and type(kind) is int:
-        _tuple(msg, "ping", 2)
-        return Ping(_number(msg[1], "ping time"))
+        _tuple(msg, "ping", 3)
+        return Ping(_number(msg[1], "ping time"), _int(msg[2], "ping epoch", 0))
     if kind == _HELLO and type(kind) is int:
         _tuple(msg, "hello", 6)
         token = msg[5]

@@ -142,6 +142,7 @@ class Resume(NamedTuple):
 
 class Ping(NamedTuple):
     client_time: float
+    epoch: int = 0  # the epoch of the last welcome the client applied (0: none yet)
 
 
 class Bye(NamedTuple):

@@ -16,11 +16,20 @@ one :class:`zmq.Frame` among the sends); a later one may publish on an XPUB sock
 - a member whose send failed (its queue at the high-water mark) is *stalled*
   (:meth:`Fanout.stall`): it gets no more batches until its resync — never skipped silently;
 - :meth:`Fanout.request_resync` — a fresh ``WELCOME`` (a new epoch, the full snapshot) at
-  most once per :data:`RESYNC_COOLDOWN` seconds per member, so a client cannot make the server
+  most once per :func:`resync_cooldown` per member, so a client cannot make the server
   send snapshots in a loop; a resync that has to wait happens at that client's next ping
   (the host calls :meth:`Fanout.request_resync` again there). A resync welcome names the
   session and the room's incarnation and carries no new secret (see
   :mod:`rtecs_server.sessions`).
+
+A snapshot is the largest thing the server sends, and libzmq bounds a peer's send queue in
+frames, not bytes: a client that asks for resyncs and never reads would pin a snapshot in
+server memory per welcome. So a session counts the resync welcomes it has not shown it read
+(``Session.unread_resyncs``; a ``PING`` or an applied ``UPDATE`` naming the new epoch shows
+it: :meth:`Fanout.read_welcome`). The cooldown doubles with each one after the first, up to
+:data:`MAX_RESYNC_COOLDOWN`; past :data:`MAX_UNREAD_RESYNCS` the session is ended
+(:meth:`Fanout.resync` returns False). An honest client pings every second with its epoch,
+so it never gets near either.
 """
 
 from __future__ import annotations
@@ -33,12 +42,26 @@ from rtecs.protocol import NO_SESSION, Welcome, encode
 from rtecs.transport import ServerTransport
 from rtecs_server.hosted import HostedRoom, Session
 
-__all__ = ["RESYNC_COOLDOWN", "Fanout", "Publisher", "RouterPublisher"]
+__all__ = ["MAX_RESYNC_COOLDOWN", "MAX_UNREAD_RESYNCS", "RESYNC_COOLDOWN", "Fanout",
+           "Publisher", "RouterPublisher", "resync_cooldown"]
 
 log = logging.getLogger("rtecs_server.host")
 
 #: Minimum seconds between two resyncs of one client.
 RESYNC_COOLDOWN: Final = 1.0
+#: The longest the cooldown grows to while resync welcomes go unread.
+MAX_RESYNC_COOLDOWN: Final = 30.0
+#: Resync welcomes a session may leave unread before it is ended.
+MAX_UNREAD_RESYNCS: Final = 6
+
+
+def resync_cooldown(session: Session) -> float:
+    """Seconds ``session`` must wait between two resyncs: :data:`RESYNC_COOLDOWN`, doubled
+    for each unread resync welcome after the first, at most :data:`MAX_RESYNC_COOLDOWN`."""
+    unread = session.unread_resyncs
+    if unread <= 1:
+        return RESYNC_COOLDOWN
+    return min(MAX_RESYNC_COOLDOWN, RESYNC_COOLDOWN * 2.0 ** (unread - 1))
 
 
 class Publisher(Protocol):
@@ -103,14 +126,26 @@ class Fanout:
         session.stalled = True
         session.needs_resync = True
 
-    def request_resync(self, session: Session, now: float) -> None:
-        """Resync ``session`` now if its cooldown allows, else at its next ping."""
+    def request_resync(self, session: Session, now: float) -> bool:
+        """Resync ``session`` now if its cooldown allows, else at its next ping. False if
+        the session must end instead: it left :data:`MAX_UNREAD_RESYNCS` welcomes unread."""
         session.needs_resync = True
-        if now - session.last_resync >= RESYNC_COOLDOWN:
-            self.resync(session, now)
+        if now - session.last_resync >= resync_cooldown(session):
+            return self.resync(session, now)
+        return True
 
-    def resync(self, session: Session, now: float) -> None:
-        """Send ``session`` a fresh ``WELCOME`` (a new epoch) after flushing its room."""
+    @staticmethod
+    def read_welcome(session: Session, epoch: int) -> None:
+        """``session`` showed it applied the welcome of ``epoch`` (a ping or an update naming
+        it): its unread resyncs are read."""
+        if epoch == session.epoch:
+            session.unread_resyncs = 0
+
+    def resync(self, session: Session, now: float) -> bool:
+        """Send ``session`` a fresh ``WELCOME`` (a new epoch) after flushing its room; False
+        (nothing sent) if it already left :data:`MAX_UNREAD_RESYNCS` unread: end it."""
+        if session.unread_resyncs >= MAX_UNREAD_RESYNCS:
+            return False
         hosted = session.hosted
         self.flush(hosted, now)
         welcome = hosted.room.resync(session.client_id, now)
@@ -120,6 +155,8 @@ class Fanout:
         frame = encode(welcome._replace(session_id=session.session_id,
                                         session_secret=NO_SESSION,
                                         incarnation=hosted.incarnation))
+        session.unread_resyncs += 1
+        session.cost.snapshot_bytes += len(frame)
         if self.transport.send(session.peer, frame):
             session.needs_resync = False
             session.stalled = False
@@ -127,3 +164,4 @@ class Fanout:
                      hosted.room.name, len(welcome.snapshot))
         else:
             session.stalled = True
+        return True

@@ -31,6 +31,7 @@ undecodable frame, several frame parts          ``protocol``         kept
 frame over the update / hello size limit        ``over_limit``       kept
 an update, ping or schema before a hello        ``not_joined``       (none)
 wrong protocol version, schema conflict, full   ``version`` …        refused (fatal)
+a hello refused by its token or a plugin        ``auth_failed``      refused (fatal)
 unknown model ids, wrong value types            ``bad_update``       kept (changes rejected)
 a write that would grow the datastore too big   ``over_limit``       kept (change rejected)
 a gap in update sequence numbers                ``sequence``         kept, resynced
@@ -75,6 +76,7 @@ from rtecs.protocol import (
     encode,
 )
 from rtecs.transport import ServerTransport
+from rtecs_server.auth import AuthRefused, JoinAuth
 from rtecs_server.directory import RoomDirectory
 from rtecs_server.fanout import RESYNC_COOLDOWN, Fanout, Publisher, RouterPublisher
 from rtecs_server.hosted import DEFAULT_HISTORY_BYTES, HostedRoom, Session
@@ -121,6 +123,9 @@ class RoomHost:
     batches (default: a :class:`~rtecs_server.fanout.RouterPublisher` over ``transport``);
     ``history_bytes`` bounds each room's :class:`~rtecs_server.hosted.BatchHistory`; ``timer``
     measures the server time charged to sessions (``Cost.seconds``; it decides nothing).
+    ``auth_secret`` (None: no token required) and the plugins' ``authenticate`` hooks decide
+    who may join (:class:`~rtecs_server.auth.JoinAuth`; token expiry reads ``wall``, seconds
+    since the Unix epoch: the server passes its clock's ``wall``).
     """
 
     def __init__(self, transport: ServerTransport, *, plugins: Iterable[Plugin] = (),
@@ -131,7 +136,9 @@ class RoomHost:
                  persistence: Persistence | None = None,
                  publisher: Publisher | None = None,
                  history_bytes: int = DEFAULT_HISTORY_BYTES,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
+                 timer: Callable[[], float] = time.perf_counter,
+                 auth_secret: bytes | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.transport = transport
         """Where frames come from and go to (ZeroMQ in the server, memory in tests)."""
         self.plugins = tuple(plugins)
@@ -158,6 +165,9 @@ class RoomHost:
         self.members = Membership(transport, self.session_table, self.directory, self.fanout)
         """Joins and leaves (:mod:`rtecs_server.sessions`)."""
         self._timer = timer
+        self.auth = JoinAuth(auth_secret, self.plugins, wall)
+        """Who may join: the join token and the plugins' ``authenticate``
+        (:mod:`rtecs_server.auth`)."""
 
     @property
     def rate_limit(self) -> RateLimit | None:
@@ -215,7 +225,7 @@ class RoomHost:
             elif isinstance(message, Resync) and session is not None:
                 log.info("client %d of room %r asked for a resync", session.client_id,
                          session.room.name)
-                self.fanout.request_resync(session, now)
+                self._resync(session, now)
             elif isinstance(message, Schema):
                 self.handle_schema(peer, session, message, now)
             elif isinstance(message, Resume):
@@ -249,7 +259,14 @@ class RoomHost:
                      now: float) -> None:
         """Join ``peer`` to the hello's room (opening or loading it first), ending any
         session it had; answer ``WELCOME`` (opening a new session: a new id and secret),
-        ``REDIRECT`` or a fatal ``ERROR``."""
+        ``REDIRECT`` or a fatal ``ERROR`` (``auth_failed``: its token or a plugin refused
+        it; the session gets the user id and claims the token or plugin vouched for)."""
+        try:
+            identity = self.auth.admit(hello)
+        except AuthRefused as exc:
+            self._error(peer, ErrorCode.AUTH_FAILED, f"cannot join room {hello.room!r}: {exc}",
+                        fatal=True, now=now)
+            return
         if session is not None:
             self.members.leave(session, now)
         try:
@@ -259,7 +276,9 @@ class RoomHost:
             self._error(peer, exc.code, f"cannot join room {hello.room!r}: {exc.message}",
                         fatal=True, now=now)
             return
-        if not isinstance(joined, Session):  # the directory's answer: redirect or error
+        if isinstance(joined, Session):
+            joined.user_id, joined.claims = identity.user_id, identity.claims
+        else:  # the directory's answer: redirect or error
             self.transport.send(peer, encode(joined))
 
     def handle_update(self, peer: bytes, session: Session | None, update: Update,
@@ -294,6 +313,7 @@ class RoomHost:
             return
         entry = outcome.entry
         if entry is not None:  # APPLIED
+            Fanout.read_welcome(session, update.epoch)
             session.last_applied = entry.seq
             cost = session.cost
             cost.updates += 1
@@ -304,7 +324,7 @@ class RoomHost:
             self._error(peer, ErrorCode.SEQUENCE,
                         f"update {update.seq} skips a sequence number: resyncing", fatal=False,
                         now=now)
-            self.fanout.request_resync(session, now)
+            self._resync(session, now)
         for problem in () if quiet else outcome.problems:
             self._error(peer, problem.code, problem.message, fatal=False, now=now)
 
@@ -316,8 +336,11 @@ class RoomHost:
             self._error(peer, ErrorCode.NOT_JOINED, "no session: send a hello", fatal=False,
                         now=now)
             return
+        Fanout.read_welcome(session, ping.epoch)
         if session.needs_resync:
-            self.fanout.request_resync(session, now)
+            self._resync(session, now)
+            if self.session_table.get(peer) is not session:
+                return  # ended: it left too many resyncs unread
         self.transport.send(
             peer, encode(Pong(ping.client_time, now, session.room.room_seq)), False)
 
@@ -403,6 +426,14 @@ class RoomHost:
                         fatal=verdict is Verdict.FATAL, now=now)
         return False
 
+    def _resync(self, session: Session, now: float) -> None:
+        """Resync ``session`` (when its cooldown allows: :mod:`rtecs_server.fanout`), or end
+        it if it left too many resync welcomes unread."""
+        if not self.fanout.request_resync(session, now):
+            self._error(session.peer, ErrorCode.RATE_LIMIT,
+                        f"{session.unread_resyncs} snapshots sent and none read (no ping or "
+                        f"update named their epoch): session ended", fatal=True, now=now)
+
     def _bad_frame(self, peer: bytes, session: Session | None, frame: bytes,
                    exc: ProtocolError, now: float) -> None:
         code = ErrorCode.PROTOCOL if exc.code is None else ErrorCode(exc.code)
@@ -410,7 +441,7 @@ class RoomHost:
             session.last_seen = now
         self._error(peer, code, str(exc), fatal=False, now=now)
         if session is not None and _peek_kind(frame) == 2:  # an UPDATE lost: repair the
-            self.fanout.request_resync(session, now)        # client's sequence
+            self._resync(session, now)        # client's sequence
 
     def _error(self, peer: bytes, code: ErrorCode, message: str, *, fatal: bool, now: float,
                quiet: bool = False) -> None:

@@ -150,6 +150,7 @@ class Cost:
     changes_accepted: int = 0   # changes of those updates the room accepted
     changes_rejected: int = 0   # and those it rejected (authority, plugins, bad input)
     errors: int = 0             # ERRORs sent to it (bad input, refusals)
+    snapshot_bytes: int = 0     # bytes of the resync welcomes sent to it
     rate_limited: int = 0       # frames the rate limit dropped unread
     seconds: float = 0.0        # server time spent handling its frames (the host's timer)
 
@@ -172,6 +173,7 @@ class Session:
     needs_resync: bool = False      # resync when the cooldown allows (at the latest: a ping)
     stalled: bool = False           # a send failed (queue full): no batches until resynced
     last_resync: float = -math.inf
+    unread_resyncs: int = 0         # resync welcomes sent that it has not shown it read
     cost: Cost = field(default_factory=Cost)
     allowance: Allowance | None = None  # its update budget, made at its first update
 
