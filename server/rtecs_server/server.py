@@ -97,6 +97,7 @@ import zmq
 
 from rtecs.clock import SYSTEM_CLOCK, Clock, SystemClock
 from rtecs.protocol import DEFAULT_LIMITS, Limits
+from rtecs_server.auth import JoinAuth
 from rtecs_server.host import RoomHost
 from rtecs_server.hosted import DEFAULT_HISTORY_BYTES
 from rtecs_server.persistence import (
@@ -108,7 +109,7 @@ from rtecs_server.persistence import (
 from rtecs_server.plugins import Plugin
 from rtecs_server.ratelimit import RateLimit
 from rtecs_server.storage import Storage, open_storage
-from rtecs_server.zmq_transport import ZmqServerTransport
+from rtecs_server.zmq_transport import ZmqServerTransport, check_curve_key
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_TICK_INTERVAL", "HOUSEKEEPING_INTERVAL",
            "MANUAL_CLOCK_POLL", "SHUTDOWN_LINGER", "RoomServer"]
@@ -163,7 +164,17 @@ class RoomServer:
     ``clock``: where the server reads time (see the module docs) — the system clock by
     default; tests pass a :class:`~rtecs.clock.ManualClock` and step it. A storage URL is
     opened on this clock; a :class:`~rtecs_server.storage.Storage` passed in must have been
-    made with the same clock object (``ValueError`` otherwise).
+    made with the same clock object (``ValueError`` otherwise). Join tokens expire on its
+    ``wall()``, read by the loop and by the ZAP thread (so it must be safe to read from
+    another thread, as both clocks of :mod:`rtecs.clock` are).
+
+    Security (``docs/server.md``, :mod:`rtecs_server.zmq_transport`): ``auth_secret``
+    (bytes, at least 16) makes every ``HELLO`` need a join token signed with it
+    (:func:`rtecs.make_token`) and, without CURVE, gates the ZeroMQ handshake itself (PLAIN
+    checked by a ZAP thread), so a peer without a valid token never reaches the ROUTER.
+    ``curve_secret_key`` (the Z85 secret key of a pair ``rtecs-server keygen`` made) makes
+    the ROUTER a CURVE server: traffic is encrypted, clients need the public key
+    (:attr:`curve_public_key`), and a plaintext client cannot connect.
     """
 
     def __init__(self, bind: str = "tcp://127.0.0.1:0", *, plugins: Iterable[Plugin] = (),
@@ -177,7 +188,8 @@ class RoomServer:
                  checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
                  lease_ttl: float = DEFAULT_LEASE_TTL, instance_id: str | None = None,
                  history_bytes: int = DEFAULT_HISTORY_BYTES,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, auth_secret: bytes | None = None,
+                 curve_secret_key: bytes | str | None = None) -> None:
         if tick_interval < 0:
             raise ValueError(f"tick_interval must be ≥ 0 s, got {tick_interval}")
         if not heartbeat_timeout > 0:
@@ -192,6 +204,14 @@ class RoomServer:
             raise ValueError(f"lease_ttl must be > 0 s, got {lease_ttl}")
         if history_bytes < 0:
             raise ValueError(f"history_bytes must be ≥ 0, got {history_bytes}")
+        gate = JoinAuth(auth_secret, wall=clock.wall)  # ValueError for a short secret
+        curve_key = None if curve_secret_key is None else check_curve_key(
+            curve_secret_key.encode() if isinstance(curve_secret_key, str)
+            else curve_secret_key, "curve_secret_key")
+        #: The server's CURVE public key (Z85 text) for clients' ``server_key=``; None
+        #: without encryption.
+        self.curve_public_key: str | None = (None if curve_key is None
+                                             else zmq.curve_public(curve_key).decode("ascii"))
         self.tick_interval = tick_interval
         #: Where the server reads time (see the module docs).
         self.clock = clock
@@ -200,8 +220,10 @@ class RoomServer:
         self._max_poll = math.inf if isinstance(clock, SystemClock) else MANUAL_CLOCK_POLL
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
-            self.transport = ZmqServerTransport(self._context, bind, limits=limits,
-                                                sndhwm=sndhwm, socket_options=socket_options)
+            self.transport = ZmqServerTransport(
+                self._context, bind, limits=limits, sndhwm=sndhwm,
+                socket_options=socket_options, curve_secret_key=curve_key,
+                gate=gate.check_gate if gate.requires_token else None)
         except zmq.ZMQError as exc:
             self._context.term()
             raise OSError(f"cannot bind {bind}: {exc}") from exc
@@ -225,7 +247,8 @@ class RoomServer:
                              heartbeat_timeout=heartbeat_timeout,
                              empty_room_timeout=empty_room_timeout,
                              max_clients_per_room=max_clients_per_room, rate_limit=rate_limit,
-                             persistence=self.persistence, history_bytes=history_bytes)
+                             persistence=self.persistence, history_bytes=history_bytes,
+                             auth_secret=auth_secret, wall=clock.wall)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

@@ -30,19 +30,53 @@ Frames on the wire: a client's DEALER sends one-part messages; the ROUTER sees
 A message of more than one part (``[routing id, a, b, …]``) is not a frame of the protocol:
 :meth:`receive` leaves it out and records ``(peer, reason)`` in :meth:`take_malformed`, which
 the loop hands to :meth:`RoomHost.handle_malformed`.
+
+**The handshake** (DESIGN §8). libzmq 4.3.5 aborts the process when an auto-generated
+routing id collides with one a peer chose (``router.cpp`` ``identify_peer``), and no socket
+option prevents it. Three things make that hard to reach, set up by
+:class:`ZmqServerTransport`:
+
+- ``gate`` (the server has an auth secret): the ROUTER is a ZeroMQ **PLAIN** server and a
+  :class:`ZapHandler` thread (ZAP, RFC 27, on ``inproc://zeromq.zap.01`` of the transport's
+  context) accepts a connection only if its PLAIN username is ``rtecs`` and its password a
+  join token's signed head, valid now (:meth:`JoinAuth.check_gate
+  <rtecs_server.auth.JoinAuth.check_gate>`). A peer without a valid token never completes
+  the handshake, so it never gets a pipe, a routing id, or a place in ``identify_peer``. (A
+  ZAP handler cannot see the peer's routing id, and need not.) The full token is checked
+  again at ``HELLO`` (room, claims).
+- ``curve_secret_key``: the ROUTER is a **CURVE** server (encryption). Clients use fresh
+  ephemeral key pairs, so the ZAP handler accepts every client key: with CURVE, the join
+  token is checked at ``HELLO`` only, and any peer that knows the server's *public* key
+  completes the handshake. CURVE takes precedence over PLAIN (one mechanism per socket).
+- :func:`seed_routing_ids` before the ROUTER is made: libzmq draws the first auto routing
+  id from libc's ``rand()``, which nothing seeds, so every process starts at ``00 6b8b4567``;
+  seeded from ``os.urandom`` the start is unpredictable.
+
+What remains: an attacker with a valid token (or, with CURVE, the public key) who guesses
+the counter. Run the server supervised (``docs/server.md``): a crash costs a restart.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Final
+import os
+import stat
+import struct
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Final, NamedTuple
 
 import zmq
+import zmq.auth
+from zmq.utils import z85
 
 from rtecs.protocol import DEFAULT_LIMITS, Limits
 
-__all__ = ["MAX_RECEIVE_BATCH", "ZmqServerTransport", "max_message_size"]
+__all__ = ["MAX_RECEIVE_BATCH", "ZAP_DOMAIN", "KeyFiles", "ZapHandler", "ZmqServerTransport",
+           "check_curve_key", "load_secret_key", "max_message_size", "seed_routing_ids",
+           "write_key_pair"]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +100,25 @@ class ZmqServerTransport:
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], bind: str, *,
                  limits: Limits = DEFAULT_LIMITS, sndhwm: int = 1000, rcvhwm: int = 1000,
-                 socket_options: Mapping[int, int] | None = None) -> None:
+                 socket_options: Mapping[int, int] | None = None,
+                 gate: Callable[[bytes, bytes], str | None] | None = None,
+                 curve_secret_key: bytes | None = None) -> None:
+        #: The ZAP thread (None without ``gate`` or ``curve_secret_key``).
+        self.zap: ZapHandler | None = None
+        if gate is not None or curve_secret_key is not None:
+            self.zap = ZapHandler(context, gate=gate, curve=curve_secret_key is not None)
+        #: Whether libzmq's routing-id counter was seeded (:func:`seed_routing_ids`).
+        self.seeded = seed_routing_ids()
         sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
         try:
+            if curve_secret_key is not None:
+                sock.curve_server = True
+                sock.curve_secretkey = curve_secret_key
+                sock.curve_publickey = zmq.curve_public(curve_secret_key)
+            elif gate is not None:
+                sock.plain_server = True
+            if self.zap is not None:
+                sock.zap_domain = ZAP_DOMAIN.encode()
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
@@ -80,6 +130,8 @@ class ZmqServerTransport:
             sock.bind(bind)
         except zmq.ZMQError:
             sock.close(0)
+            if self.zap is not None:
+                self.zap.stop()
             raise
         self.socket = sock
         #: The endpoint actually bound (the real port when ``bind`` asked for port 0).
@@ -141,3 +193,206 @@ class ZmqServerTransport:
         """Close the socket, waiting at most ``linger`` seconds for queued frames."""
         if not self.socket.closed:
             self.socket.close(int(linger * 1000))
+        if self.zap is not None:
+            self.zap.stop()
+
+
+# ----------------------------------------------------------------------------- handshake
+
+#: The ZAP domain of the ROUTER (the ZAP handler answers only for it).
+ZAP_DOMAIN: Final = "rtecs"
+_ZAP_ENDPOINT: Final = "inproc://zeromq.zap.01"
+
+
+def seed_routing_ids() -> bool:
+    """Seed libc's ``rand()`` from :func:`os.urandom`, so that the next ROUTER socket made in
+    this process starts its auto routing ids at an unpredictable value (see the module docs);
+    True if it could (libc found by :class:`ctypes.CDLL`).
+
+    Measured with pyzmq 27.3 (bundled libzmq 4.3.5, which imports ``rand``/``srand`` from
+    glibc): two fresh processes each bind a ROUTER and receive from one anonymous DEALER; the
+    routing id is ``006b8b4567`` in both without seeding, and two different values (e.g.
+    ``0054850846``, ``00a78e125d``) when this runs before the ROUTER is made. It changes
+    ``rand()`` for everything else in the process too, which Python does not use."""
+    try:
+        libc = ctypes.CDLL(None)  # the process's symbols: the libc libzmq's rand() binds to
+        srand = libc.srand
+    except (OSError, AttributeError, TypeError):
+        log.warning("cannot seed libzmq's routing ids (no libc srand): they are predictable")
+        return False
+    srand.argtypes = [ctypes.c_uint]
+    srand.restype = None
+    srand(int.from_bytes(os.urandom(4), "big"))
+    return True
+
+
+class ZapHandler:
+    """A ZAP (RFC 27) handler thread for ``context``: PLAIN credentials go to ``gate``
+    (``gate(username, password) -> None`` to accept, else the reason to refuse; None: PLAIN
+    is refused), CURVE is accepted for any client key if ``curve``, anything else refused.
+
+    The handler must be bound before the ROUTER accepts connections (it is, on creation) and
+    outlive it (:meth:`stop` after the ROUTER is closed). ``gate`` runs on this thread: it must
+    not touch the loop's state (see :meth:`JoinAuth.check_gate
+    <rtecs_server.auth.JoinAuth.check_gate>`). Refusals are counted in :attr:`refused` and
+    logged at debug level, and at info level at the 1st, 10th, 100th, … (a flood of bad
+    handshakes cannot flood the log)."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], *,
+                 gate: Callable[[bytes, bytes], str | None] | None = None,
+                 curve: bool = False) -> None:
+        self._context = context
+        self._gate = gate
+        self._curve = curve
+        self.accepted = 0
+        """Handshakes accepted."""
+        self.refused = 0
+        """Handshakes refused."""
+        self._stop_endpoint = f"inproc://rtecs-zap-stop-{id(self):x}"
+        self._stop: zmq.Socket[bytes] = context.socket(zmq.PAIR)
+        self._stop.setsockopt(zmq.LINGER, 0)
+        self._stop.bind(self._stop_endpoint)
+        self._ready = threading.Event()
+        self._failure: zmq.ZMQError | None = None
+        self._thread = threading.Thread(target=self._run, name="rtecs-zap", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            self._thread.join()
+            self._stop.close(0)
+            raise self._failure
+
+    def stop(self) -> None:
+        """End the thread and close its sockets (idempotent)."""
+        if self._stop.closed:
+            return
+        if self._thread.is_alive():
+            self._stop.send(b"")
+            self._thread.join()
+        self._stop.close(0)
+
+    def _run(self) -> None:
+        zap: zmq.Socket[bytes] = self._context.socket(zmq.REP)
+        stop: zmq.Socket[bytes] = self._context.socket(zmq.PAIR)
+        zap.setsockopt(zmq.LINGER, 0)
+        stop.setsockopt(zmq.LINGER, 0)
+        try:
+            zap.bind(_ZAP_ENDPOINT)
+            stop.connect(self._stop_endpoint)
+        except zmq.ZMQError as exc:
+            self._failure = exc
+            zap.close(0)
+            stop.close(0)
+            self._ready.set()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(zap, zmq.POLLIN)
+        poller.register(stop, zmq.POLLIN)
+        try:
+            while True:
+                events = dict(poller.poll())
+                if stop in events:
+                    break
+                if zap in events:
+                    zap.send_multipart(self._answer(zap.recv_multipart()))
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            zap.close(0)
+            stop.close(0)
+
+    def _answer(self, request: list[bytes]) -> list[bytes]:
+        """The reply to one ZAP request ``[version, id, domain, address, routing id,
+        mechanism, credentials…]``: ``[version, id, status, text, user id, metadata]``."""
+        if len(request) < 6:
+            log.error("malformed ZAP request of %d frames", len(request))
+            request_id = request[1] if len(request) > 1 else b""
+            return [b"1.0", request_id, b"500", b"malformed ZAP request", b"", b""]
+        version, request_id, domain, address, _, mechanism = request[:6]
+        credentials = request[6:]
+        why: str | None = f"mechanism {mechanism.decode('ascii', 'replace')} is not accepted"
+        if version != b"1.0" or domain != ZAP_DOMAIN.encode():
+            why = "not a request for this server"
+        elif mechanism == b"CURVE" and self._curve:
+            why = None
+        elif mechanism == b"PLAIN" and self._gate is not None and len(credentials) == 2:
+            try:
+                why = self._gate(credentials[0], credentials[1])
+            except Exception:
+                log.exception("the handshake check failed; the connection is refused")
+                why = "internal error"
+        if why is None:
+            self.accepted += 1
+            return [b"1.0", request_id, b"200", b"OK", b"rtecs", b""]
+        self.refused += 1
+        peer = address.decode("ascii", "replace")[:64]
+        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+            log.info("refused a handshake from %s: %s (%d refused so far)", peer, why,
+                     self.refused)
+        else:
+            log.debug("refused a handshake from %s: %s", peer, why)
+        return [b"1.0", request_id, b"400", why.encode()[:200], b"", b""]
+
+
+# ----------------------------------------------------------------------------- CURVE keys
+
+class KeyFiles(NamedTuple):
+    """What :func:`write_key_pair` wrote."""
+
+    public_key: str      # the public key, Z85 text (what clients pass as server_key=)
+    public_file: Path    # server.key
+    secret_file: Path    # server.key_secret (mode 600)
+
+
+def write_key_pair(directory: str | os.PathLike[str], *,
+                   overwrite: bool = False) -> KeyFiles:
+    """Make a CURVE key pair for a server in ``directory`` (created if missing):
+    ``server.key`` (the public key: give it, or its ``public-key`` line, to clients) and
+    ``server.key_secret`` (the secret key, mode 600: ``--curve-secret-key-file``), in
+    ZeroMQ's certificate format (:func:`zmq.auth.create_certificates`), read back to check
+    them. ``FileExistsError`` if a secret key is there already and not ``overwrite``."""
+    base = Path(directory)
+    secret = base / "server.key_secret"
+    if secret.exists() and not overwrite:
+        raise FileExistsError(f"{secret} exists already (keygen --force replaces it)")
+    base.mkdir(parents=True, exist_ok=True)
+    old_mask = os.umask(0o077)  # the secret file is never readable by others, even briefly
+    try:
+        public_file, secret_file = zmq.auth.create_certificates(str(base), "server")
+    finally:
+        os.umask(old_mask)
+    os.chmod(secret_file, stat.S_IRUSR | stat.S_IWUSR)
+    os.chmod(public_file, 0o644)
+    public, _ = zmq.auth.load_certificate(public_file)
+    if zmq.curve_public(load_secret_key(secret_file)) != public:
+        raise ValueError(f"the key pair written to {base} does not read back")
+    return KeyFiles(public.decode("ascii"), Path(public_file), Path(secret_file))
+
+
+def load_secret_key(path: str | os.PathLike[str]) -> bytes:
+    """The CURVE secret key (Z85) in a key file :func:`write_key_pair` wrote
+    (``server.key_secret``); ``ValueError`` if the file cannot be read or holds no secret
+    key (a public key file, say)."""
+    try:
+        _, secret = zmq.auth.load_certificate(os.fspath(path))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the CURVE key file {os.fspath(path)!r}: {exc}"
+                         ) from None
+    if not secret:
+        raise ValueError(f"{os.fspath(path)!r} holds no secret key: pass the server.key_secret "
+                         f"file that rtecs-server keygen wrote")
+    check_curve_key(secret, f"the secret key in {os.fspath(path)!r}")
+    return secret
+
+
+def check_curve_key(key: bytes, what: str = "a CURVE key") -> bytes:
+    """``key`` if it is a CURVE key in Z85 (40 characters for 32 bytes), else
+    ``ValueError``."""
+    try:
+        ok = len(key) == 40 and len(z85.decode(key)) == 32
+    except (ValueError, KeyError, TypeError, struct.error):
+        ok = False
+    if not ok:
+        raise ValueError(f"{what} is not a CURVE key (40 Z85 characters)")
+    return key
