@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(30)
 FLAGS = ["--bind", "--heartbeat-timeout", "--empty-room-timeout", "--max-clients-per-room",
          "--plugin", "--tick-ms", "--rate-limit", "--log-level", "--help",
          "--storage", "--data-dir", "--checkpoint-interval", "--advertise", "--lease-ttl",
-         "--history-bytes"]
+         "--history-bytes", "--auth-secret-file", "--curve-secret-key-file", "--supervise"]
 
 
 def test_help_documents_every_flag_with_its_default() -> None:

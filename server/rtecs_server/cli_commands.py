@@ -2,6 +2,10 @@
 the same ``--storage`` and ``--data-dir`` as serving. Each exits 0 on success, 1 if the room
 is missing or unreadable, 2 on a usage error; an operator command never creates a database.
 ``dump`` prints :func:`dump_json`'s shape (see ``rtecs-server dump --help``).
+
+``keygen DIR`` writes a CURVE key pair (:func:`~rtecs_server.zmq_transport.write_key_pair`)
+and prints the public key; it exits 1 if a secret key is there already (``--force``
+replaces it) or the files cannot be written.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ def run_command(command: str, argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level="WARNING", stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if command == "keygen":
+        return _keygen(args.dir, args.force)
     try:
         db = sqlite_file(args.storage, args.data_dir)
     except StorageError as exc:
@@ -136,4 +142,20 @@ def _delete(storage: Storage, room: str, force: bool) -> int:
               file=sys.stderr)
         return 1
     print(f"deleted room {room!r} from {storage.location}")
+    return 0
+
+
+def _keygen(directory: str, force: bool) -> int:
+    from rtecs_server.zmq_transport import write_key_pair
+
+    try:
+        keys = write_key_pair(directory, overwrite=force)
+    except (OSError, ValueError) as exc:
+        print(f"rtecs-server keygen: {exc}", file=sys.stderr)
+        return 1
+    print(f"public key {keys.public_key}")
+    print(f"wrote {keys.public_file} (public: give it, or the key above, to clients as "
+          f"server_key=)")
+    print(f"wrote {keys.secret_file} (secret, mode 600: rtecs-server --curve-secret-key-file "
+          f"{keys.secret_file})")
     return 0

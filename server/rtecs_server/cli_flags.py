@@ -18,7 +18,7 @@ from rtecs_server.server import DEFAULT_RATE_LIMIT, DEFAULT_TICK_INTERVAL
 __all__ = ["COMMANDS", "DEFAULT_DATA_DIR", "build_command_parser", "build_parser"]
 
 #: The operator commands (``rtecs-server COMMAND …``); anything else serves.
-COMMANDS = ("rooms", "dump", "delete")
+COMMANDS = ("rooms", "dump", "delete", "keygen")
 DEFAULT_DATA_DIR = "./rtecs-data"
 
 _EPILOG = """\
@@ -26,6 +26,7 @@ commands (on the same --storage and --data-dir; see rtecs-server COMMAND --help)
   rtecs-server rooms            list the stored rooms: models, size, last save
   rtecs-server dump ROOM        print a stored room's datastore as JSON
   rtecs-server delete ROOM      delete a stored room
+  rtecs-server keygen DIR       write a CURVE key pair for --curve-secret-key-file
 
 examples:
   rtecs-server --bind tcp://0.0.0.0:7777
@@ -33,6 +34,9 @@ examples:
       --plugin mygame.rules:clamp_scores --log-level debug
   rtecs-server --bind tcp://0.0.0.0:7777 --advertise tcp://10.0.0.7:7777 \\
       --storage redis://10.0.0.2:6379/0        # one of several instances on one Redis
+  RTECS_AUTH_SECRET_FILE=/etc/rtecs/secret rtecs-server --bind tcp://0.0.0.0:7777 \
+      --curve-secret-key-file /etc/rtecs/keys/server.key_secret --supervise
+                                               # tokens required, encrypted, restarted
 
 A plugin is a callable plugin(room, sender, change) returning the value to accept or raising
 rtecs_server.Reject (see rtecs_server.plugins); a class named this way is instantiated with no
@@ -169,6 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
              "dropped first), to replay to a client that missed some; a room nobody is in "
              "keeps none; 0 keeps none at all (default: %(default)s, 1 MiB)")
     parser.add_argument(
+        "--auth-secret-file", default=None, metavar="PATH",
+        help="require from every client a join token signed with the secret in this file "
+             "(at least 16 bytes; the app's backend makes tokens with rtecs.make_token): "
+             "checked at the ZeroMQ handshake, so a peer without a valid token never reaches "
+             "the server, and again in the hello (room, expiry, user id, claims); also "
+             "$RTECS_AUTH_SECRET_FILE, or the secret itself in $RTECS_AUTH_SECRET - never on "
+             "the command line (default: none: anyone who reaches the port may join)")
+    parser.add_argument(
+        "--curve-secret-key-file", default=None, metavar="PATH",
+        help="encrypt all traffic with ZeroMQ CURVE using the server's secret key in this "
+             "file (rtecs-server keygen DIR writes DIR/server.key_secret); clients pass the "
+             "public key (DIR/server.key, or the key it prints) as rtecs.connect(..., "
+             "server_key=...), and plaintext clients cannot connect (default: none: "
+             "unencrypted)")
+    parser.add_argument(
+        "--supervise", action="store_true",
+        help="run the server in a child process and start it again whenever it dies by a "
+             "signal (a crash such as libzmq's abort, or kill -9), at most 10 times a "
+             "minute; SIGTERM and SIGINT stop both; give --bind a fixed port "
+             "(default: off)")
+    parser.add_argument(
         "--log-level", default="info", type=str.lower,
         choices=["debug", "info", "warning", "error", "critical"],
         help="log verbosity, to stderr (default: %(default)s)")
@@ -186,8 +211,18 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
                 "\"Infinity\", \"-Infinity\".",
         "delete": "Delete a stored room. A room currently hosted by a live instance "
                   "(Redis) is refused without --force: its host would save it again.",
+        "keygen": "Write a CURVE key pair for an encrypted server: DIR/server.key (the "
+                  "public key, for clients: rtecs.connect(..., server_key=PATH or the key "
+                  "printed)) and DIR/server.key_secret (the secret key, mode 600, for "
+                  "--curve-secret-key-file). Prints the public key.",
     }[command]
     parser = argparse.ArgumentParser(prog=f"rtecs-server {command}", description=about)
+    if command == "keygen":
+        parser.add_argument("dir", metavar="DIR", help="directory to write the keys to "
+                                                      "(created if missing)")
+        parser.add_argument("--force", action="store_true",
+                            help="replace a key pair already there")
+        return parser
     if command in ("dump", "delete"):
         parser.add_argument("room", metavar="ROOM", help="the room's name")
     if command == "delete":
