@@ -8,6 +8,12 @@ connect: a fresh transport to the original endpoint after a lost session (:meth:
 or to the instance a ``REDIRECT`` names (:meth:`follow`, at most :data:`MAX_REDIRECTS` in a
 row without a welcome: more is a loop). Frames still being handed on from a transport that
 was replaced are dropped (they came over a connection that is gone).
+
+A transport that can tell why the server refused its handshake (``take_failure()``: the
+ZeroMQ one, see :mod:`rtecs.transport.zmq`) has that handed on as a fatal ``ERROR
+auth_failed``, as if the server had sent it: a refused token or a plaintext client at an
+encrypted server ends the session at once with :attr:`~rtecs.connection.Connection.last_error`
+saying why, instead of waiting for timeouts and retrying.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from rtecs.errors import ProtocolError
-from rtecs.protocol import Limits, ServerMessage, decode_server_message
+from rtecs.protocol import Error, ErrorCode, Limits, ServerMessage, decode_server_message
 from rtecs.session import ConnectionStats
 from rtecs.transport import ClientTransport
 
@@ -91,6 +97,11 @@ class Link:
                 stats.malformed_frames += 1
                 log.error("dropping a malformed frame from the server: %s", exc)
                 yield None
+        take_failure = getattr(transport, "take_failure", None)
+        if take_failure is not None and self._transport is transport:
+            failure = take_failure()
+            if failure is not None:
+                yield Error(ErrorCode.AUTH_FAILED.value, failure, True)
 
     def wait(self, seconds: float) -> None:
         """Block up to ``seconds`` for a frame, if the transport can (else return at once)."""

@@ -20,6 +20,7 @@ A subscriber that raises never stops the tick: its exception is logged and put o
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -402,7 +403,8 @@ def connect(endpoint: str, room: str, room_model: RealtimeModel, *, world: str |
             types: Iterable[type[RealtimeModel]] = (), frame_duration: float = 1 / 20,
             token: str | None = None, limits: Limits = DEFAULT_LIMITS,
             heartbeat_timeout: float = 5.0, connect_timeout: float = 3.0,
-            reconnect_tries: int = 8, ping_interval: float = 1.0) -> Realtime:
+            reconnect_tries: int = 8, ping_interval: float = 1.0,
+            server_key: str | bytes | os.PathLike[str] | None = None) -> Realtime:
     """Join ``room`` on the room server at ``endpoint`` (e.g. ``"tcp://127.0.0.1:7777"``).
 
     Returns at once, in the ``connecting`` state: call :meth:`Realtime.tick` every frame (or
@@ -411,15 +413,30 @@ def connect(endpoint: str, room: str, room_model: RealtimeModel, *, world: str |
     reconnects with jittered exponential backoff (the first retry at once) and gives up after
     ``reconnect_tries`` attempts with :attr:`Realtime.disconnect_reason` set. A redirect to
     the server instance that hosts the room is followed transparently.
+
+    ``token``: a join token from the app's backend (:func:`rtecs.make_token`), for a server
+    that requires one; it travels in the hello and, unless ``server_key`` is given, also at
+    the ZeroMQ handshake (PLAIN), which such a server checks before anything reaches it.
+    ``server_key``: the server's CURVE public key — its 40 Z85 characters, as ``rtecs-server
+    keygen`` prints them, or the path of the ``server.key`` file it wrote — for an encrypted
+    server (``--curve-secret-key-file``); a bad key is a ``ValueError`` here. A server that
+    refuses the handshake (a refused token, a plaintext client at an encrypted server) ends
+    the session at once: :attr:`Realtime.last_error` starts with ``auth_failed:`` and says
+    why (:meth:`Realtime.wait_connected` raises with it).
     """
     if "://" not in endpoint:
         raise ValueError(f"endpoint {endpoint!r} names no transport: write it as a ZeroMQ "
                          f"endpoint, e.g. 'tcp://{endpoint}'")
     _check_room(room)  # before a socket is made
-    from rtecs.transport.zmq import ZmqClientTransport
+    from rtecs.auth import gate_password
+    from rtecs.transport.zmq import ZmqClientTransport, load_server_key
+
+    key = None if server_key is None else load_server_key(server_key)
+    password = gate_password(token) if token is not None and key is None else None
 
     def open_at(address: str) -> ClientTransport:
-        return ZmqClientTransport(address, max_message_size=limits.max_frame_bytes)
+        return ZmqClientTransport(address, max_message_size=limits.max_frame_bytes,
+                                  server_key=key, plain_password=password)
 
     def open_transport() -> ClientTransport:
         return open_at(endpoint)

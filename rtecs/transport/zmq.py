@@ -8,18 +8,79 @@ closing.
 
 Every connection gets a fresh socket (and so a fresh routing id): a reconnect is a new
 session, never a continuation that could confuse the server's sequencing.
+
+**Security mechanisms** (the server's side: ``docs/server.md``). ``server_key`` (the server's
+CURVE public key, :func:`load_server_key`) makes the socket a CURVE client with a fresh
+ephemeral key pair per socket: the traffic is encrypted and only the holder of the server's
+secret key can answer. Otherwise ``plain_password`` (a join token's signed head,
+:func:`rtecs.auth.gate_password`) makes it a PLAIN client with username
+:data:`~rtecs.auth.GATE_USERNAME`, for a server that gates its handshake on join tokens.
+Neither: the NULL mechanism (a server without an auth secret or CURVE).
+
+A handshake the server refuses never delivers a frame, so the socket watches its own
+handshake (a ZeroMQ socket monitor, from creation until the first handshake succeeds: it
+costs nothing after that) and :meth:`ZmqClientTransport.take_failure` reports why — the
+server's ZAP handler refused the credentials (an expired or forged token), or the two sides
+use different mechanisms (a plaintext client and an encrypted server, a token for a server
+that takes none). :class:`~rtecs.link.Link` turns that into a fatal ``auth_failed`` error.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
+import time
+from typing import Final
 
 import zmq
+import zmq.auth
+from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
-__all__ = ["ZmqClientTransport"]
+from rtecs.auth import GATE_USERNAME, peek_expiry
+
+__all__ = ["ZmqClientTransport", "load_server_key"]
 
 log = logging.getLogger(__name__)
+
+_MONITORS = itertools.count(1)
+_HANDSHAKE_EVENTS: Final = int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+_MISMATCH: Final = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+_MISMATCH_HINT: Final = {
+    "NULL": "the server wants a secure handshake this client does not offer: connect with "
+            "token= (a server with an auth secret) or server_key= (an encrypted server)",
+    "PLAIN": "this client sends its join token at the handshake (PLAIN), and the server does "
+             "not take one there: it has no auth secret, or it is encrypted (connect with "
+             "server_key=)",
+    "CURVE": "this client is encrypted (server_key=) and the server is not: connect "
+             "without server_key=",
+}
+
+
+def load_server_key(key: str | bytes | os.PathLike[str]) -> bytes:
+    """A server's CURVE public key as Z85 bytes, from ``key``: the key itself (40 Z85
+    characters, str or bytes, e.g. what ``rtecs-server keygen`` prints), 32 raw bytes, or
+    the path of the public key file ``rtecs-server keygen`` wrote (``server.key``).
+    ``ValueError`` if it is none of these."""
+    if isinstance(key, bytes) and len(key) == 32:
+        return z85.encode(key)
+    if isinstance(key, str | bytes) and len(key) == 40:
+        text = key.encode("ascii", "replace") if isinstance(key, str) else key
+        try:
+            if len(z85.decode(text)) == 32:
+                return text
+        except (ValueError, KeyError):
+            pass
+    path = os.fsdecode(key)
+    try:
+        public, _ = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"server_key {path[:80]!r} is neither a CURVE public key (40 Z85 "
+                         f"characters) nor a readable key file: {exc}") from None
+    return public
 
 
 class ZmqClientTransport:
@@ -27,11 +88,28 @@ class ZmqClientTransport:
 
     def __init__(self, endpoint: str, *, context: zmq.Context[zmq.Socket[bytes]] | None = None,
                  send_hwm: int = 1000, receive_hwm: int = 0,
-                 max_message_size: int = -1) -> None:
+                 max_message_size: int = -1, server_key: bytes | None = None,
+                 plain_password: str | None = None) -> None:
         self.endpoint = endpoint
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self.mechanism = "NULL"
+        """The security mechanism this socket offers: NULL, PLAIN or CURVE."""
+        self._expires = None if plain_password is None else peek_expiry(plain_password)
+        if server_key is not None:
+            public, secret = zmq.curve_keypair()  # ephemeral: a fresh pair per connection
+            self._socket.curve_serverkey = server_key
+            self._socket.curve_publickey = public
+            self._socket.curve_secretkey = secret
+            self.mechanism = "CURVE"
+        elif plain_password is not None:
+            self._socket.plain_username = GATE_USERNAME.encode()
+            self._socket.plain_password = plain_password.encode()
+            self.mechanism = "PLAIN"
+        self._failure: str | None = None
+        self._monitor: zmq.Socket[bytes] | None = self._socket.get_monitor_socket(
+            _HANDSHAKE_EVENTS, f"inproc://rtecs-handshake-{os.getpid()}-{next(_MONITORS)}")
         self._socket.setsockopt(zmq.SNDHWM, send_hwm)
         self._socket.setsockopt(zmq.RCVHWM, receive_hwm)
         self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_size)
@@ -42,6 +120,7 @@ class ZmqClientTransport:
         try:
             self._socket.connect(endpoint)
         except zmq.ZMQError as exc:
+            self._close_monitor()
             self._socket.close(0)
             raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from None
 
@@ -59,6 +138,8 @@ class ZmqClientTransport:
     def receive(self) -> list[bytes]:
         if self.closed:
             return []
+        if self._monitor is not None:
+            self._watch_handshake()
         frames: list[bytes] = []
         recv = self._socket.recv_multipart
         while True:
@@ -83,7 +164,53 @@ class ZmqClientTransport:
         frames; edge-triggered, so :meth:`receive` until it returns nothing after a wake-up."""
         return int(self._socket.getsockopt(zmq.FD))
 
+    def take_failure(self) -> str | None:
+        """Why the server refused this socket's handshake (once; None if it has not):
+        see the module docs."""
+        if self._monitor is not None:
+            self._watch_handshake()
+        failure, self._failure = self._failure, None
+        return failure
+
+    def _watch_handshake(self) -> None:
+        monitor = self._monitor
+        assert monitor is not None
+        while True:
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            kind, value = int(event["event"]), int(event["value"])
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._close_monitor()  # in: nothing more to watch
+                return
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._failure = self._refused(value)
+            elif value == _MISMATCH:
+                self._failure = (f"the handshake failed: security mechanisms differ "
+                                 f"({_MISMATCH_HINT[self.mechanism]})")
+            else:
+                continue
+            self._close_monitor()
+            return
+
+    def _refused(self, status: int) -> str:
+        """Why the server's ZAP handler refused the token, as far as this client can tell
+        (the server sends only a status code)."""
+        why = "it is forged, made with another secret than the server's, or expired"
+        if self._expires is not None and time.time() >= self._expires:
+            why = f"it expired {time.time() - self._expires:.1f} s ago"
+        return f"the server refused this client's join token at the handshake ({why}; ZAP " \
+               f"status {status})"
+
+    def _close_monitor(self) -> None:
+        if self._monitor is not None:
+            self._socket.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._close_monitor()
             self._socket.close(0)
