@@ -175,7 +175,7 @@ def test_a_model_nobody_observes_has_no_subjects() -> None:
 
 
 def test_a_destroyed_models_stand_in_logs(caplog: pytest.LogCaptureFixture) -> None:
-    from rtecs.model._model import DESTROYED
+    from rtecs.model import DESTROYED
 
     with caplog.at_level(logging.ERROR, logger="rtecs.model"):
         DESTROYED.report_error(Boom("late"))

@@ -32,7 +32,6 @@ public attributes (``parent``), never their private ones.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,12 +46,14 @@ from rtecs.errors import NotConnectedError
 from rtecs.model import (
     CREATE_MARK,
     OWNER_PROP,
+    UNCHECKED,
     ChangeStream,
     Emit,
     KidEvent,
     Notifier,
     Prop,
     RealtimeModel,
+    Unchecked,
     WriteLog,
     check_kid,
     defaults_of,
@@ -72,15 +73,7 @@ from rtecs.protocol import (
     Welcome,
 )
 
-__all__ = ["UNCHECKED", "Datastore", "OpaqueModel"]
-
-
-class _Unchecked(enum.Enum):
-    UNCHECKED = "unchecked"
-
-
-UNCHECKED = _Unchecked.UNCHECKED
-"""``expected`` of :meth:`Datastore.create` when the create must not check the key."""
+__all__ = ["UNCHECKED", "Datastore", "OpaqueModel"]  # UNCHECKED: the model layer's, re-exported
 
 
 class Datastore:
@@ -203,7 +196,7 @@ class Datastore:
 
     def create(self, model: RealtimeModel, flags: int = 0, owned: bool = False,
                parent: RealtimeModel | None = None, *, key: int | str | None = None,
-               expected: ModelId | _Unchecked | None = UNCHECKED) -> ModelId:
+               expected: ModelId | Unchecked | None = UNCHECKED) -> ModelId:
         """Add a dynamic model: it exists locally at once and is created on the server by the
         next update (with all its current values). Needs a client id. Under a ``parent`` (a
         model of this datastore), the parent's ownership covers it and destroying the parent

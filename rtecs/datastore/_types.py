@@ -56,8 +56,9 @@ class TypeRegistry:
                              f"{known.__qualname__} and {model_type.__qualname__}")
         self._types[model_type.type_name] = model_type
         for p in children_of(model_type):
-            assert p.child_type is not None
-            self.register(p.child_type)
+            child = p.child_type
+            assert child is not None and issubclass(child, RealtimeModel)
+            self.register(child)
         for kid_type in kid_types_of(model_type):
             self.register(kid_type)
 

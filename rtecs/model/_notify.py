@@ -23,14 +23,8 @@ from typing import Any
 from reactivex import Observable
 from reactivex.subject import Subject
 
-from rtecs.model._model import (
-    Change,
-    ChangeSource,
-    Emit,
-    KidEvent,
-    Prop,
-    RealtimeModel,
-    WriteLog,
+from rtecs.model._enums import ChangeSource, KidEvent
+from rtecs.model._interface import (
     abandon,
     kids_changed,
     notify,
@@ -38,6 +32,8 @@ from rtecs.model._model import (
     values_of,
     watched,
 )
+from rtecs.model._model import Change, Emit, RealtimeModel, WriteLog
+from rtecs.model._prop import Prop
 from rtecs.model._streams import guarded
 
 __all__ = ["ChangeStream", "Notifier", "VisibleChanges"]
