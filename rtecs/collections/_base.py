@@ -28,9 +28,17 @@ from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast
 from reactivex import Observable
 from reactivex.subject import Subject
 
-from rtecs.datastore import UNCHECKED, Datastore
 from rtecs.errors import ModelDestroyedError, NotConnectedError
-from rtecs.model import KidEvent, KidReport, RealtimeModel, guarded, store_of
+from rtecs.model import (
+    DESTROYED,
+    UNCHECKED,
+    KidEvent,
+    KidReport,
+    ModelOwner,
+    RealtimeModel,
+    guarded,
+    store_of,
+)
 from rtecs.protocol import collection_type_name
 
 __all__ = ["E", "CollectionChange", "Collection", "Batch", "settled"]
@@ -184,15 +192,16 @@ class Collection(RealtimeModel, Generic[E], type_name="rtecs.Collection", abstra
 
     # ----------------------------------------------------------------- the datastore
 
-    def _store(self) -> Datastore:
+    def _store(self) -> ModelOwner:
+        """The datastore, through the model layer's interface (never its tables)."""
         ds = store_of(self)
-        if isinstance(ds, Datastore):
-            return ds
         if ds is None:
             raise NotConnectedError(f"this {type(self).__name__} is not in a room yet: spawn "
                                     "or create the model that holds it first")
-        raise ModelDestroyedError(f"{type(self).__name__} {self.model_id} was destroyed with "
-                                  "the model that held it")
+        if ds is DESTROYED:
+            raise ModelDestroyedError(f"{type(self).__name__} {self.model_id} was destroyed "
+                                      "with the model that held it")
+        return ds
 
     def _check_element(self, kid: RealtimeModel) -> None:
         if type(kid) is not self.element_type:

@@ -11,8 +11,7 @@ from reactivex import Observable
 from reactivex.subject import Subject
 
 from rtecs.collections._base import Batch, Collection, CollectionChange, E, settled, when_done
-from rtecs.datastore import UNCHECKED, Datastore
-from rtecs.model import KidEvent, RealtimeModel, guarded, store_of
+from rtecs.model import UNCHECKED, KidEvent, ModelOwner, RealtimeModel, guarded, store_of
 
 __all__ = ["RealtimeDictionary", "StringKeyDictionary"]
 
@@ -122,7 +121,7 @@ class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed", abstract=Tru
 
     def _take(self, batch: Batch, event: KidEvent, kid: RealtimeModel, key: Any) -> None:
         if event is KidEvent.RESET:
-            store: Datastore = self._store()
+            store: ModelOwner = self._store()
             for pending in self._ops.values():
                 for op in pending:  # each reports whether its effect is in the server's state
                     if op.future is not None:

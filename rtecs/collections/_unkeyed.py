@@ -8,14 +8,13 @@ from itertools import chain
 from typing import Any, overload
 
 from rtecs.collections._base import Batch, Collection, CollectionChange, E, settled
-from rtecs.datastore import Datastore
-from rtecs.model import KidEvent, RealtimeModel, store_of
+from rtecs.model import KidEvent, ModelOwner, RealtimeModel, store_of
 
 __all__ = ["RealtimeArray", "RealtimeSet"]
 
 
 def _settle_removals(batch: Batch, removing: dict[RealtimeModel, Future[bool]],
-                     ds: Datastore) -> None:
+                     ds: ModelOwner) -> None:
     """A snapshot replaced the state: each pending removal reports whether its element is
     gone now."""
     for element, future in removing.items():
