@@ -90,8 +90,8 @@ class JoinAuth:
         identity = ANONYMOUS
         if self._secret is not None:
             if hello.token is None:
-                raise AuthRefused(TokenProblem.MISSING,
-                                  "this server requires a join token (connect with token=)")
+                raise AuthRefused(TokenProblem.MISSING, "join token refused: missing: this "
+                                  "server requires a join token (connect with token=)")
             try:
                 found = verify_token(self._secret, hello.token, room=hello.room,
                                      now=self._wall())

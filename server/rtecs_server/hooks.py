@@ -24,8 +24,15 @@ writes (so plugins written before hook objects keep working unchanged):
     Every ownership change a client asks for (``new_owner`` -1: clearing it); an app can
     forbid owning the room model, for example.
 ``authenticate(hello) -> Identity | None``
-    Asked about every hello before it joins (by the host; see :func:`authenticate`): return
-    the session's :class:`Identity`, None for no opinion, or raise :class:`Reject`.
+    Asked about every hello before it joins (by the host, :mod:`rtecs_server.auth`; see
+    :func:`authenticate`), after its join token passed when the server has an auth secret:
+    return the session's :class:`Identity` (it replaces the token's user id and claims),
+    None for no opinion (the token's identity stays; without a secret the hello joins
+    anonymously), or raise :class:`Reject` to refuse the hello — unlike a write's, this
+    reason is sent to the client (``ERROR auth_failed``), so it should be fit for a player to
+    read. ``hello.token`` is whatever the client passed as ``token=`` (a token of the app's
+    own kind works: the client sends a token that is not an rtecs join token only in the
+    hello). It runs on the server's loop: keep it fast (no network calls).
 
 Each hook is given a :class:`Context`: the room (read it, never change it from inside a
 hook), the sender, and the session's ``user_id`` and ``claims`` (None and empty until the
