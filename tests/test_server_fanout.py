@@ -4,6 +4,7 @@ ping — slow consumers are never skipped silently."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection
 
 import pytest
@@ -111,7 +112,7 @@ def test_a_client_that_never_reads_its_snapshots_gets_fewer_then_none() -> None:
             break
     sent = _welcomes(t, b"a")[1:]          # the resyncs (the first is its join)
     assert len(sent) == MAX_UNREAD_RESYNCS
-    gaps = [b.server_time - a.server_time for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [b.server_time - a.server_time for a, b in itertools.pairwise(sent)]
     assert gaps == sorted(gaps) and gaps[-1] >= 16.0  # the cooldown doubles...
     assert b"a" not in host.sessions      # ...and then the session is ended
     fatal = [m for m in t.to(b"a") if isinstance(m, Error) and m.fatal]
