@@ -34,13 +34,16 @@ examples:
       --plugin mygame.rules:clamp_scores --log-level debug
   rtecs-server --bind tcp://0.0.0.0:7777 --advertise tcp://10.0.0.7:7777 \\
       --storage redis://10.0.0.2:6379/0        # one of several instances on one Redis
-  RTECS_AUTH_SECRET_FILE=/etc/rtecs/secret rtecs-server --bind tcp://0.0.0.0:7777 \
+  RTECS_AUTH_SECRET_FILE=/etc/rtecs/secret rtecs-server --bind tcp://0.0.0.0:7777 \\
       --curve-secret-key-file /etc/rtecs/keys/server.key_secret --supervise
                                                # tokens required, encrypted, restarted
 
 A plugin is a callable plugin(room, sender, change) returning the value to accept or raising
-rtecs_server.Reject (see rtecs_server.plugins); a class named this way is instantiated with no
-arguments. Clients connect with rtecs.connect("tcp://HOST:PORT", room="lobby", ...).
+rtecs_server.Reject (see rtecs_server.plugins), or a hook object with any of on_write,
+on_create, on_destroy, on_owner, authenticate (rtecs_server.hooks); a class named this way is
+instantiated with no arguments. Clients connect with rtecs.connect("tcp://HOST:PORT",
+room="lobby", ...), with token= (rtecs.make_token) for --auth-secret-file and server_key= for
+--curve-secret-key-file; docs/server.md "Security" says what a server without them risks.
 """
 
 
