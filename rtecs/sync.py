@@ -81,7 +81,8 @@ class RoomSync:
 
     def flush(self) -> Update | None:
         """Send the pending delta now; return the (last) update sent. A delta larger than the
-        update size limit goes out as several updates."""
+        update size limit, or with more changes than an update may carry, goes out as
+        several updates."""
         conn = self.connection
         if not conn.connected:
             return None
@@ -92,7 +93,7 @@ class RoomSync:
         limit = conn.limits.max_update_bytes
         max_changes = conn.limits.max_changes_per_update
         budget = limit * 3 // 4  # the estimate errs high; keep margin
-        update = ds.collect(budget)
+        update = ds.collect(budget, max_changes)
         last = None
         while update is not None:
             try:
@@ -113,7 +114,7 @@ class RoomSync:
             else:
                 self._send(update, frame)
                 last = update
-            update = ds.collect(budget) if ds.has_unsent_changes else None
+            update = ds.collect(budget, max_changes) if ds.has_unsent_changes else None
         return last
 
     def _send(self, update: Update, frame: bytes, *, resent: bool = False) -> None:
@@ -152,6 +153,7 @@ class RoomSync:
         first = not conn.connected
         conn.welcomed(welcome)
         ds.max_value_bytes = conn.limits.max_value_bytes
+        ds.max_depth = conn.limits.max_depth
         self.clients = set(welcome.clients)
         log.info("%s room %r as client %d (%d models%s)", "joined" if first else "resynced",
                  self.room, welcome.client_id, len(welcome.snapshot),

@@ -337,3 +337,49 @@ def test_a_client_waiting_for_a_fresh_snapshot_does_not_look_settled() -> None:
     assert a.updates_in_flight == 1, "a client missing state looked settled"
     room.sync()
     assert a.updates_in_flight == 0 and a.room_model.title == "lost on the way to a"
+
+
+def test_a_frame_of_more_changes_than_an_update_may_carry_goes_out_as_several() -> None:
+    room = LocalRoom(Board, types=[Spot], clients=0)
+    room.host.limits = rtecs.Limits(max_changes_per_update=10)  # announced in the welcome
+    a = room.add_client()
+    b = room.add_client()
+    room.sync()
+    assert a.limits.max_changes_per_update == 10
+    for i in range(25):
+        a.room_model.score = i        # one change, however often it is written
+        a.room_model.title = f"t{i}"
+    for i in range(12):
+        a.spawn(Spot(label=f"spot {i}"), owned=True)
+    outcomes: list[rtecs.UpdateOutcome] = []
+    a.outcomes.subscribe(outcomes.append)
+    room.sync()
+    sent = [o for o in outcomes if o.status is rtecs.UpdateStatus.SENT]
+    assert len(sent) >= 3 and all(o.changes <= 10 for o in sent)
+    assert not [o for o in outcomes if o.status is rtecs.UpdateStatus.REJECTED]
+    assert (b.room_model.score, b.room_model.title) == (24, "t24")
+    records = room.host.rooms[room.room].room.snapshot()
+    spawned = [r.props[1] for r in records if r.type_name == "Spot" and type(r.model_id) is int]
+    assert sorted(spawned) == sorted(f"spot {i}" for i in range(12))
+    state(room)
+
+
+def test_a_create_deeper_than_the_announced_nesting_is_refused_at_once() -> None:
+    room = LocalRoom(Board, types=[Spot], clients=0)
+    room.host.limits = rtecs.Limits(max_depth=6)  # announced in the welcome
+    a = room.add_client()
+    room.sync()
+    assert a.datastore.max_depth == 6
+    parent = None  # a top-level model is level 1
+    made = []
+    for _ in range(6):
+        spot = Spot(label=f"level {len(made) + 1}")
+        a.datastore.create(spot, parent=parent)
+        made.append(spot)
+        parent = spot
+    with pytest.raises(ValueError, match=r"would nest 7 levels deep .*over the limit of 6"):
+        a.datastore.create(Spot(), parent=parent)
+    room.sync()
+    state(room)  # the six made it to the server and to every client; the seventh never left
+    records = room.host.rooms[room.room].room.snapshot()
+    assert len([r for r in records if type(r.model_id) is int and r.model_id != 0]) == 6

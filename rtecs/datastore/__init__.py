@@ -80,7 +80,7 @@ class Datastore:
     """The synchronised state of one room as this client sees it."""
 
     __slots__ = ("_applier", "_delta", "_log", "_notifier", "_snapshots", "_tree", "_types",
-                 "_welcomed", "client_id", "max_value_bytes", "room_model")
+                 "_welcomed", "client_id", "max_depth", "max_value_bytes", "room_model")
 
     def __init__(self, room_model: RealtimeModel,
                  types: Iterable[type[RealtimeModel]] = ()) -> None:
@@ -89,6 +89,9 @@ class Datastore:
         self.client_id = -1
         self.room_model = room_model
         self.max_value_bytes = DEFAULT_LIMITS.max_value_bytes
+        #: How many levels models may nest (the room model is level 1): the server announces
+        #: it; a create that would nest deeper is refused at once.
+        self.max_depth = DEFAULT_LIMITS.max_depth
         """Largest str/bytes value a property may take (from the limits the server
         announced); larger writes raise ``ValueError`` at the assignment."""
         self._types = TypeRegistry()
@@ -211,6 +214,10 @@ class Datastore:
             raise ValueError(f"{model!r} already belongs to a datastore")
         value: tuple[Any, ...] = (model.type_name, flags)
         follows = False
+        depth = _level(parent) + _declared_levels(type(model))
+        if depth > self.max_depth:
+            raise ValueError(f"{model!r} would nest {depth} levels deep (with its declared "
+                             f"children), over the limit of {self.max_depth}")
         if parent is not None:
             if store_of(parent) is not self:
                 raise ValueError(f"the parent {parent!r} is not a model of this datastore")
@@ -301,14 +308,16 @@ class Datastore:
         values[0] = owner
         self._notifier.local_change(model, OWNER_PROP, old, owner)
 
-    def collect(self, max_bytes: int | None = None) -> Update | None:
+    def collect(self, max_bytes: int | None = None,
+                max_changes: int | None = None) -> Update | None:
         """The frame's delta as the next update, or None if nothing needs sending.
 
-        With ``max_bytes``, the update stops before its estimated size passes it and the rest
-        stays dirty for the next update (call again while :attr:`has_unsent_changes`): a frame
-        that spawns thousands of models goes out as several updates under the size limit.
+        With ``max_bytes`` (or ``max_changes``), the update stops before its estimated size
+        passes it (or before it carries more changes) and the rest stays dirty for the next
+        update (call again while :attr:`has_unsent_changes`): a frame that spawns thousands
+        of models goes out as several updates under the server's limits.
         """
-        return self._delta.collect(max_bytes)
+        return self._delta.collect(max_bytes, max_changes)
 
     def discard(self, update: Update) -> None:
         """Take back the last update :meth:`collect` returned, unsent (it could not be
@@ -393,3 +402,25 @@ class Datastore:
         visible = self._applier.take_changes()
         if visible:
             self._notifier.deliver(visible)
+
+
+def _level(model: RealtimeModel | None) -> int:
+    """``model``'s level in its tree (1: the room model or a top-level model; 0: None)."""
+    level = 0
+    while model is not None:
+        level += 1
+        model = model.parent
+    return level
+
+
+_LEVELS: dict[type[RealtimeModel], int] = {}
+
+
+def _declared_levels(cls: type[RealtimeModel]) -> int:
+    """How many levels one ``cls`` spans with its declared child models (1: none)."""
+    levels = _LEVELS.get(cls)
+    if levels is None:
+        below = [p.child_type for p in props_of(cls).values() if p.child_type is not None]
+        levels = _LEVELS[cls] = 1 + max(
+            (_declared_levels(c) for c in below if issubclass(c, RealtimeModel)), default=0)
+    return levels

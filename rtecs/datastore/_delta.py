@@ -20,6 +20,7 @@ Keys are ``(model, prop)``. Pure: no I/O, no clocks.
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Hashable, Iterable
 from typing import Any
 
@@ -168,7 +169,8 @@ class DeltaTracker:
 
     # ----------------------------------------------------------------- collect
 
-    def collect(self, max_bytes: int | None = None) -> Update | None:
+    def collect(self, max_bytes: int | None = None,
+                max_changes: int | None = None) -> Update | None:
         """The frame's delta as the next update, or None if nothing needs sending (see
         :meth:`Datastore.collect <rtecs.datastore.Datastore.collect>`)."""
         dirty = self.dirty
@@ -184,7 +186,9 @@ class DeltaTracker:
         runs: list[list[Any]] = []
         run: list[Any] = []
         last: RealtimeModel | None = None
-        budget = max_bytes if max_bytes is not None else -1
+        budget = (max_bytes if max_bytes is not None
+                  else -1 if max_changes is None else sys.maxsize)
+        most = max_changes if max_changes is not None else sys.maxsize
         lifecycle: list[tuple[ModelId, int]] = []
         size = consumed = 0
         read: RealtimeModel | None = None  # whose values ``current`` is
@@ -204,7 +208,7 @@ class DeltaTracker:
                 t = type(value)
                 grow = ((9 if t is float or t is int or t is bool else _estimate(value))
                         + (2 if model is last else 14))
-                if size + grow > budget and runs:
+                if (size + grow > budget or consumed >= most) and runs:
                     break  # the rest goes in the next update
                 size += grow
                 consumed += 1
