@@ -100,10 +100,10 @@ class SessionLost(NamedTuple):
 class ConnectionStats:
     """Counters of one client's connection, since it was made (see :attr:`Realtime.stats`)."""
 
-    frames_sent: int = 0
-    bytes_sent: int = 0
-    frames_received: int = 0
-    bytes_received: int = 0
+    frames_sent: int = 0         # every frame sent to the server
+    bytes_sent: int = 0          # their sizes
+    frames_received: int = 0     # every frame received from the server
+    bytes_received: int = 0      # their sizes
     updates_sent: int = 0        # UPDATE frames, resends included
     updates_resent: int = 0      # of which sent again after a resync
     batches_applied: int = 0     # BATCH frames handed on in stream order

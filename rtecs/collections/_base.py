@@ -56,7 +56,7 @@ class CollectionChange(NamedTuple, Generic[E]):
     """One visible change of a collection, as its ``added``, ``removed`` and ``replaced``
     streams emit it."""
 
-    collection: RealtimeModel
+    collection: RealtimeModel  # the collection that changed
     key: int | str | None
     """The dictionary key; for an array, the index an added element shows at (None for a
     removed one); None for a set."""

@@ -59,6 +59,7 @@ class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed", abstract=Tru
         return self._shown[key]
 
     def get(self, key: K, default: E | None = None) -> E | None:
+        """The element shown at ``key``, or ``default``."""
         return self._shown.get(key, default)
 
     def __contains__(self, key: object) -> bool:
@@ -71,12 +72,15 @@ class _Keyed(Collection[E], Generic[K, E], type_name="rtecs.Keyed", abstract=Tru
         return iter(tuple(self._shown))
 
     def keys(self) -> list[K]:
+        """The keys shown, in the order they were added."""
         return list(self._shown)
 
     def values(self) -> list[E]:
+        """The elements shown, in key order (see :meth:`keys`)."""
         return list(self._shown.values())
 
     def items(self) -> list[tuple[K, E]]:
+        """``(key, element)`` for every element shown (see :meth:`keys`)."""
         return list(self._shown.items())
 
     @property

@@ -53,11 +53,11 @@ __all__ = ["Change", "Emit", "KidReport", "RealtimeModel", "WriteLog", "find_mod
 class Change(NamedTuple):
     """One visible change of one property."""
 
-    model: RealtimeModel
-    prop: str
-    old: Any
-    new: Any
-    source: ChangeSource
+    model: RealtimeModel  # the model whose property changed
+    prop: str             # the property's name
+    old: Any              # the value shown before
+    new: Any              # the value shown now
+    source: ChangeSource  # why it changed: local, remote, rollback, transformed, snapshot
 
 
 #: ``(event, kid, key)``: key is the kid's collection key (None if unkeyed).
@@ -137,7 +137,7 @@ class RealtimeModel(ModelBase):
         _parent: RealtimeModel | None
         _subs: _Subjects | None
 
-    type_name: ClassVar[str] = "RealtimeModel"
+    type_name: ClassVar[str] = "RealtimeModel"  # its name on the wire (default: the class name)
     _follows_kids: ClassVar[bool] = False
     """True for model types that follow the dynamic models created under them (the
     collections): the datastore then calls :meth:`_check_kid` before such a create and
@@ -214,6 +214,9 @@ class RealtimeModel(ModelBase):
 
     @property
     def parent(self) -> RealtimeModel | None:
+        """The model this one belongs to: the holder of a declared child or the collection
+        of an element or the parent it was created under; None for the room model and for
+        top-level models."""
         return self._parent
 
     # ----------------------------------------------------------------- ownership
@@ -226,19 +229,24 @@ class RealtimeModel(ModelBase):
 
     @property
     def is_unowned(self) -> bool:
+        """True while nobody owns it (``owner_id`` -1): anyone may write it."""
         return bool(self._v[0] == -1)
 
     @property
     def is_owned_locally(self) -> bool:
+        """True if this client owns it."""
         ds = self._ds
         return ds is not None and self._v[0] != -1 and bool(self._v[0] == ds.client_id)
 
     @property
     def is_owned_remotely(self) -> bool:
+        """True if another client owns it: writing it raises :class:`OwnershipError`."""
         return self._v[0] != -1 and not self.is_owned_locally
 
     @property
     def prevents_ownership_takeover(self) -> bool:
+        """True if it was created with the ``PREVENT_OWNERSHIP_TAKEOVER`` flag: while owned,
+        nobody else may request its ownership."""
         return bool(self._flags & PREVENT_OWNERSHIP_TAKEOVER)
 
     def request_ownership(self) -> None:

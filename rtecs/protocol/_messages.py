@@ -169,10 +169,10 @@ class SnapshotRecord(NamedTuple):
     """One model as a snapshot (and a room's checkpoint) lists it (see ``WELCOME``)."""
 
     model_id: Any            # ModelId: an int, or a tuple of ints for a declared child
-    type_name: str
+    type_name: str           # the model's type (its class name, or a collection's type)
     owner: int               # -1: unowned
-    flags: int
-    props: Mapping[int, Value]
+    flags: int               # its lifetime and ownership flags (ALL_FLAGS)
+    props: Mapping[int, Value]  # property id → value; properties never written are absent
     parent: Any = None       # ModelId of the parent of a dynamic model created under one
     key: int | str | None = None  # its key in a keyed collection
 

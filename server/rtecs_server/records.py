@@ -92,15 +92,15 @@ class SavedRoom:
     filled in by :meth:`Storage.load`; :meth:`Storage.save` ignores what the caller put there.
     """
 
-    name: str
-    root_type: str
-    schema: Schema
-    next_client_id: int
-    created: dict[int, int]
-    models: list[SnapshotRecord]
-    format: int = FORMAT_VERSION
-    saved_at: float = 0.0
-    version: int = 0
+    name: str                     # the room's name
+    root_type: str                # the type name of its room model
+    schema: Schema                # its union schema (see above)
+    next_client_id: int           # the id its next joiner gets
+    created: dict[int, int]       # client id → the highest dynamic-model counter it used
+    models: list[SnapshotRecord]  # the persistent models, parents before children
+    format: int = FORMAT_VERSION  # the checkpoint format it was read from
+    saved_at: float = 0.0         # when it was saved (wall-clock seconds)
+    version: int = 0              # its checkpoint number: 1, 2, 3… per save of this room
 
 
 
