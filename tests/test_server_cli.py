@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from zmq_helpers import SERVER_SCRIPT, RawClient, ServerProcess, raw_clients
+from zmq_helpers import SERVER_SCRIPT, RawClient, ServerProcess, raw_clients, run_server
 
 from rtecs_server.cli import load_plugin, main
 from rtecs_server.cli_flags import build_parser
@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(30)
 FLAGS = ["--bind", "--heartbeat-timeout", "--empty-room-timeout", "--max-clients-per-room",
          "--plugin", "--tick-ms", "--rate-limit", "--log-level", "--help",
          "--storage", "--data-dir", "--checkpoint-interval", "--advertise", "--lease-ttl",
-         "--history-bytes", "--auth-secret-file", "--curve-secret-key-file", "--supervise"]
+         "--history-bytes", "--auth-secret-file", "--curve-secret-key-file", "--supervise",
+         "--update-budget", "--max-update-bytes", "--max-changes-per-update",
+         "--max-datastore-bytes", "--max-depth"]
 
 
 def test_help_documents_every_flag_with_its_default() -> None:
@@ -37,7 +39,8 @@ def test_help_documents_every_flag_with_its_default() -> None:
         assert len(re.sub(rf"^.*?{flag}\S*( [A-Z:\[\]{{}},a-z_]+)?", "", text).strip()) > 20, (
             f"{flag} has no description")
     for default in ["tcp://127.0.0.1:7777", "5.0", "30.0", "200:400", "info", "no limit",
-                    "./rtecs-data", "1.0", "10.0", "1048576"]:
+                    "./rtecs-data", "1.0", "10.0", "1048576", "524288:40000", "16384",
+                    "10485760", "128000", "(default: 64)"]:
         assert default in out
     assert "examples:" in out and "rtecs-server --bind tcp://0.0.0.0:7777" in out
 
@@ -89,3 +92,22 @@ def test_a_signal_stops_the_server_promptly_and_cleanly(
         assert "Traceback" not in server.stderr
     finally:
         server.kill()
+
+
+@pytest.mark.timeout(30)
+def test_the_limit_flags_reach_the_welcome_and_the_budget_the_room(
+        raw_clients: Callable[..., RawClient]) -> None:
+    with run_server("--max-changes-per-update", "50", "--max-depth", "3",
+                    "--max-update-bytes", "4000", "--max-datastore-bytes", "900000",
+                    "--update-budget", "1000000:60", "--rate-limit", "500") as server:
+        a = raw_clients(server.endpoint)
+        welcome = a.join("limits")
+        assert welcome.limits == {"update_bytes": 4000, "datastore_bytes": 900000,
+                                  "changes_per_update": 50, "depth": 3}
+        a.update([0, *([2, 1] * 40)])             # 40 of the 120 saved up
+        a.update([0, *([2, 2] * 40)])             # 80
+        a.update([0, *([2, 3] * 41)])             # 121: over the budget, refused
+        err = a.expect_error("rate_limit")
+        assert "60 changes/s" in err.message and not err.fatal
+        a.update([0, *([2, 4] * 51)])             # over the per-update limit
+        a.expect_error("over_limit")

@@ -37,6 +37,7 @@ plugins, the server, signals).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib
 import logging
 import os
@@ -49,6 +50,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Final
 
+from rtecs.protocol import Limits
 from rtecs_server.auth import secret_from_environment
 from rtecs_server.cli_commands import run_command
 from rtecs_server.cli_flags import COMMANDS, build_parser
@@ -138,11 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif storage.lower() == "none":
         storage = None
     try:
-        server = RoomServer(args.bind, plugins=plugins,
+        rate_limit = args.rate_limit
+        if rate_limit is not None:
+            rate_limit = dataclasses.replace(rate_limit, update_bytes=args.update_budget[0],
+                                             update_changes=args.update_budget[1])
+        limits = Limits(max_update_bytes=args.max_update_bytes,
+                        max_datastore_bytes=args.max_datastore_bytes,
+                        max_changes_per_update=args.max_changes_per_update,
+                        max_depth=args.max_depth)
+        server = RoomServer(args.bind, plugins=plugins, limits=limits,
                             heartbeat_timeout=args.heartbeat_timeout,
                             empty_room_timeout=args.empty_room_timeout,
                             max_clients_per_room=args.max_clients_per_room,
-                            tick_interval=args.tick_ms / 1000, rate_limit=args.rate_limit,
+                            tick_interval=args.tick_ms / 1000, rate_limit=rate_limit,
                             storage=storage, data_dir=args.data_dir,
                             advertise=args.advertise,
                             checkpoint_interval=args.checkpoint_interval,

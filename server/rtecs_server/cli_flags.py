@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from rtecs.protocol import DEFAULT_LIMITS
 from rtecs_server.hosted import DEFAULT_HISTORY_BYTES
 from rtecs_server.persistence import DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_LEASE_TTL
 from rtecs_server.ratelimit import RateLimit
@@ -75,6 +76,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
     return value
+
+
+def _update_budget(text: str) -> tuple[float, float]:
+    bytes_text, _, changes_text = text.partition(":")
+    try:
+        budget = (float(bytes_text), float(changes_text or bytes_text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected BYTES:CHANGES per second (e.g. "
+                                         f"524288:40000, or 0), got {text!r}") from None
+    if min(budget) < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return budget
 
 
 def _rate_limit(text: str) -> RateLimit | None:
@@ -151,6 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
              "burst: twice the rate); over it messages are dropped with a 'rate_limit' error, "
              "and a client over it for 2 s is disconnected; 0 disables the limit "
              "(default: 200:400)")
+    default_budget = RateLimit()
+    parser.add_argument(
+        "--update-budget", type=_update_budget,
+        default=(default_budget.update_bytes, default_budget.update_changes),
+        metavar="BYTES:CHANGES",
+        help="what each client's updates may carry per second, in bytes and in changes, "
+             "with bursts of 2 s worth; an update over it is refused (every change rolled "
+             "back, a 'rate_limit' error) but never dropped; 0 for either turns that part "
+             "off; needs --rate-limit (default: 524288:40000)")
+    limits = DEFAULT_LIMITS
+    parser.add_argument(
+        "--max-update-bytes", type=_positive_int, default=limits.max_update_bytes,
+        metavar="BYTES",
+        help="largest update a client may send (announced to clients, which split bigger "
+             "frames; a bigger one is refused with 'over_limit') (default: %(default)s)")
+    parser.add_argument(
+        "--max-changes-per-update", type=_positive_int,
+        default=limits.max_changes_per_update, metavar="N",
+        help="most changes one update may carry: what one update costs the server is per "
+             "change (announced; clients split) (default: %(default)s)")
+    parser.add_argument(
+        "--max-datastore-bytes", type=_positive_int, default=limits.max_datastore_bytes,
+        metavar="BYTES",
+        help="largest a room's state may grow, estimated from its values; writes and creates "
+             "that would pass it are refused with 'over_limit' (default: %(default)s, 10 MiB)")
+    parser.add_argument(
+        "--max-depth", type=_positive_int, default=limits.max_depth, metavar="LEVELS",
+        help="deepest models may nest, the room model being level 1 (default: %(default)s)")
     _storage_arguments(parser, serving=True)
     parser.add_argument(
         "--checkpoint-interval", type=_positive_float, default=DEFAULT_CHECKPOINT_INTERVAL,
