@@ -44,6 +44,8 @@ class DisconnectReason(enum.Enum):
     OVER_LIMIT = "over_limit"                # an update, the datastore or the send rate
     REDIRECT_LOOP = "redirect_loop"          # redirected too often in a row (or unfollowable)
     ROOM_CORRUPT = "room_corrupt"            # the server cannot load the room's saved state
+    AUTH_FAILED = "auth_failed"              # the join token was refused (missing, forged,
+                                             # expired, another room's): get a new one
 
 
 _REASON_OF_CODE = {
@@ -56,6 +58,7 @@ _REASON_OF_CODE = {
     ErrorCode.KICKED: DisconnectReason.KICKED,
     ErrorCode.SHUTDOWN: DisconnectReason.SERVER_GONE,
     ErrorCode.ROOM_CORRUPT: DisconnectReason.ROOM_CORRUPT,
+    ErrorCode.AUTH_FAILED: DisconnectReason.AUTH_FAILED,
 }
 #: Error codes after which a client reconnects (with backoff) instead of giving up.
 _RECONNECT_CODES = (ErrorCode.NOT_JOINED, ErrorCode.SHUTDOWN, ErrorCode.UNAVAILABLE)

@@ -105,6 +105,7 @@ def refusal(rt: Realtime, timeout: float = PATIENCE) -> str:
         rt.wait_connected(timeout)
     assert rt.stats.welcomes == 0 and rt.client_id == -1
     assert rt.last_error is not None and rt.last_error.startswith("auth_failed: ")
+    assert rt.disconnect_reason is rtecs.DisconnectReason.AUTH_FAILED
     rt.close()
     return str(exc.value)
 
