@@ -160,7 +160,7 @@ class Fanout:
         if self.transport.send(session.peer, frame):
             session.needs_resync = False
             session.stalled = False
-            log.info("client %d of room %r resynced (%d models)", session.client_id,
+            log.debug("client %d of room %r resynced (%d models)", session.client_id,
                      hosted.room.name, len(welcome.snapshot))
         else:
             session.stalled = True

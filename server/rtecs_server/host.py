@@ -223,7 +223,7 @@ class RoomHost:
             elif isinstance(message, Bye):
                 self.handle_bye(peer, session, now)
             elif isinstance(message, Resync) and session is not None:
-                log.info("client %d of room %r asked for a resync", session.client_id,
+                log.debug("client %d of room %r asked for a resync", session.client_id,
                          session.room.name)
                 self._resync(session, now)
             elif isinstance(message, Schema):
