@@ -5,7 +5,12 @@ A blob is a 10-byte header — the magic ``b"RTRM"``, the format version (big-en
 :data:`~rtecs_server.records.FORMAT_VERSION`) and the CRC-32 of the body (big-endian u32) —
 then the MessagePack body ``[name, root_type, schema, next_client_id, created, models]``.
 Both directions check the record's shape, so nothing unloadable is ever written and nothing
-malformed is ever handed to the room core.
+malformed is ever handed to the room core: every model record as the protocol's
+:func:`~rtecs.protocol.check_snapshot_record` checks it, and of a type in the schema. For
+speed (a checkpoint holds up to hundreds of thousands of records) a save checks a plainly
+well-formed record in one expression, and a load first decodes with msgspec into types that
+check the fields as they are read; whatever does not pass that way is checked record by
+record by the protocol's check, which words what is wrong.
 """
 
 from __future__ import annotations
@@ -13,13 +18,26 @@ from __future__ import annotations
 import gc
 import struct
 import zlib
-from typing import Final
+from collections.abc import Mapping, Sequence
+from functools import partial
+from itertools import chain
+from operator import itemgetter
+from typing import Annotated, Any, Final
 
 import msgpack
 import msgspec
+from msgspec import Meta
 
 from rtecs.errors import ProtocolError
-from rtecs.protocol import INT_MAX, INT_MIN, SnapshotRecord, check_snapshot_record, enc_hook
+from rtecs.protocol import (
+    F32,
+    INT_MAX,
+    INT_MIN,
+    SnapshotRecord,
+    check_snapshot_record,
+    enc_hook,
+    is_model_id,
+)
 from rtecs_server.errors import CorruptRoomError, StorageError
 from rtecs_server.records import FORMAT_VERSION, SavedRoom
 
@@ -62,24 +80,18 @@ def decode_room(name: str, blob: bytes, *, saved_at: float = 0.0,
     body = memoryview(blob)[_HEADER.size:]
     if zlib.crc32(body) != crc:
         raise CorruptRoomError(name, "checksum mismatch: the record is damaged")
-    limit = len(body)
-    # Decoding makes one container per record and per props map: the cyclic GC would run
-    # every few hundred of them and triple the time. None of them can form a cycle.
+    # Decoding makes one container per record and per props map, and one SnapshotRecord per
+    # record: the cyclic GC would run every few hundred of them and triple the time. None of
+    # them can form a cycle.
     paused = gc.isenabled()
     gc.disable()
     try:
-        data = msgpack.unpackb(body, raw=False, use_list=False, strict_map_key=False,
-                               max_str_len=limit, max_bin_len=limit, max_array_len=limit,
-                               max_map_len=limit, max_ext_len=0)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise CorruptRoomError(name, f"malformed MessagePack: {exc}") from None
+        room = _typed_body(body)
+        if room is None:
+            room = _checked_body(name, body)
     finally:
         if paused:
             gc.enable()
-    try:
-        room = _check_body(data)
-    except _Malformed as exc:
-        raise CorruptRoomError(name, str(exc)) from None
     if room.name != name:
         raise CorruptRoomError(name, f"the record is of room {room.name!r}")
     room.saved_at = saved_at
@@ -89,6 +101,23 @@ def decode_room(name: str, blob: bytes, *, saved_at: float = 0.0,
 
 class _Malformed(Exception):
     pass
+
+
+def _checked_body(name: str, body: memoryview) -> SavedRoom:
+    """The body read with msgpack and checked record by record: what a body the typed
+    decoder refused goes through, which words what is wrong with it (or loads a format-1
+    checkpoint written before protocol 3)."""
+    limit = len(body)
+    try:
+        data = msgpack.unpackb(body, raw=False, use_list=False, strict_map_key=False,
+                               max_str_len=limit, max_bin_len=limit, max_array_len=limit,
+                               max_map_len=limit, max_ext_len=0)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise CorruptRoomError(name, f"malformed MessagePack: {exc}") from None
+    try:
+        return _check_body(data)
+    except _Malformed as exc:
+        raise CorruptRoomError(name, str(exc)) from None
 
 
 def _int(v: object, what: str, low: int = INT_MIN) -> int:
@@ -111,6 +140,16 @@ def _check_room(room: SavedRoom, arrays: tuple[type, ...]) -> list[SnapshotRecor
     ``arrays`` are the types the model list may have (decoded: a tuple). Returns the model
     records as :class:`SnapshotRecord` (format 1 written before protocol 3 left a record's
     nil parent and key out)."""
+    schema = _check_header(room)
+    models = room.models
+    if type(models) not in arrays:
+        raise _Malformed("models must be a list")
+    return _check_models(models, schema)
+
+
+def _check_header(room: SavedRoom) -> Mapping[str, object]:
+    """Raise :class:`_Malformed` unless everything of ``room`` but its models has the shape
+    :class:`SavedRoom` documents; return its schema."""
     name, root_type, schema = room.name, room.root_type, room.schema
     if type(name) is not str or type(root_type) is not str:
         raise _Malformed("room name and root type must be strings")
@@ -133,20 +172,111 @@ def _check_room(room: SavedRoom, arrays: tuple[type, ...]) -> list[SnapshotRecor
     for cid, counter in created.items():
         _int(cid, "a creator's client id", 1)
         _int(counter, f"client {cid}'s created counter", 0)
-    models = room.models
-    if type(models) not in arrays:
-        raise _Malformed("models must be a list")
+    return schema
+
+
+#: What a record's property may hold: the protocol's scalars, and F32 (a live room's float32
+#: values). No more than check_snapshot_record allows.
+_VALUES: Final = frozenset({type(None), bool, int, float, F32, str, bytes})
+_as_record: Final = partial(tuple.__new__, SnapshotRecord)  # SnapshotRecord._make, in C
+
+
+def _check_models(models: Sequence[Any],
+                  schema: Mapping[str, object]) -> list[SnapshotRecord]:
+    """The model records as :class:`SnapshotRecord`, each as the protocol's
+    :func:`~rtecs.protocol.check_snapshot_record` checks it and of a type in ``schema``.
+    Format-1 records written before protocol 3 left a nil parent and key out (5 fields, or
+    6 with a parent): they are padded first."""
+    # A checkpoint holds up to hundreds of thousands of records and a live room is saved
+    # every few seconds: a plainly well-formed record passes here without a call per record
+    # or per field; anything else goes to _check_record, which pads a format-1 record and
+    # asks check_snapshot_record, the authority, which words what is wrong. This passes
+    # nothing that check_snapshot_record and the schema test would refuse.
+    values = _VALUES
     checked: list[SnapshotRecord] = []
     append = checked.append
     for rec in models:
-        if type(rec) is tuple and (len(rec) == 5 or (len(rec) == 6 and rec[5] is not None)):
-            rec = (*rec, None, None)[:7]  # format 1 before protocol 3 left nil tails out
-        try:
-            rec = check_snapshot_record(rec)
-        except ProtocolError as exc:
-            raise _Malformed(str(exc)) from None
-        if rec.type_name not in schema:
-            raise _Malformed(f"model {rec.model_id!r:.60} is of type {rec.type_name!r:.60}, "
-                             f"not in the schema")
-        append(rec)
+        if type(rec) is SnapshotRecord or (type(rec) is tuple and len(rec) == 7):
+            mid, name, owner, flags, props, parent, key = rec
+            if (((type(mid) is int and mid >= 0) or is_model_id(mid))
+                    and type(name) is str and name in schema
+                    and type(owner) is int and owner >= -1 and type(flags) is int and flags >= 0
+                    and (parent is None or is_model_id(parent))
+                    and (key is None or type(key) is int or type(key) is str)
+                    and type(props) is dict):
+                for pid, value in props.items():
+                    if type(pid) is not int or pid < 1 or type(value) not in values:
+                        break
+                else:
+                    append(rec if type(rec) is SnapshotRecord else _as_record(rec))
+                    continue
+        append(_check_record(rec, schema))
     return checked
+
+
+def _check_record(rec: object, schema: Mapping[str, object]) -> SnapshotRecord:
+    if type(rec) is tuple and (len(rec) == 5 or (len(rec) == 6 and rec[5] is not None)):
+        rec = (*rec, None, None)[:7]  # format 1 before protocol 3 left nil tails out
+    try:
+        checked = check_snapshot_record(rec)
+    except ProtocolError as exc:
+        raise _Malformed(str(exc)) from None
+    if checked.type_name not in schema:
+        raise _Malformed(f"model {checked.model_id!r:.60} is of type "
+                         f"{checked.type_name!r:.60}, not in the schema")
+    return checked
+
+
+# A body is first decoded with msgspec into these types, which checks each record's fields in
+# C as it reads them (no slower than decoding untyped); _typed_records_ok checks what the
+# types cannot say. Together they pass no more than _check_body does: a body they refuse is
+# read again by _checked_body, the authority, which words what is wrong or passes it after
+# all (a format-1 checkpoint of 5- and 6-field records, for one).
+_Id = (Annotated[int, Meta(ge=0)]
+       | Annotated[tuple[Annotated[int, Meta(ge=0)], ...], Meta(min_length=2)])
+_PropId = Annotated[int, Meta(ge=1)]
+
+
+#: A model record as the typed decoder reads it: SnapshotRecord's fields (model id, type name,
+#: owner, flags, props, parent, key) as a plain tuple (msgspec makes those faster than
+#: NamedTuples). The props' values are checked after: msgspec cannot type str | bytes.
+_Stored = tuple[_Id, str, Annotated[int, Meta(ge=-1)], Annotated[int, Meta(ge=0)],
+                dict[_PropId, Any], _Id | None, int | str | None]
+
+
+_BODY: Final = msgspec.msgpack.Decoder(
+    tuple[str, str, dict[str, dict[_PropId, tuple[str, str, bool]]], int, dict[int, int],
+          list[_Stored]])
+_INT: Final = frozenset({int})
+_model_id, _type_name, _props, _parent = itemgetter(0), itemgetter(1), itemgetter(4), itemgetter(5)
+
+
+def _typed_body(body: memoryview) -> SavedRoom | None:
+    """The body decoded and checked by type, or None if it does not pass that way."""
+    try:
+        name, root_type, schema, next_id, created, records = _BODY.decode(body)
+    except Exception:  # msgspec's errors, or RecursionError for a deeply nested value
+        return None
+    room = SavedRoom(name, root_type, schema, next_id, created, [])
+    try:
+        _check_header(room)
+    except _Malformed:
+        return None
+    if not _typed_records_ok(records, schema):
+        return None
+    room.models = list(map(_as_record, records))
+    return room
+
+
+def _typed_records_ok(records: list[_Stored], schema: Mapping[str, object]) -> bool:
+    """What the types of :data:`_Stored` leave unchecked: every type name is in the schema,
+    every property value a scalar, and a tuple model id (a declared child's) passes
+    :func:`~rtecs.protocol.is_model_id` (its parts after the first are ≥ 1)."""
+    parents = list(map(_parent, records))
+    return (schema.keys() >= set(map(_type_name, records))
+            and _VALUES.issuperset(map(type, chain.from_iterable(
+                map(dict.values, map(_props, records)))))
+            and (_INT.issuperset(map(type, map(_model_id, records)))
+                 or all(map(is_model_id, map(_model_id, records))))
+            and (parents.count(None) == len(parents)
+                 or all(is_model_id(p) for p in parents if p is not None)))
