@@ -164,3 +164,20 @@ def test_the_server_face_still_offers_every_public_name() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == ""
+
+
+def test_only_the_gc_helper_pauses_the_garbage_collector() -> None:
+    """Issue 10: library code pauses the process-wide cyclic GC in one helper,
+    :func:`rtecs.gcpause.paused_gc`, which always restores it; nowhere else calls
+    ``gc.disable``/``gc.enable``/``gc.freeze``."""
+    offenders = []
+    for package in PACKAGES:
+        for name, path in _modules(package).items():
+            if name == "rtecs.gcpause":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                        and node.value.id == "gc"
+                        and node.attr in ("disable", "enable", "freeze", "unfreeze")):
+                    offenders.append(f"{name}:{node.lineno} gc.{node.attr}")
+    assert not offenders, offenders

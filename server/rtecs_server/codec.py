@@ -15,7 +15,6 @@ record by the protocol's check, which words what is wrong.
 
 from __future__ import annotations
 
-import gc
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ import msgspec
 from msgspec import Meta
 
 from rtecs.errors import ProtocolError
+from rtecs.gcpause import paused_gc
 from rtecs.protocol import (
     F32,
     INT_MAX,
@@ -83,15 +83,10 @@ def decode_room(name: str, blob: bytes, *, saved_at: float = 0.0,
     # Decoding makes one container per record and per props map, and one SnapshotRecord per
     # record: the cyclic GC would run every few hundred of them and triple the time. None of
     # them can form a cycle.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         room = _typed_body(body)
         if room is None:
             room = _checked_body(name, body)
-    finally:
-        if paused:
-            gc.enable()
     if room.name != name:
         raise CorruptRoomError(name, f"the record is of room {room.name!r}")
     room.saved_at = saved_at

@@ -7,11 +7,11 @@ imports storage. Pure: no I/O."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+from rtecs.gcpause import paused_gc
 from rtecs.protocol import (
     DESTROY_WHEN_LAST_CLIENT_LEAVES,
     DESTROY_WHEN_OWNER_LEAVES,
@@ -122,9 +122,7 @@ def persistent_models(records: Iterable[SnapshotRecord]) -> list[SnapshotRecord]
     dropped: set[Any] = set()
     gone = DESTROY_WHEN_LAST_CLIENT_LEAVES
     doomed = DESTROY_WHEN_LAST_CLIENT_LEAVES | DESTROY_WHEN_OWNER_LEAVES
-    paused = gc.isenabled()  # up to one new tuple per record, none cyclic: see decode_room
-    gc.disable()
-    try:
+    with paused_gc():  # up to one new tuple per record, none cyclic: see decode_room
         for rec in records:
             mid = rec.model_id
             if dropped:
@@ -143,7 +141,4 @@ def persistent_models(records: Iterable[SnapshotRecord]) -> list[SnapshotRecord]
             append(rec if owner == -1 else
                    SnapshotRecord(mid, rec.type_name, -1, flags, rec.props, rec.parent,
                                   rec.key))
-    finally:
-        if paused:
-            gc.enable()
     return out

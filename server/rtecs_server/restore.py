@@ -7,9 +7,9 @@ built (:class:`LoadedModels`); :meth:`ModelStore.restore
 
 from __future__ import annotations
 
-import gc
 from typing import NamedTuple
 
+from rtecs.gcpause import paused_gc
 from rtecs.protocol import ModelId, coerce_value, split_dynamic_model_id
 from rtecs_server.errors import CorruptRoomError
 from rtecs_server.records import SavedRoom
@@ -37,13 +37,10 @@ def load_models(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
     :class:`~rtecs_server.errors.CorruptRoomError` if the checkpoint contradicts itself (a
     record names an unknown type or property, a value has the wrong type, a child comes
     before its parent…)."""
-    paused = gc.isenabled()  # one object per model and per props dict, none cyclic...
-    gc.disable()             # ...apart from parent links the GC need not look at now
-    try:
+    # one object per model and per props dict, none cyclic (apart from parent links the GC
+    # need not look at now)
+    with paused_gc():
         loaded = _load(schema, saved)
-    finally:
-        if paused:
-            gc.enable()
     created = loaded.created
     for creator, counter in saved.created.items():
         if counter > created.get(creator, 0):
