@@ -20,17 +20,19 @@ reports the median of ``--reps``:
 
 Then the checkpoint cost of a live room where 1,000 persistent properties change per second:
 the host saves the whole room once per second (issue 5's default interval), so the cost per
-second is one full save against one floor write per second. Shown beside it: the room
-core's snapshot copy, emulated the way ``ModelStore.snapshot`` copies today (a new dict of
-props per model), and :func:`persistent_models`. Ten simulated seconds run back to back
-(1,000 writes to random models, then snapshot, filter and save): no time is spent sleeping.
+second is one full save against one floor write per second. The room is a real
+:class:`~rtecs_server.Room` restored from the records, written by a member's updates; the
+checkpoint is what the host does: :meth:`Room.export` (the live records and
+:func:`persistent_models`), then :meth:`Storage.save`. Ten simulated seconds run back to back
+(one update of 1,000 writes to random models, then export and save): no time is spent
+sleeping.
 ``--quick`` (5,000 models, 3 reps, 2 simulated seconds) is a smoke run.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import contextlib
 import os
 import random
 import shutil
@@ -43,7 +45,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from bench._harness import ratio_line
-from rtecs.protocol import SnapshotRecord, dynamic_model_id
+from rtecs.gcpause import paused_gc
+from rtecs.protocol import PROTOCOL_VERSION, Hello, SnapshotRecord, Update, dynamic_model_id
+from rtecs_server import Room
 from rtecs_server.storage import (
     RedisStorage,
     SavedRoom,
@@ -51,7 +55,6 @@ from rtecs_server.storage import (
     Storage,
     decode_room,
     encode_room,
-    persistent_models,
 )
 
 SCHEMA = {"Room": {1: ("title", "str", True)},
@@ -157,32 +160,33 @@ def redis_server() -> Iterator[str | None]:
 
 
 def checkpoint_cost(storage: Storage, room: SavedRoom, seconds: int,
-                    pause_gc: bool) -> tuple[float, float, float]:
-    """(snapshot copy, persistent_models, save) ms per simulated second of a room with 1,000
-    property changes per second, each the mean over ``seconds``; with ``pause_gc`` the cyclic
-    GC is off from the snapshot to the end of the save (nothing made there is cyclic)."""
+                    pause_gc: bool) -> tuple[float, float]:
+    """(export, save) ms per simulated second of a live room where 1,000 persistent
+    properties change per second, each the mean over ``seconds``. The room is a real
+    :class:`~rtecs_server.Room` restored from ``room``, written by a member's updates;
+    export is :meth:`Room.export` (its live records and :func:`persistent_models`), save
+    :meth:`Storage.save` — what the host's checkpoint does. With ``pause_gc`` the cyclic GC
+    is paused around both, as the host does (:func:`rtecs.gcpause.paused_gc`)."""
     rng = random.Random(2)
-    live = room.models
-    copy_t = filter_t = save_t = 0.0
+    live = Room.restore(room)
+    member = live.join(Hello(PROTOCOL_VERSION, room.name, room.root_type, room.schema, None),
+                       0.0).client_id
+    live.flush(0.0)
+    ids = [r.model_id for r in room.models[1:]]
+    export_t = save_t = 0.0
     for s in range(seconds):
-        for _ in range(1000):
-            live[rng.randrange(1, len(live))][4][2] = s
-        if pause_gc:
-            gc.disable()
-        t0 = time.perf_counter()
-        snapshot = [SnapshotRecord(r[0], r[1], r[2], r[3], dict(r[4]), r[5], r[6])
-                    for r in live]  # as ModelStore.snapshot copies
-        t1 = time.perf_counter()
-        models = persistent_models(snapshot)
-        t2 = time.perf_counter()
-        storage.save(SavedRoom(room.name, room.root_type, room.schema, room.next_client_id,
-                               room.created, models))
-        t3 = time.perf_counter()
-        gc.enable()
-        copy_t += t1 - t0
-        filter_t += t2 - t1
-        save_t += t3 - t2
-    return copy_t / seconds * 1000, filter_t / seconds * 1000, save_t / seconds * 1000
+        runs = [[mid, 2, s] for mid in rng.sample(ids, 1000)]
+        live.apply_update(member, Update(s + 1, runs, 1))
+        live.flush(float(s))
+        with paused_gc() if pause_gc else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            saved = live.export()
+            t1 = time.perf_counter()
+            storage.save(saved)
+            t2 = time.perf_counter()
+        export_t += t1 - t0
+        save_t += t2 - t1
+    return export_t / seconds * 1000, save_t / seconds * 1000
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         r, fr = paired(lambda: st._read("bench"), floor_read, args.reps)
         return w, fw, r, fr
 
-    costs: list[tuple[str, float, float, float, float]] = []
+    costs: list[tuple[str, float, float, float]] = []
     tmp = tempfile.mkdtemp(prefix="rtecs-bench-")
     try:
         with SQLiteStorage(os.path.join(tmp, "rooms.sqlite3")) as sq:
@@ -259,23 +263,22 @@ def main(argv: list[str] | None = None) -> None:
           " save or\n   load over its floor; w/fl, r/fl: the storage's part over the floor)")
     print()
     print("checkpoint of a live room, 1,000 persistent property changes/s, one full save/s:")
-    print(f"{'backend':8} {'snapshot':>9} {'filter':>7} {'save':>7} {'s/fl':>5} {'total':>7}"
+    print(f"{'backend':8} {'export':>9} {'save':>7} {'s/fl':>5} {'total':>7}"
           f" {'floor':>7} {'t/fl':>6} {'core %':>7}")
-    for name, copy_ms, filter_ms, ck, fw in costs:
-        total = copy_ms + filter_ms + ck
-        print(f"{name:8} {copy_ms:9.1f} {filter_ms:7.1f} {ck:7.1f} {ck / fw:5.1f} {total:7.1f}"
+    for name, export_ms, ck, fw in costs:
+        total = export_ms + ck
+        print(f"{name:8} {export_ms:9.1f} {ck:7.1f} {ck / fw:5.1f} {total:7.1f}"
               f" {fw:7.1f} {total / fw:6.1f} {total / 10:7.1f}")
-    print(f"  (ms per second of room time. snapshot: the room core's copy as ModelStore.snapshot"
-          f"\n   makes it today; filter: persistent_models; save: Storage.save; floor: one blob"
-          f" write;\n   core % = total / 1000 ms; * = the cyclic GC paused from snapshot to"
-          f" saved. It writes\n   {len(blob) / 1e6:.1f} MB/s for about 12 kB/s of changed"
-          f" values.)")
+    print(f"  (ms per second of room time. export: Room.export, the live room's records and"
+          f"\n   persistent_models; save: Storage.save; floor: one blob write; core % = total /"
+          f" 1000 ms;\n   * = the cyclic GC paused around both, as the host's checkpoint does."
+          f" It writes\n   {len(blob) / 1e6:.1f} MB/s for about 12 kB/s of changed values.)")
     print()
     for name, save, _w, fw, load, _r, fr in rows:
         print(ratio_line(f"storage {name} save", save / fw, detail=f"{save:.1f} vs {fw:.1f} ms"))
         print(ratio_line(f"storage {name} load", load / fr, detail=f"{load:.1f} vs {fr:.1f} ms"))
-    for name, copy_ms, filter_ms, ck, fw in costs:
-        total = copy_ms + filter_ms + ck
+    for name, export_ms, ck, fw in costs:
+        total = export_ms + ck
         print(ratio_line(f"storage {name} checkpoint per second", total / fw,
                          detail=f"{total:.1f} vs {fw:.1f} ms"))
     print(f"\nran in {time.monotonic() - start:.1f} s")
