@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from rtecs.gcpause import paused_gc
-from rtecs.protocol import ModelId, coerce_value, split_dynamic_model_id
+from rtecs.protocol import (
+    COLLECTION_KINDS,
+    ModelId,
+    SnapshotRecord,
+    coerce_value,
+    split_collection_type,
+    split_dynamic_model_id,
+)
 from rtecs_server.errors import CorruptRoomError
 from rtecs_server.records import SavedRoom
 from rtecs_server.schema import Prop, RoomSchema
@@ -66,6 +73,9 @@ def _load(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
         if type(flags) is not int or not 0 <= flags <= 7:
             raise CorruptRoomError(name, f"{what} has invalid flags {flags!r}")
         parent: Model | None = None
+        if (type(mid) is tuple or mid == 0) and (rec.parent is not None or rec.key is not None):
+            raise CorruptRoomError(name, f"{what} is a declared model or the room model but "
+                                         f"names a parent or a key")
         if type(mid) is tuple:
             parent = models.get(mid[0] if len(mid) == 2 else mid[:-1])
             prop = parent.type.props.get(mid[-1]) if parent is not None else None
@@ -87,6 +97,7 @@ def _load(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
                 if parent is None:
                     raise CorruptRoomError(name, f"{what} is stored before its parent "
                                                  f"{rec.parent!r}, or without it")
+            _check_link(name, what, rec, parent)
         m = Model(mtype, parent, flags)
         values = m.props
         table = tables.get(tname)
@@ -121,3 +132,26 @@ def _load(schema: RoomSchema, saved: SavedRoom) -> LoadedModels:
     if 0 not in models:
         raise CorruptRoomError(name, "it has no room model")
     return LoadedModels(models, created, size)
+
+
+def _check_link(name: str, what: str, rec: SnapshotRecord, parent: Model | None) -> None:
+    """A dynamic model's place: an element of a collection is of its element type and has a
+    key exactly when the collection is keyed (of its key type); any other model has none."""
+    collection = split_collection_type(parent.type.name) if parent is not None else None
+    key = rec.key
+    if collection is None:
+        if key is not None:
+            raise CorruptRoomError(name, f"{what} has a key ({key!r}) but is no element of a "
+                                         f"keyed collection")
+        return
+    kind, element = collection
+    if rec.type_name != element:
+        raise CorruptRoomError(name, f"{what} is a {rec.type_name} in a collection of "
+                                     f"{element}")
+    key_type = COLLECTION_KINDS[kind]
+    if key_type is None:
+        if key is not None:
+            raise CorruptRoomError(name, f"{what} has a key ({key!r}) in an unkeyed {kind}")
+    elif type(key) is not key_type:
+        raise CorruptRoomError(name, f"{what} has key {key!r} in a {kind}, whose keys are "
+                                     f"{key_type.__name__}s")
