@@ -16,10 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ["room_fanout", "server_tick", "wire_layout", "client_tick", "storage",
-              "sync_system"]
+              "sync_system", "abuse"]
 RATIO = re.compile(r"^ratio to floor +(\d+\.\d+|nan)x ", re.MULTILINE)
 #: The network benchmarks pin a server to core 0 and their generator to core 1.
-TWO_CORES = {"room_fanout", "server_tick", "wire_layout"}
+TWO_CORES = {"room_fanout", "server_tick", "wire_layout", "abuse"}
 
 
 @pytest.mark.timeout(20)
