@@ -67,8 +67,9 @@ and 2; run 3 was quiet after its floor). Honest p99 ping, ms (increase over that
     spawn   idle (1000 spawns)   10.4            2.4            5.2           11-13
 
 The 50 ms target holds for ``wide`` in every run (narrowly), for ``over2`` and ``over10`` in
-one run each, and never for ``churn`` or ``burst``; the honest bursts are admitted every time (1,000 spawns: 3 updates, all confirmed in 150-250 ms, none refused; 100
-movers: no change refused, no error, no resync, no ping lost). Where the server's time goes
+one run each, and never for ``churn`` or ``burst``; the honest bursts are admitted every
+time (1,000 spawns: 3 updates, all confirmed in 150-250 ms, none refused; 100 movers: no
+change refused, no error, no resync, no ping lost). Where the server's time goes
 (``--server-cmd`` with perf_counter timers around the host's steps, and the same updates
 replayed into a ``RoomHost`` with no sockets): one max-size update holds the loop 35-80 ms —
 decode 4-10 ms, the store's check-and-apply of 16,000 changes 27-70 ms (≈ 2 µs a change for
