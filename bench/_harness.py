@@ -142,8 +142,11 @@ def server_has_flag(flag: str) -> bool:
 def server_cmd(tick_ms: float | None = None, data_dir: str | None = None,
                extra: Sequence[str] = ()) -> list[str]:
     """The rtecs server on a free loopback port (``tick_ms`` None: its default; ``data_dir``:
-    a fresh one, so no room survives from an earlier run)."""
+    a fresh one, so no room survives from an earlier run), with no limit on the sessions one
+    address holds: every benchmark client comes from 127.0.0.1 (``extra`` may set one)."""
     cmd = [*SERVER_CMD, "--bind", "tcp://127.0.0.1:0", "--log-level", "warning"]
+    if server_has_flag("--max-sessions-per-address"):
+        cmd += ["--max-sessions-per-address", "0"]
     if tick_ms is not None:
         cmd += ["--tick-ms", f"{tick_ms:g}"]
     if data_dir is not None and server_has_flag("--data-dir"):

@@ -46,6 +46,8 @@ class DisconnectReason(enum.Enum):
     ROOM_CORRUPT = "room_corrupt"            # the server cannot load the room's saved state
     AUTH_FAILED = "auth_failed"              # the join token was refused (missing, forged,
                                              # expired, another room's): get a new one
+    TOO_MANY_SESSIONS = "too_many_sessions"  # this network address holds all the sessions
+                                             # it may (the server's --max-sessions-per-address)
 
 
 _REASON_OF_CODE = {
@@ -59,6 +61,7 @@ _REASON_OF_CODE = {
     ErrorCode.SHUTDOWN: DisconnectReason.SERVER_GONE,
     ErrorCode.ROOM_CORRUPT: DisconnectReason.ROOM_CORRUPT,
     ErrorCode.AUTH_FAILED: DisconnectReason.AUTH_FAILED,
+    ErrorCode.TOO_MANY_SESSIONS: DisconnectReason.TOO_MANY_SESSIONS,
 }
 #: Error codes after which a client reconnects (with backoff) instead of giving up.
 _RECONNECT_CODES = (ErrorCode.NOT_JOINED, ErrorCode.SHUTDOWN, ErrorCode.UNAVAILABLE)

@@ -24,7 +24,7 @@ FLAGS = ["--bind", "--heartbeat-timeout", "--empty-room-timeout", "--max-clients
          "--storage", "--data-dir", "--checkpoint-interval", "--advertise", "--lease-ttl",
          "--history-bytes", "--auth-secret-file", "--curve-secret-key-file", "--supervise",
          "--update-budget", "--max-update-bytes", "--max-changes-per-update",
-         "--max-datastore-bytes", "--max-depth"]
+         "--max-datastore-bytes", "--max-depth", "--max-sessions-per-address"]
 
 
 def test_help_documents_every_flag_with_its_default() -> None:

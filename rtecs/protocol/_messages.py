@@ -113,6 +113,8 @@ class ErrorCode(enum.StrEnum):
     AUTH_FAILED = "auth_failed"      # the join token (or an authenticate plugin) refused
                                      # the hello: missing, malformed, forged, expired or
                                      # for another room (fatal; a new token is needed)
+    TOO_MANY_SESSIONS = "too_many_sessions"  # the hello's network address holds the most
+                                             # live sessions the server allows one (fatal)
 
 
 class Hello(NamedTuple):

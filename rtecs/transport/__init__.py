@@ -5,6 +5,12 @@ Replication logic never touches sockets: a client hands frames to a
 :class:`ServerTransport`, whose frames are addressed by an opaque peer id (a ZeroMQ
 routing id, or a name in the memory transport). Implementations: :mod:`rtecs.transport.memory`
 (deterministic, for tests) and the ZeroMQ one.
+
+A server transport also tells the host the network address a ``HELLO`` came from
+(:meth:`ServerTransport.address_of`), so the server can bound the sessions one address holds
+(DESIGN §8). Only hellos need it, so a transport may learn it for hellos only, and keep it
+only until its next :meth:`~ServerTransport.receive`: the host asks while it handles the
+batch that carried the hello.
 """
 
 from __future__ import annotations
@@ -47,6 +53,16 @@ class ServerTransport(Protocol):
 
     def receive(self) -> list[tuple[bytes, bytes]]:
         """Every ``(peer, frame)`` that arrived since the last call, in arrival order."""
+        ...
+
+    def address_of(self, peer: bytes) -> str | None:
+        """The network address (an IP address, as text) that ``peer``'s connection comes
+        from, or None if the transport cannot tell (an in-process connection, a peer it
+        knows nothing of). Asked by the host for a peer whose ``HELLO`` is in the batch the
+        last :meth:`receive` returned; a transport need not answer for other peers, nor
+        after its next :meth:`receive` (the ZeroMQ one reads the address from the hello's
+        frame and forgets it then). A transport without this method gives no addresses:
+        the per-address session limit then does not apply."""
         ...
 
     def close(self) -> None:

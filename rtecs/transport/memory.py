@@ -10,6 +10,10 @@ finer ``deliver_*`` methods), so a test decides every interleaving:
 - ``loss``: the probability that a frame sent with ``reliable=False`` is dropped.
 
 All randomness comes from one seeded :class:`random.Random`.
+
+A client may be given a network address (``connect(peer, address="10.0.0.1")``), which the
+server side reports for it (:meth:`MemoryServerTransport.address_of`) at any time, so tests
+can exercise the per-address session limit; without one it reports None (not counted).
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ __all__ = ["MemoryClientTransport", "MemoryNetwork", "MemoryServerTransport"]
 class MemoryClientTransport:
     """One client's end of a :class:`MemoryNetwork` (a :class:`ClientTransport`)."""
 
-    def __init__(self, network: MemoryNetwork, peer: bytes) -> None:
+    def __init__(self, network: MemoryNetwork, peer: bytes,
+                 address: str | None = None) -> None:
         self.network = network
         self.peer = peer
+        self.address = address
+        """The network address the server sees this client's connection come from."""
         self.inbox: list[bytes] = []
         self.closed = False
 
@@ -72,6 +79,12 @@ class MemoryServerTransport:
         frames, self.inbox = self.inbox, []
         return frames
 
+    def address_of(self, peer: bytes) -> str | None:
+        """The ``address`` ``peer`` was connected with (None: none given, or no such
+        client)."""
+        client = self.network.clients.get(peer)
+        return None if client is None else client.address
+
     def close(self) -> None:
         self.inbox.clear()
 
@@ -91,12 +104,14 @@ class MemoryNetwork:
         self.uplinks: dict[bytes, deque[tuple[int, bytes]]] = {}
         self.downlinks: dict[bytes, deque[tuple[int, bytes]]] = {}
 
-    def connect(self, peer: bytes | str) -> MemoryClientTransport:
-        """A new client connection named ``peer`` (its routing id on the server side)."""
+    def connect(self, peer: bytes | str, *, address: str | None = None
+                ) -> MemoryClientTransport:
+        """A new client connection named ``peer`` (its routing id on the server side), from
+        the network ``address`` (None: the server is told none)."""
         name = peer.encode() if isinstance(peer, str) else peer
         if name in self.clients and not self.clients[name].closed:
             raise ValueError(f"a client named {name!r} is already connected")
-        client = self.clients[name] = MemoryClientTransport(self, name)
+        client = self.clients[name] = MemoryClientTransport(self, name, address)
         return client
 
     def deliver_from(self, peer: bytes | str, count: int | None = None) -> int:

@@ -157,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             advertise=args.advertise,
                             checkpoint_interval=args.checkpoint_interval,
                             lease_ttl=args.lease_ttl, history_bytes=args.history_bytes,
-                            auth_secret=auth_secret, curve_secret_key=curve_key)
+                            auth_secret=auth_secret, curve_secret_key=curve_key,
+                            max_sessions_per_address=args.max_sessions_per_address)
     except (OSError, ValueError, StorageError) as exc:
         parser.error(str(exc))
 

@@ -15,6 +15,7 @@ from rtecs_server.hosted import DEFAULT_HISTORY_BYTES
 from rtecs_server.persistence import DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_LEASE_TTL
 from rtecs_server.ratelimit import RateLimit
 from rtecs_server.server import DEFAULT_RATE_LIMIT, DEFAULT_TICK_INTERVAL
+from rtecs_server.sessions import DEFAULT_MAX_SESSIONS_PER_ADDRESS
 
 __all__ = ["COMMANDS", "DEFAULT_DATA_DIR", "build_command_parser", "build_parser"]
 
@@ -148,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-clients-per-room", type=_positive_int, default=None, metavar="N",
         help="refuse joins beyond N clients in one room with 'room_full' "
              "(default: no limit)")
+    parser.add_argument(
+        "--max-sessions-per-address", type=_non_negative_int,
+        default=DEFAULT_MAX_SESSIONS_PER_ADDRESS, metavar="N",
+        help="refuse a join that would give one network address (an IPv4 address, an IPv6 "
+             "/64) more than N live sessions, with 'too_many_sessions'; loopback counts "
+             "too, so raise it to test with many clients on one machine; 0 for no limit "
+             "(default: %(default)s)")
     parser.add_argument(
         "--plugin", action="append", default=[], metavar="MODULE:OBJECT",
         help="load a server plugin that validates or transforms writes; repeatable, run in "

@@ -24,21 +24,22 @@ rejected, errors, rate-limit drops, server time).
 Bad input never raises: it is answered with ``ERROR`` to that peer and logged (throttled:
 :mod:`rtecs_server.ratelimit`), and it changes nothing in any room:
 
-==============================================  ===================  =======================
-input                                           error code           session
-==============================================  ===================  =======================
-undecodable frame, several frame parts          ``protocol``         kept
-frame over the update / hello size limit        ``over_limit``       kept
-an update, ping or schema before a hello        ``not_joined``       (none)
-wrong protocol version, schema conflict, full   ``version`` …        refused (fatal)
-a hello refused by its token or a plugin        ``auth_failed``      refused (fatal)
-unknown model ids, wrong value types            ``bad_update``       kept (changes rejected)
-a write that would grow the datastore too big   ``over_limit``       kept (change rejected)
-a gap in update sequence numbers                ``sequence``         kept, resynced
-a schema extension contradicting the room's     ``schema``           kept (nothing merged)
-over the rate limit / sustained                 ``rate_limit``       kept / ended (fatal)
-a ``RESUME`` (sessions are not resumed yet)     ``session_unknown``  unchanged
-==============================================  ===================  =======================
+==============================================  =====================  =======================
+input                                           error code             session
+==============================================  =====================  =======================
+undecodable frame, several frame parts          ``protocol``           kept
+frame over the update / hello size limit        ``over_limit``         kept
+an update, ping or schema before a hello        ``not_joined``         (none)
+wrong protocol version, schema conflict, full   ``version`` …          refused (fatal)
+a hello refused by its token or a plugin        ``auth_failed``        refused (fatal)
+a hello from an address at its session limit    ``too_many_sessions``  refused (fatal)
+unknown model ids, wrong value types            ``bad_update``         kept (changes rejected)
+a write that would grow the datastore too big   ``over_limit``         kept (change rejected)
+a gap in update sequence numbers                ``sequence``           kept, resynced
+a schema extension contradicting the room's     ``schema``             kept (nothing merged)
+over the rate limit / sustained                 ``rate_limit``         kept / ended (fatal)
+a ``RESUME`` (sessions are not resumed yet)     ``session_unknown``    unchanged
+==============================================  =====================  =======================
 
 A frame that was an update but could not be decoded (malformed, or over 125 KB) breaks the
 client's sequence, so that client is resynced as for a gap: its refused writes roll back.
@@ -91,7 +92,12 @@ from rtecs_server.ratelimit import (
     Verdict,
 )
 from rtecs_server.room import BadUpdate, JoinRefused, UpdateStatus
-from rtecs_server.sessions import Membership, SessionTable
+from rtecs_server.sessions import (
+    DEFAULT_MAX_SESSIONS_PER_ADDRESS,
+    Membership,
+    SessionTable,
+    address_key,
+)
 from rtecs_server.table import Problem
 
 __all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
@@ -126,6 +132,11 @@ class RoomHost:
     ``auth_secret`` (None: no token required) and the plugins' ``authenticate`` hooks decide
     who may join (:class:`~rtecs_server.auth.JoinAuth`; token expiry reads ``wall``, seconds
     since the Unix epoch: the server passes its clock's ``wall``).
+    ``max_sessions_per_address``: live sessions one network address may hold (as the
+    transport's :meth:`~rtecs.transport.ServerTransport.address_of` tells it, counted by
+    :func:`~rtecs_server.sessions.address_key`); a hello past it is refused with a fatal
+    ``ERROR too_many_sessions``. None or 0: no limit. Peers the transport gives no address
+    for (the memory transport's, unless connected with one) are not counted.
     """
 
     def __init__(self, transport: ServerTransport, *, plugins: Iterable[Plugin] = (),
@@ -138,7 +149,12 @@ class RoomHost:
                  history_bytes: int = DEFAULT_HISTORY_BYTES,
                  timer: Callable[[], float] = time.perf_counter,
                  auth_secret: bytes | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 max_sessions_per_address: int | None = DEFAULT_MAX_SESSIONS_PER_ADDRESS
+                 ) -> None:
+        if max_sessions_per_address is not None and max_sessions_per_address < 0:
+            raise ValueError(f"max_sessions_per_address must be ≥ 0 (0: no limit), got "
+                             f"{max_sessions_per_address}")
         self.transport = transport
         """Where frames come from and go to (ZeroMQ in the server, memory in tests)."""
         self.plugins = tuple(plugins)
@@ -151,6 +167,12 @@ class RoomHost:
         """Seconds a room stays open after its last member left."""
         self.max_clients_per_room = max_clients_per_room
         """Members per room at most (None: no cap)."""
+        self.max_sessions_per_address = max_sessions_per_address or None
+        """Live sessions one network address may hold at most (None: no cap)."""
+        # a transport written before address_of existed gives no addresses: nothing counted
+        self._address_of: Callable[[bytes], str | None] | None = getattr(
+            transport, "address_of", None)
+        self._refused_for_address = 0  # hellos refused by the limit (throttles their log)
         self.peers = PeerTable(rate_limit)
         """Per-peer rate limits and log throttles (:mod:`rtecs_server.ratelimit`)."""
         self.session_table = SessionTable()
@@ -260,7 +282,12 @@ class RoomHost:
         """Join ``peer`` to the hello's room (opening or loading it first), ending any
         session it had; answer ``WELCOME`` (opening a new session: a new id and secret),
         ``REDIRECT`` or a fatal ``ERROR`` (``auth_failed``: its token or a plugin refused
-        it; the session gets the user id and claims the token or plugin vouched for)."""
+        it; the session gets the user id and claims the token or plugin vouched for;
+        ``too_many_sessions``: its network address holds :attr:`max_sessions_per_address`
+        live sessions already — the peer's own session, which a hello ends, does not count).
+        Refusals by the address limit are logged at the 1st, 10th, 100th and every 1000th
+        (warning), the rest at debug level: a flood from fresh connections, each a new peer,
+        would pass the per-peer log throttle."""
         try:
             identity = self.auth.admit(hello)
         except AuthRefused as exc:
@@ -269,9 +296,27 @@ class RoomHost:
             return
         if session is not None:
             self.members.leave(session, now)
+        address = None if self._address_of is None else address_key(self._address_of(peer))
+        limit = self.max_sessions_per_address
+        if limit is not None and address is not None:
+            held = self.session_table.sessions_from(address)
+            if held >= limit:
+                self._refused_for_address += 1
+                refused = self._refused_for_address
+                log.log(logging.WARNING if refused in (1, 10, 100) or refused % 1000 == 0
+                        else logging.DEBUG,
+                        "peer %s: refused a hello for room %r: %s holds %d sessions, the "
+                        "limit per address (%d hellos refused by it so far)", peer.hex(),
+                        hello.room, address, held, refused)
+                self._error(peer, ErrorCode.TOO_MANY_SESSIONS,
+                            f"cannot join room {hello.room!r}: too many sessions from "
+                            f"{address}: it holds {held} already, the most one address may "
+                            f"hold on this server (the limit is {limit})",
+                            fatal=True, now=now, quiet=True)
+                return
         try:
             joined = self.members.join(peer, hello, now, self.plugins, self.limits,
-                                       self.max_clients_per_room)
+                                       self.max_clients_per_room, address=address)
         except JoinRefused as exc:
             self._error(peer, exc.code, f"cannot join room {hello.room!r}: {exc.message}",
                         fatal=True, now=now)

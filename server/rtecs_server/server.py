@@ -108,6 +108,7 @@ from rtecs_server.persistence import (
 )
 from rtecs_server.plugins import Plugin
 from rtecs_server.ratelimit import RateLimit
+from rtecs_server.sessions import DEFAULT_MAX_SESSIONS_PER_ADDRESS
 from rtecs_server.storage import Storage, open_storage
 from rtecs_server.zmq_transport import ZmqServerTransport, check_curve_key
 
@@ -149,6 +150,11 @@ class RoomServer:
     ``history_bytes``: the byte budget of each room's batch history
     (:class:`~rtecs_server.hosted.BatchHistory`; default 1 MiB).
     ``socket_options``: extra ``{zmq option: value}`` for the ROUTER (tests, tuning).
+    ``max_sessions_per_address``: live sessions one network address (an IPv4 address, an
+    IPv6 /64) may hold; a hello past it gets a fatal ``ERROR too_many_sessions`` (default
+    :data:`~rtecs_server.sessions.DEFAULT_MAX_SESSIONS_PER_ADDRESS`, 64; None or 0: no
+    limit). Loopback is not exempt: tests and benchmarks that open many sessions from one
+    machine raise it.
 
     Persistence: ``storage`` is None (rooms live in memory only: the default here, for tests
     and embedding that want no files), a :class:`~rtecs_server.storage.Storage` (the caller
@@ -189,7 +195,9 @@ class RoomServer:
                  lease_ttl: float = DEFAULT_LEASE_TTL, instance_id: str | None = None,
                  history_bytes: int = DEFAULT_HISTORY_BYTES,
                  clock: Clock = SYSTEM_CLOCK, auth_secret: bytes | None = None,
-                 curve_secret_key: bytes | str | None = None) -> None:
+                 curve_secret_key: bytes | str | None = None,
+                 max_sessions_per_address: int | None = DEFAULT_MAX_SESSIONS_PER_ADDRESS
+                 ) -> None:
         if tick_interval < 0:
             raise ValueError(f"tick_interval must be ≥ 0 s, got {tick_interval}")
         if not heartbeat_timeout > 0:
@@ -204,6 +212,9 @@ class RoomServer:
             raise ValueError(f"lease_ttl must be > 0 s, got {lease_ttl}")
         if history_bytes < 0:
             raise ValueError(f"history_bytes must be ≥ 0, got {history_bytes}")
+        if max_sessions_per_address is not None and max_sessions_per_address < 0:
+            raise ValueError(f"max_sessions_per_address must be ≥ 0 (0: no limit), got "
+                             f"{max_sessions_per_address}")
         gate = JoinAuth(auth_secret, wall=clock.wall)  # ValueError for a short secret
         curve_key = None if curve_secret_key is None else check_curve_key(
             curve_secret_key.encode() if isinstance(curve_secret_key, str)
@@ -248,7 +259,8 @@ class RoomServer:
                              empty_room_timeout=empty_room_timeout,
                              max_clients_per_room=max_clients_per_room, rate_limit=rate_limit,
                              persistence=self.persistence, history_bytes=history_bytes,
-                             auth_secret=auth_secret, wall=clock.wall)
+                             auth_secret=auth_secret, wall=clock.wall,
+                             max_sessions_per_address=max_sessions_per_address)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

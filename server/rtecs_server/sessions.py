@@ -17,6 +17,21 @@ welcome may not reach the client (a stalled send queue), which must not strand t
 with a secret the server already forgot. The server could not resend the old secret anyway:
 it keeps only the hash.
 
+**Sessions per address** (DESIGN §8). A session may be opened with the network address its
+hello came from (:meth:`ServerTransport.address_of <rtecs.transport.ServerTransport.address_of>`,
+made a counting key by :func:`address_key`: an IPv4 address as it is, an IPv6 address by its
+/64 network — what one subscriber gets, so one attacker cannot spread over 2⁶⁴ addresses —
+an IPv4-mapped IPv6 address as the IPv4 one, an ipc peer by its user and group). Loopback
+(``127.0.0.1``, ``::1``) is an address like any other: tests and benchmarks that open many
+sessions on one machine raise the limit. The table counts the
+live sessions of each address (:meth:`SessionTable.sessions_from`); a session counts from
+:meth:`~SessionTable.open` until :meth:`~SessionTable.close`, however it ends, and keeps
+counting against the address it was opened from if it moves to another peer
+(:meth:`~SessionTable.attach`). The host refuses a hello that would give an address more
+than ``max_sessions_per_address`` (:data:`DEFAULT_MAX_SESSIONS_PER_ADDRESS`) with a fatal
+``ERROR too_many_sessions``. Sessions opened without an address (a transport that cannot
+tell) are not counted.
+
 Peers are transport addresses, never credentials: :meth:`SessionTable.attach` is the only way
 a session changes peer, and the host calls it only for a session whose secret was shown (no
 caller yet: resuming is a later issue; today every ``RESUME`` is refused).
@@ -45,8 +60,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
+import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
@@ -60,7 +77,8 @@ from rtecs_server.hosted import Cost, HostedRoom, Session
 from rtecs_server.plugins import Plugin
 from rtecs_server.room import JoinRefused
 
-__all__ = ["SECRET_BYTES", "SESSION_ID_BYTES", "Membership", "SessionTable", "hash_secret"]
+__all__ = ["DEFAULT_MAX_SESSIONS_PER_ADDRESS", "SECRET_BYTES", "SESSION_ID_BYTES", "Membership",
+           "SessionTable", "address_key", "hash_secret"]
 
 log = logging.getLogger("rtecs_server.host")
 
@@ -69,19 +87,49 @@ SESSION_ID_BYTES: Final = 16
 SECRET_BYTES: Final = 32
 
 
+#: Live sessions one network address may hold (``--max-sessions-per-address``).
+DEFAULT_MAX_SESSIONS_PER_ADDRESS: Final = 64
+
+_IPC_PEER = re.compile(r"(.*:\d+:\d+):\d+")  # libzmq's ipc Peer-Address: HOST:UID:GID:PID
+
+
 def hash_secret(secret: bytes) -> bytes:
     """What the table keeps of a resume secret: its SHA-256 digest."""
     return hashlib.sha256(secret).digest()
 
 
+def address_key(address: str | None) -> str | None:
+    """What sessions are counted by for a peer at ``address`` (see the module docs):
+    ``"203.0.113.7"`` as it is, ``"2001:db8:1:2:a:b:c:d"`` as ``"2001:db8:1:2::/64"``,
+    ``"::ffff:203.0.113.7"`` as ``"203.0.113.7"`` (``"::1"`` as it is), an ipc peer
+    ``"HOST:UID:GID:PID"`` as ``"HOST:UID:GID"``; anything else as it is. None stays None
+    (not counted)."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # an IPv6 zone id: dropped
+    except ValueError:
+        ipc = _IPC_PEER.fullmatch(address)
+        return ipc.group(1) if ipc else address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if ip.is_loopback:
+            return str(ip)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class SessionTable:
     """Every open session, by session id and by current peer (see the module docs)."""
 
-    __slots__ = ("_by_id", "_by_peer", "by_peer")
+    __slots__ = ("_address_of", "_by_id", "_by_peer", "_per_address", "by_peer")
 
     def __init__(self) -> None:
         self._by_id: dict[bytes, Session] = {}
         self._by_peer: dict[bytes, Session] = {}
+        self._address_of: dict[bytes, str] = {}     # session id → the address it counts at
+        self._per_address: dict[str, int] = {}      # address → its live sessions (≥ 1)
         self.by_peer: Mapping[bytes, Session] = MappingProxyType(self._by_peer)
         """The sessions by current peer (a read-only view)."""
 
@@ -101,6 +149,20 @@ class SessionTable:
         :meth:`verify`."""
         return self._by_id.get(session_id)
 
+    def sessions_from(self, address: str | None) -> int:
+        """How many live sessions were opened from ``address`` (a key of
+        :func:`address_key`; None: 0)."""
+        return 0 if address is None else self._per_address.get(address, 0)
+
+    def address_of(self, session: Session) -> str | None:
+        """The address ``session`` counts at (None: opened without one, or ended)."""
+        return self._address_of.get(session.session_id)
+
+    @property
+    def addresses(self) -> Mapping[str, int]:
+        """Live sessions per address (only addresses that hold one; a read-only view)."""
+        return MappingProxyType(self._per_address)
+
     def costs(self) -> dict[bytes, Cost]:
         """Each session's :class:`~rtecs_server.hosted.Cost`, by session id (live records)."""
         return {sid: s.cost for sid, s in self._by_id.items()}
@@ -108,10 +170,12 @@ class SessionTable:
     # ----------------------------------------------------------------- opening and ending
 
     def open(self, peer: bytes, hosted: HostedRoom, client_id: int, now: float, *,
-             epoch: int = 1) -> tuple[Session, bytes]:
+             epoch: int = 1, address: str | None = None) -> tuple[Session, bytes]:
         """A new session of member ``client_id`` of ``hosted`` on ``peer``, and its resume
-        secret (give it to the client in the welcome; it is not kept). A session ``peer``
-        still held must have been ended first (``ValueError``)."""
+        secret (give it to the client in the welcome; it is not kept), counted at
+        ``address`` (an :func:`address_key`; None: not counted) until it is closed. A
+        session ``peer`` still held must have been ended first (``ValueError``). The caller
+        checks the limit first (:meth:`sessions_from`): the table only counts."""
         if peer in self._by_peer:
             raise ValueError(f"peer {peer.hex()} holds a session already: end it first")
         session_id = secrets.token_bytes(SESSION_ID_BYTES)
@@ -122,6 +186,9 @@ class SessionTable:
                           epoch=epoch)
         self._by_id[session_id] = session
         self._by_peer[peer] = session
+        if address is not None:
+            self._address_of[session_id] = address
+            self._per_address[address] = self._per_address.get(address, 0) + 1
         return session, secret
 
     def close(self, session: Session) -> bool:
@@ -132,6 +199,13 @@ class SessionTable:
         del self._by_id[session.session_id]
         if self._by_peer.get(session.peer) is session:
             del self._by_peer[session.peer]
+        address = self._address_of.pop(session.session_id, None)
+        if address is not None:
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
         return True
 
     # ----------------------------------------------------------------- secrets and peers
@@ -155,7 +229,8 @@ class SessionTable:
     def attach(self, session: Session, peer: bytes) -> Session | None:
         """Move ``session`` to ``peer`` (a fresh connection, after its secret was verified);
         returns the session ``peer`` held until now, detached from it (its frames no longer
-        reach anything), or None."""
+        reach anything), or None. The session keeps counting at the address it was opened
+        from."""
         if self._by_id.get(session.session_id) is not session:
             raise KeyError(f"session {session.session_id.hex()} is not in the table")
         previous = self._by_peer.get(peer)
@@ -181,11 +256,13 @@ class Membership:
         self.fanout = fanout
 
     def join(self, peer: bytes, hello: Hello, now: float, plugins: Iterable[Plugin],
-             limits: Limits, max_clients: int | None) -> Session | Redirect | Error:
+             limits: Limits, max_clients: int | None, *,
+             address: str | None = None) -> Session | Redirect | Error:
         """Admit ``peer`` to the hello's room — opened (new, or loaded from storage) with
         ``plugins``, ``limits`` and ``max_clients`` if this instance does not hold it yet —
-        and send its ``WELCOME``; returns its new session, or the directory's answer to send
-        instead (a ``REDIRECT``, a fatal ``ERROR``). Raises
+        and send its ``WELCOME``; returns its new session (counted at ``address``: see
+        :meth:`SessionTable.open`), or the directory's answer to send instead (a
+        ``REDIRECT``, a fatal ``ERROR``). Raises
         :class:`~rtecs_server.room.JoinRefused` (nothing changed; a room opened for this
         joiner is forgotten unsaved)."""
         directory = self.directory
@@ -209,7 +286,7 @@ class Membership:
             log.info("room %r %s", hello.room, "opened from its checkpoint" if loaded
                      else "created")
         session, secret = self.sessions.open(peer, hosted, welcome.client_id, now,
-                                             epoch=welcome.epoch)
+                                             epoch=welcome.epoch, address=address)
         hosted.members[welcome.client_id] = session
         hosted.empty_since = None
         hosted.close_after = -math.inf
