@@ -173,7 +173,7 @@ class RawClients:
                                        *props),), EPOCH)))
 
     def ping(self, now: float) -> None:
-        frame = ENC.encode((3, now))
+        frame = ENC.encode((3, now, EPOCH))
         for i, s in enumerate(self.socks):
             if self.ids[i]:
                 s.send(frame)
@@ -215,7 +215,7 @@ class RawClients:
         ping_due, kp = self.ping_due, self._kp
         while ping_due[kp] <= now:
             with contextlib.suppress(zmq.Again):
-                socks[kp].send(encode_((3, now)), NOBLOCK)
+                socks[kp].send(encode_((3, now, EPOCH)), NOBLOCK)
             ping_due[kp] += self.ping_every
             kp = kp + 1 if kp + 1 < n else 0
         self._kp = kp

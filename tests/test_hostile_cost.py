@@ -126,10 +126,10 @@ class Scene:
 @pytest.mark.timeout(60)
 def test_one_session_at_full_update_budget_keeps_the_loop_responsive(net: Net) -> None:
     """Case 6, one abusive session, sustained: an update of the most changes allowed
-    (16,384, 64 kB) every 0.1 s for 3 s; its budget pays for about one in six, the rest are
-    refused inside the stream. Measured on main: 11 of 30 paid, the probe's p99 28-51 ms
-    (rise ~25-30 ms over quiet; each paid update is ~35 ms of loop), the server at ~16 % of
-    a core. (Before the update budget, 32 updates of 60,000 changes stalled it 3.5 s.)"""
+    (4,096) every 0.05 s for 1.5 s, twice what its budget pays for: the rest are refused
+    inside the stream. (With 16,384 changes an update and 2 s bursts: 11 of 30 paid, the
+    probe's p99 28-51 ms, each paid update ~35 ms of loop; before the update budget, 32
+    updates of 60,000 changes stalled it 3.5 s.)"""
     with server_proc() as server:
         scene = Scene(net, server)
         [x] = scene.attackers(1)
@@ -140,7 +140,7 @@ def test_one_session_at_full_update_budget_keeps_the_loop_responsive(net: Net) -
         cpu = server.cpu_seconds()
         start = time.monotonic()
         for i, frame in enumerate(frames):   # on a fixed schedule: 10 updates a second
-            while time.monotonic() < start + i * 0.1:
+            while time.monotonic() < start + i * 0.05:
                 scene.honest.tick()
                 scene.honest.connection.wait(0.005)
             x.send_raw(frame)
@@ -148,20 +148,23 @@ def test_one_session_at_full_update_budget_keeps_the_loop_responsive(net: Net) -
         handled([x], tick=[scene.honest])
         paid = [e for b in x.batches() for e in b.entries
                 if isinstance(e, UpdateEntry) and e.sender == x.client_id and e.changes]
-        rise = scene.after(f"30 updates of {limit} changes over 3 s from one session "
+        rise = scene.after(f"30 updates of {limit} changes over 1.5 s from one session "
                            f"({len(paid)} paid), server CPU {server.cpu_seconds() - cpu:.2f} s")
         assert 0 < len(paid) < 30
         assert rise < P99_BUDGET, f"p99 rose {rise * 1e3:.0f} ms"
 
 
+_MANY_SESSIONS = pytest.mark.xfail(strict=True, reason=(
+    "issue 11 case 6: the update budget is per session (sessions per address are capped, "
+    "but not their budget): 8 sessions x 8 updates of the most changes allowed sent at once "
+    "stall the loop past the bound (0.9-1.6 s with 16,384 changes and 2 s bursts)"))
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11 case 6: the update budget's 2 s burst is spent in one loop pass and the "
-    "budget is per session (no per-address cap): 32 updates of 16,384 changes sent at once "
-    "by one session (4-5 paid) stall the loop ~170-260 ms; 8 sessions x 8 such updates "
-    "0.9-1.6 s (3.5 s before the budget)"))
 @pytest.mark.parametrize(("sessions", "each", "mode"), [
-    (1, 32, "accept"), (8, 8, "accept"), (8, 8, "reject")])
+    (1, 32, "accept"),  # passes since bursts are 0.5 s and updates 4,096 changes
+    pytest.param(8, 8, "accept", marks=_MANY_SESSIONS),
+    pytest.param(8, 8, "reject", marks=_MANY_SESSIONS)])
 def test_updates_of_the_most_changes_allowed_keep_the_loop_responsive(
         net: Net, sessions: int, each: int, mode: str) -> None:
     with server_proc() as server:
@@ -281,9 +284,9 @@ def test_repeated_hellos_on_a_big_room_keep_the_loop_responsive(net: Net) -> Non
 # ----------------------------------------------------------------------------- case 7
 
 def big_room(net: Net, server: ServerProc) -> int:
-    """A lobby of 24 x 120 kB labels (from 4 writers: the update budget is per session);
-    its size in bytes."""
-    fill(net, server.endpoint, 24, 120_000, 6)
+    """A lobby of 24 x 120 kB labels (from 12 writers: the update budget, 256 KiB at once,
+    is per session); its size in bytes."""
+    fill(net, server.endpoint, 24, 120_000, 2)
     return 24 * 120_000
 
 

@@ -668,6 +668,6 @@ def test_an_update_of_more_changes_than_the_limit_is_refused_before_its_changes_
                                             "1000 changes") as info:
         decode_client_message(over, limits)
     assert info.value.code == ErrorCode.OVER_LIMIT
-    assert DEFAULT_LIMITS.announced()["changes_per_update"] == 16_384
+    assert DEFAULT_LIMITS.announced()["changes_per_update"] == 4096
     assert Limits().with_announced({"changes_per_update": 5, "depth": 9}) == Limits(
         max_changes_per_update=5, max_depth=9)

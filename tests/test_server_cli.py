@@ -39,7 +39,7 @@ def test_help_documents_every_flag_with_its_default() -> None:
         assert len(re.sub(rf"^.*?{flag}\S*( [A-Z:\[\]{{}},a-z_]+)?", "", text).strip()) > 20, (
             f"{flag} has no description")
     for default in ["tcp://127.0.0.1:7777", "5.0", "30.0", "200:400", "info", "no limit",
-                    "./rtecs-data", "1.0", "10.0", "1048576", "524288:40000", "16384",
+                    "./rtecs-data", "1.0", "10.0", "1048576", "524288:40000", "4096",
                     "10485760", "128000", "(default: 64)"]:
         assert default in out
     assert "examples:" in out and "rtecs-server --bind tcp://0.0.0.0:7777" in out

@@ -69,17 +69,17 @@ def test_an_update_over_the_senders_budget_is_refused_inside_the_stream() -> Non
     cost as much of it as a ping. Budgets in bytes and changes are charged per session; an
     update over it is refused in the stream (every change rejected), never dropped."""
     t = FakeTransport()
-    host = RoomHost(t, rate_limit=RateLimit(update_changes=1000, update_bytes=1e9))
+    host = RoomHost(t, rate_limit=RateLimit(update_changes=4000, update_bytes=1e9))
     host.handle(b"a", hello(), 0.0)
     host.handle(b"w", hello(), 0.0)      # a watcher
     cid = host.sessions[b"a"].client_id
     big = [0, *itertools.chain.from_iterable((2, i) for i in range(1500))]
-    host.handle(b"a", update(1, big), 0.0)        # 1,500 of the 2,000 saved up
-    host.handle(b"a", update(2, big[:2001]), 0.0)  # 1,000 more: refused
+    host.handle(b"a", update(1, big), 0.0)          # 1,500 of the 2,000 (0.5 s) saved up
+    host.handle(b"a", update(2, big[:2001]), 0.0)   # 1,000 more: refused
     host.handle(b"a", update(3, [0, 1, "x"]), 0.0)  # 1 more: fits what is left
-    host.handle(b"a", update(4, big[:2001]), 0.1)  # 1,000 with 599 left: refused again
-    host.handle(b"a", update(5, big[:2001]), 0.5)  # 499 + 500 refilled: still refused
-    host.handle(b"a", update(6, big[:2001]), 0.6)  # 1,099: paid
+    host.handle(b"a", update(4, big[:2001]), 0.1)   # 1,000 with 499 + 400 refilled: refused
+    host.handle(b"a", update(5, big[:2001]), 0.12)  # 979: still refused
+    host.handle(b"a", update(6, big[:2001]), 0.13)  # 1,019: paid
     host.flush(0.6)
     entries = _entries(t, b"w", cid)
     assert sorted(entries) == [1, 2, 3, 4, 5, 6]  # no gap in the sender's sequence
@@ -89,7 +89,7 @@ def test_an_update_over_the_senders_budget_is_refused_inside_the_stream() -> Non
     assert _accepted(entries[6]) == 1000 and not entries[6].rejected
     refusals = [e for e in errors(t, b"a") if e.code == "rate_limit"]
     assert len(refusals) == 2 and not any(e.fatal for e in refusals)  # one per run
-    assert "1000 changes/s" in refusals[0].message
+    assert "4000 changes/s" in refusals[0].message
     assert b"a" in host.sessions  # an over-budget sender stays in the room
 
 

@@ -11,7 +11,7 @@ import zmq
 from zmq_helpers import RawClient, raw_clients, wait_until
 
 from rtecs.protocol import Batch, Welcome
-from rtecs_server import RoomServer
+from rtecs_server import RateLimit, RoomServer
 
 __all__ = ["raw_clients"]  # fixtures used here
 
@@ -41,7 +41,10 @@ def host_log() -> Records:
 def test_a_slow_consumer_is_resynced_at_its_next_ping(raw_clients: MakeClient,
                                                       host_log: Records) -> None:
     options = {zmq.SNDBUF: 8192}
-    with RoomServer(sndhwm=2, socket_options=options, heartbeat_timeout=30) as server:
+    # 60 KB writes as fast as they relay: more bytes a second than the update budget allows
+    budget_off = RateLimit(update_bytes=0, update_changes=0)
+    with RoomServer(sndhwm=2, socket_options=options, heartbeat_timeout=30,
+                    rate_limit=budget_off) as server:
         writer = raw_clients(server.endpoint)
         slow = raw_clients(server.endpoint, rcvhwm=1, rcvbuf=4096)
         writer.join()

@@ -50,7 +50,7 @@ class Limits:
     """Largest room, estimated from its values (announced in the welcome)."""
     max_hello_bytes: int = 1024 * 1024
     """Largest HELLO frame (the schema travels in it)."""
-    max_changes_per_update: int = 16_384
+    max_changes_per_update: int = 4096
     """Most changes one UPDATE may carry (announced in the welcome): the server's work is
     per change, so this bounds how long one update can hold a room up."""
     max_depth: int = 64

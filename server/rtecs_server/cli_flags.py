@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=(default_budget.update_bytes, default_budget.update_changes),
         metavar="BYTES:CHANGES",
         help="what each client's updates may carry per second, in bytes and in changes, "
-             "with bursts of 2 s worth; an update over it is refused (every change rolled "
+             "with bursts of 0.5 s worth; an update over it is refused (every change rolled "
              "back, a 'rate_limit' error) but never dropped; 0 for either turns that part "
              "off; needs --rate-limit (default: 524288:40000)")
     limits = DEFAULT_LIMITS

@@ -82,15 +82,17 @@ class RateLimit:
 
 
 #: Seconds of update budget a session may spend at once (its bursts): 1,000 spawns of a
-#: 10-property model in one frame are ~11,000 changes and ~150 kB, well inside 2 s.
-BUDGET_SECONDS: Final = 2.0
+#: 10-property model in one frame are ~11,000 changes and ~150 kB, inside 0.5 s (20,000
+#: changes, 256 KiB). Longer bursts let one client hold the loop up: measured with
+#: ``bench/abuse.py``, 2 s let an abuser raise honest p99 ping by 173-511 ms, 0.5 s by 26 ms.
+BUDGET_SECONDS: Final = 0.5
 
 
 class Allowance:
     """One session's update budget (:attr:`RateLimit.update_bytes` and
     :attr:`RateLimit.update_changes` per second, up to :data:`BUDGET_SECONDS` of either
     saved up). The message rate limit counts frames; this counts what they carry, since a
-    frame of 16,000 changes costs the server a thousand times one of 16. An update the
+    frame of 4,000 changes costs the server a thousand times one of 4. An update the
     allowance cannot pay for is refused inside the stream, not dropped (DESIGN §8)."""
 
     __slots__ = ("bytes", "changes", "refused", "stamp")
