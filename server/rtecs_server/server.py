@@ -223,6 +223,7 @@ class RoomServer:
         #: without encryption.
         self.curve_public_key: str | None = (None if curve_key is None
                                              else zmq.curve_public(curve_key).decode("ascii"))
+        #: Least seconds between two relayed batches of a room (``--tick-ms`` / 1000).
         self.tick_interval = tick_interval
         #: Where the server reads time (see the module docs).
         self.clock = clock
@@ -231,6 +232,7 @@ class RoomServer:
         self._max_poll = math.inf if isinstance(clock, SystemClock) else MANUAL_CLOCK_POLL
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
+            #: The ROUTER socket every client message arrives on and every frame leaves by.
             self.transport = ZmqServerTransport(
                 self._context, bind, limits=limits, sndhwm=sndhwm,
                 socket_options=socket_options, curve_secret_key=curve_key,
@@ -254,6 +256,8 @@ class RoomServer:
             store, advertise=advertise or default_advertise(self.transport.endpoint),
             instance_id=instance_id, checkpoint_interval=checkpoint_interval,
             lease_ttl=lease_ttl, owns_storage=owned, clock=clock)
+        #: What the loop drives: sessions, rooms, fan-out, checkpoints (the loop's thread
+        #: only: read it from elsewhere while the server is stopped).
         self.host = RoomHost(self.transport, plugins=plugins, limits=limits,
                              heartbeat_timeout=heartbeat_timeout,
                              empty_room_timeout=empty_room_timeout,
