@@ -357,7 +357,12 @@ class PlainDealer:
         self.socket.connect(endpoint)
 
     def hello(self, tok: str | None, room: str = "lobby") -> None:
-        self.socket.send(encode(Hello(PROTOCOL_VERSION, room, "Game", SCHEMA, tok)))
+        """Send a HELLO if the socket can take it within 5 s. Never block for good: after a
+        refused handshake libzmq may leave the DEALER without a pipe until it reconnects."""
+        if self.socket.poll(5_000, zmq.POLLOUT):
+            with contextlib.suppress(zmq.Again):
+                self.socket.send(encode(Hello(PROTOCOL_VERSION, room, "Game", SCHEMA, tok)),
+                                 zmq.NOBLOCK)
 
     def answer(self, timeout: float = PATIENCE) -> Any:
         assert self.socket.poll(int(timeout * 1000)), "no answer"
@@ -516,7 +521,11 @@ def _squat(endpoint: str, password: str | None = None, squatters: int = 3,
            *([None] * squatters)]
     for routing_id in ids:
         peer = PlainDealer(endpoint, password, routing_id=routing_id)
-        peer.socket.send(b"x")
+        # Never block: a refused handshake can leave the DEALER without a pipe for a moment
+        # (libzmq drops it and reconnects), and a blocking send then waits forever (it hung
+        # CI on a busy machine). Such a peer never reaches the ROUTER anyway.
+        with contextlib.suppress(zmq.Again):
+            peer.socket.send(b"x", zmq.NOBLOCK)
         peers.append(peer)
         if arrived is not None:
             arrived(peer)
