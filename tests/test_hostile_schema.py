@@ -296,13 +296,7 @@ def test_huge_and_control_character_names_are_refused_and_logs_stay_small(net: N
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("kind", [
-    "resync",
-    pytest.param("hello", marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 11 case 9: a re-join is logged at INFO every time (left, joined), "
-        "unthrottled, with the room name: 300 HELLOs from one socket write ~124 kB of log "
-        "(415 B each)"))),
-])
+@pytest.mark.parametrize("kind", ["resync", "hello"])
 def test_floods_of_valid_messages_do_not_flood_the_log(net: Net, kind: str) -> None:
     from rtecs.protocol import Resync
 

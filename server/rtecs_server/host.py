@@ -295,7 +295,7 @@ class RoomHost:
                         fatal=True, now=now)
             return
         if session is not None:
-            self.members.leave(session, now)
+            self.members.leave(session, now, quiet=True)  # a re-join: logged with the join
         address = None if self._address_of is None else address_key(self._address_of(peer))
         limit = self.max_sessions_per_address
         if limit is not None and address is not None:
@@ -316,7 +316,8 @@ class RoomHost:
                 return
         try:
             joined = self.members.join(peer, hello, now, self.plugins, self.limits,
-                                       self.max_clients_per_room, address=address)
+                                       self.max_clients_per_room, address=address,
+                                       rejoin=session is not None)
         except JoinRefused as exc:
             self._error(peer, exc.code, f"cannot join room {hello.room!r}: {exc.message}",
                         fatal=True, now=now)

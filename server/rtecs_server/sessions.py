@@ -257,14 +257,16 @@ class Membership:
 
     def join(self, peer: bytes, hello: Hello, now: float, plugins: Iterable[Plugin],
              limits: Limits, max_clients: int | None, *,
-             address: str | None = None) -> Session | Redirect | Error:
+             address: str | None = None, rejoin: bool = False) -> Session | Redirect | Error:
         """Admit ``peer`` to the hello's room — opened (new, or loaded from storage) with
         ``plugins``, ``limits`` and ``max_clients`` if this instance does not hold it yet —
         and send its ``WELCOME``; returns its new session (counted at ``address``: see
         :meth:`SessionTable.open`), or the directory's answer to send instead (a
         ``REDIRECT``, a fatal ``ERROR``). Raises
         :class:`~rtecs_server.room.JoinRefused` (nothing changed; a room opened for this
-        joiner is forgotten unsaved)."""
+        joiner is forgotten unsaved). ``rejoin``: the peer had a session just ended by this
+        hello (its join and that leave are logged at debug level, so a peer sending HELLOs in
+        a loop cannot flood the log)."""
         directory = self.directory
         hosted = directory.rooms.get(hello.room)
         created = hosted is None
@@ -291,14 +293,16 @@ class Membership:
         hosted.empty_since = None
         hosted.close_after = -math.inf
         directory.mark_dirty(hosted)
-        log.info("client %d joined room %r (%d members)", welcome.client_id, hello.room,
-                 len(hosted.members))
+        log.log(logging.DEBUG if rejoin else logging.INFO, "client %d %s room %r (%d members)",
+                welcome.client_id, "joined again" if rejoin else "joined", hello.room,
+                len(hosted.members))
         self.fanout.send_welcome(session, welcome, secret)
         return session
 
-    def leave(self, session: Session, now: float) -> None:
+    def leave(self, session: Session, now: float, *, quiet: bool = False) -> None:
         """End ``session`` and remove its member from the room (BYE, timeout, a fatal error,
-        a new hello on the same connection). Ending an ended session does nothing."""
+        a new hello on the same connection: ``quiet``, logged at debug level). Ending an
+        ended session does nothing."""
         self.sessions.close(session)
         hosted = session.hosted
         if hosted.members.get(session.client_id) is not session:
@@ -306,7 +310,8 @@ class Membership:
         del hosted.members[session.client_id]
         hosted.room.leave(session.client_id, now)
         self.directory.mark_dirty(hosted)
-        log.info("client %d left room %r", session.client_id, hosted.room.name)
+        log.log(logging.DEBUG if quiet else logging.INFO, "client %d left room %r",
+                session.client_id, hosted.room.name)
         if not hosted.members:
             hosted.empty_since = now
             hosted.history.clear()  # nobody is left to resume into it
