@@ -32,6 +32,7 @@ from rtecs.protocol import (
     Update,
     UpdateEntry,
     Welcome,
+    count_changes,
     encode,
 )
 from rtecs.session import Presence, UpdateOutcome, UpdateStatus
@@ -43,7 +44,7 @@ log = logging.getLogger("rtecs.realtime")
 
 def _count(update: Update | UpdateEntry) -> int:
     """Changes carried by an update (or accepted by its entry)."""
-    return sum((len(run) - 1) // 2 for run in update.changes)
+    return count_changes(update.changes)
 
 
 class RoomSync:

@@ -192,6 +192,7 @@ from rtecs.protocol._messages import (
     UpdateEntry,
     Welcome,
     collection_type_name,
+    count_changes,
     dynamic_model_id,
     is_model_id,
     split_collection_type,
@@ -211,5 +212,5 @@ __all__ = [
     "UpdateEntry", "JoinEntry", "LeaveEntry", "ClientMessage", "ServerMessage",
     "encode", "decode_client_message", "decode_server_message",
     "dynamic_model_id", "split_dynamic_model_id", "is_model_id",
-    "COLLECTION_KINDS", "collection_type_name", "split_collection_type",
+    "COLLECTION_KINDS", "collection_type_name", "split_collection_type", "count_changes",
 ]

@@ -40,6 +40,7 @@ from rtecs.protocol._messages import (
     Update,
     UpdateEntry,
     Welcome,
+    count_changes,
     is_model_id,
 )
 from rtecs.protocol._values import _INT64_MIN, F32, enc_hook
@@ -183,7 +184,7 @@ def _check_change_count(changes: object, limit: int) -> None:
     if type(changes) is not tuple:
         return  # check_changes says what is wrong with it
     try:
-        count = (sum(map(len, changes)) - len(changes)) // 2
+        count = count_changes(changes)  # a run that is not an array raises TypeError
     except TypeError:
         return  # a run that is not an array: check_changes says so
     if count > limit:

@@ -288,6 +288,12 @@ COLLECTION_KINDS: dict[str, type | None] = {"Set": None, "Array": None, "Dict": 
                                             "StrDict": str}
 
 
+def count_changes(changes: Changes) -> int:
+    """How many changes a change list carries (each run is ``[model_id, key, value, …]``):
+    what the limits, the update budget and the outcomes count."""
+    return (sum(map(len, changes)) - len(changes)) // 2
+
+
 def collection_type_name(kind: str, element_type_name: str) -> str:
     """The wire type name of a collection of ``kind`` holding ``element_type_name`` models."""
     if kind not in COLLECTION_KINDS:

@@ -73,6 +73,7 @@ from rtecs.protocol import (
     Resync,
     Schema,
     Update,
+    count_changes,
     decode_client_message,
     encode,
 )
@@ -113,11 +114,6 @@ def _peek_kind(frame: bytes) -> int | None:
     if i and len(frame) > i and frame[i] <= 0x7F:
         return frame[i]
     return None
-
-
-def _changes(update: Update) -> int:
-    """How many changes ``update`` carries."""
-    return (sum(map(len, update.changes)) - len(update.changes)) // 2
 
 
 class RoomHost:
@@ -347,7 +343,7 @@ class RoomHost:
             allowance = session.allowance
             if allowance is None:
                 allowance = session.allowance = Allowance(limit, now)
-            if not allowance.pay(limit, size, _changes(update), now):
+            if not allowance.pay(limit, size, count_changes(update.changes), now):
                 refuse = Problem(ErrorCode.RATE_LIMIT, Allowance.over_budget(limit))
                 quiet = allowance.refused > 1
         try:
