@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="take the report at frame N instead of at the end")
     parser.add_argument("--report-when", metavar="FILE",
                         help="for tests of several demos: print 'settled' when the script "
-                             "is done and every write answered; once FILE exists, report "
-                             "when the view has held still for a second, and stop")
+                             "is done and every write answered; while FILE exists, rewrite "
+                             "the --report whenever the view changes; stop once FILE is "
+                             "removed")
     parser.add_argument("--data-dir", default="./rtecs-data", metavar="DIR",
                         help="where the embedded server keeps its SQLite rooms "
                              "(default: %(default)s)")

@@ -94,33 +94,39 @@ class Scripted:
 
 @dataclass
 class _Waiting:
-    """State of ``--report-when``: settled yet, and the view and since when it held."""
+    """State of ``--report-when``: settled yet, the FILE seen yet, the last view written."""
 
     settled: bool = False
+    started: bool = False
     view: dict[str, Any] | None = None
-    since: float = 0.0
 
 
-def _report_when(path: str, me: Participant, script: Scripted | None,
-                 waiting: _Waiting) -> tuple[dict[str, Any], bool]:
+def _report_when(path: str, report_path: str | None, me: Participant,
+                 script: Scripted | None, waiting: _Waiting) -> bool:
     """``--report-when FILE`` (for tests of several demo processes): once the script is
     done and every write of this client is answered, print ``settled``; once ``FILE``
-    exists (whoever runs the processes creates it when all of them said so), take the
-    report when the view has not changed for a second, and stop."""
+    exists (whoever runs the processes creates it when all of them said so), write the
+    view to ``report_path`` whenever it changes (atomically: a reader never sees half a
+    file), so the runner can wait until the views agree; once ``FILE`` is removed, stop.
+    Returns whether to keep running."""
     rt = me.rt
     if not waiting.settled:
         if (me.avatar is not None and (script is None or script.done)
                 and not rt.has_unsent_changes and rt.updates_in_flight == 0):
             waiting.settled = True
             print("settled", flush=True)
-        return {}, True
+        return True
     if not os.path.exists(path):
-        return {}, True
-    view, now = describe(me), time.monotonic()
-    if view != waiting.view:
-        waiting.view, waiting.since = view, now
-        return {}, True
-    return (view, False) if now - waiting.since >= 1.0 else ({}, True)
+        return not waiting.started
+    waiting.started = True
+    view = describe(me)
+    if view != waiting.view and report_path is not None:
+        waiting.view = view
+        partial = f"{report_path}.partial"
+        with open(partial, "w") as f:
+            json.dump(view, f)
+        os.replace(partial, report_path)
+    return True
 
 
 def run(options: Options) -> dict[str, Any]:
@@ -191,7 +197,8 @@ def run(options: Options) -> dict[str, Any]:
             if options.report_frame is not None and frame == options.report_frame:
                 report = describe(me)
             if options.report_when is not None:
-                report, running = _report_when(options.report_when, me, script, waiting)
+                running = _report_when(options.report_when, options.report, me, script,
+                                       waiting) and running
             if options.frames is not None and frame >= options.frames:
                 running = False
         if options.screenshot:

@@ -171,8 +171,9 @@ class Bot:
 
 
 def describe(p: Participant) -> dict[str, Any]:
-    """What this participant sees: avatars by name, the team name, the counter."""
+    """What this participant sees: its connection state, avatars by name, the team name,
+    the counter."""
     with rtecs.ecs.in_world(p.world_name):
         avatars = {a.name: [round(a.x, 3), round(a.y, 3)] for _, a in esper.get_component(Avatar)}
-    return {"name": p.name, "client_id": p.rt.client_id, "avatars": avatars,
-            "team_name": p.world.team_name, "counter": p.world.counter}  # type: ignore[attr-defined]
+    return {"name": p.name, "client_id": p.rt.client_id, "state": p.rt.state.value,
+            "avatars": avatars, "team_name": p.world.team_name, "counter": p.world.counter}  # type: ignore[attr-defined]
