@@ -399,7 +399,9 @@ class ServerProc:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.log_bytes = 0
         self._tail = bytearray()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._line = bytearray()
+        self._loop_reports: list[float] = []   # busiest-pass CPU seconds, one per SIGUSR1
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
         line: list[bytes] = []
@@ -420,6 +422,26 @@ class ServerProc:
                 self.log_bytes += len(chunk)
                 self._tail += chunk
                 del self._tail[:-self.TAIL]
+                *lines, rest = (self._line + chunk).split(b"\n")
+                self._line = bytearray(rest[-4096:])
+                for line in lines:
+                    if b"loop: " in line and b"the busiest pass took " in line:
+                        took = line.split(b"the busiest pass took ", 1)[1].split(b" ms", 1)[0]
+                        self._loop_reports.append(float(took) / 1e3)
+                        self._lock.notify_all()
+
+    def busiest_pass(self, timeout: float = 10.0) -> float:
+        """SIGUSR1: the CPU seconds of the server loop's busiest pass since the last call (or
+        the start), from the line it logs (``docs/server.md``, Signals). The loop's own work
+        in CPU time, so a busy machine does not inflate it, as it does a ping's round
+        trip."""
+        with self._lock:
+            seen = len(self._loop_reports)
+        self.process.send_signal(signal.SIGUSR1)
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self._loop_reports) > seen, timeout):
+                raise AssertionError(f"the server logged no loop report: {self.tail}")
+            return self._loop_reports[seen]
 
     @property
     def tail(self) -> str:

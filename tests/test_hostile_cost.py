@@ -29,16 +29,21 @@ from rtecs.protocol import (
     Schema,
     Update,
     UpdateEntry,
+    count_changes,
     dynamic_model_id,
     encode,
 )
+from rtecs_server.ratelimit import BUDGET_SECONDS, RateLimit
 
 __all__ = ["net"]  # the fixture
 
-#: How far an attack may raise the probe's p99 round trip above its quiet p99 (issue 11's
-#: acceptance: less than 50 ms for one abusive client at full budget; doubled for the noise
-#: of a loaded 2-core machine).
-P99_BUDGET = 0.1
+#: The most CPU the server loop may spend in one pass during an attack: how long it works
+#: without reading its socket, so how long an honest client's ping can wait behind it. It is
+#: the loop thread's CPU time (``ServerProc.busiest_pass``), so a busy machine does not
+#: inflate it, as it does the probe's round trips: those are printed, and issue 11's
+#: acceptance on them (one abusive client at full budget raises an honest client's p99 by
+#: less than 50 ms) is measured by ``python -m bench.abuse``, not asserted here.
+PASS_BUDGET = 0.05
 
 _TOKENS = itertools.count(1)
 
@@ -91,6 +96,8 @@ class Scene:
         converge([self.honest], server.endpoint)
         self.probe = Probe(server.endpoint)
         net.closers.append(self.probe.kill)
+        self.marker = net.raw(server.endpoint)   # its pings mark "every pass before is over"
+        self.marker.join("marker")
 
     def attackers(self, n: int, room: str = "lobby") -> list[Raw]:
         out = [self.net.raw(self.server.endpoint) for _ in range(n)]
@@ -105,20 +112,27 @@ class Scene:
         while time.monotonic() < end:   # a measuring window, not a wait for an event
             self.honest.tick()
             self.honest.connection.wait(0.01)
+        self.server.busiest_pass()   # counting starts now
         self.probe.phase("attack")
 
     def after(self, what: str) -> float:
         """Report; check the honest client kept its session and avatar and converges;
-        the rise of the probe's p99 during the attack."""
+        the CPU seconds of the server loop's busiest pass during the attack."""
+        # A pass still running at the first report counts in the second: the marker's
+        # PONG comes from a pass that began after it ended.
+        busiest = self.server.busiest_pass()
+        handled([self.marker])
+        busiest = max(busiest, self.server.busiest_pass())
         rtts = self.probe.stop()
         quiet, attack = p99(rtts["quiet"]), rtts.get("attack", [0.0])
-        print(f"\n{what}: probe p99 {p99(attack) * 1e3:.1f} ms (quiet {quiet * 1e3:.1f} ms), "
-              f"max {max(attack) * 1e3:.1f} ms over {len(attack)} pings")
+        print(f"\n{what}: busiest loop pass {busiest * 1e3:.1f} ms of CPU; probe p99 "
+              f"{p99(attack) * 1e3:.1f} ms (quiet {quiet * 1e3:.1f} ms), max "
+              f"{max(attack) * 1e3:.1f} ms over {len(attack)} pings")
         self.avatar.hp += 1
         want = converge([self.honest], self.server.endpoint)
         assert self.avatar.model_id in want, "the honest client's avatar was destroyed"
         assert self.honest.stats.sessions_lost == 0
-        return p99(attack) - quiet
+        return busiest
 
 
 # ----------------------------------------------------------------------------- case 6
@@ -148,30 +162,21 @@ def test_one_session_at_full_update_budget_keeps_the_loop_responsive(net: Net) -
         handled([x], tick=[scene.honest])
         paid = [e for b in x.batches() for e in b.entries
                 if isinstance(e, UpdateEntry) and e.sender == x.client_id and e.changes]
-        rise = scene.after(f"30 updates of {limit} changes over 1.5 s from one session "
+        busiest = scene.after(f"30 updates of {limit} changes over 1.5 s from one session "
                            f"({len(paid)} paid), server CPU {server.cpu_seconds() - cpu:.2f} s")
         assert 0 < len(paid) < 30
-        assert rise < P99_BUDGET, f"p99 rose {rise * 1e3:.0f} ms"
-
-
-#: Not strict: with 4,096 changes an update and 0.5 s bursts this case sits at the bound (it
-#: passed on some runs of the clean-clone CI and failed on others), so a pass is reported as
-#: XPASS, not as a failure. The hole stays open until a budget per address (or fair turns per
-#: loop pass) makes it pass every time; then make this strict again, or remove it.
-_MANY_SESSIONS = pytest.mark.xfail(strict=False, reason=(
-    "issue 11 case 6: the update budget is per session (sessions per address are capped, "
-    "but not their budget): 8 sessions x 8 updates of the most changes allowed sent at once "
-    "stall the loop past the bound on some runs (0.9-1.6 s with 16,384 changes and 2 s "
-    "bursts)"))
+        assert busiest < PASS_BUDGET, f"a loop pass took {busiest * 1e3:.0f} ms of CPU"
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("sessions", "each", "mode"), [
-    (1, 32, "accept"),  # passes since bursts are 0.5 s and updates 4,096 changes
-    pytest.param(8, 8, "accept", marks=_MANY_SESSIONS),
-    pytest.param(8, 8, "reject", marks=_MANY_SESSIONS)])
+    (1, 32, "accept"), (8, 8, "accept"), (8, 8, "reject")])
 def test_updates_of_the_most_changes_allowed_keep_the_loop_responsive(
         net: Net, sessions: int, each: int, mode: str) -> None:
+    """Everything sent at once: the loop reads and handles a slice at a time, so no pass
+    works longer than the slice and one update (fair turns, ``rtecs_server.server``).
+    Before: every frame waiting was read in one pass — 93 ms of CPU for 1 x 32, 260-300 ms
+    for 8 x 8."""
     with server_proc() as server:
         scene = Scene(net, server)
         attackers = scene.attackers(sessions)
@@ -186,10 +191,43 @@ def test_updates_of_the_most_changes_allowed_keep_the_loop_responsive(
                 a.send_raw(frame)
             a.seq = each
         handled(attackers, tick=[scene.honest])
-        rise = scene.after(f"{sessions} x {each} updates of {len(run) // 2} changes "
-                           f"({len(frames[0])} B, {mode}), server CPU "
-                           f"{server.cpu_seconds() - cpu:.2f} s")
-        assert rise < P99_BUDGET, f"p99 rose {rise * 1e3:.0f} ms"
+        busiest = scene.after(f"{sessions} x {each} updates of {len(run) // 2} changes "
+                              f"({len(frames[0])} B, {mode}), server CPU "
+                              f"{server.cpu_seconds() - cpu:.2f} s")
+        assert busiest < PASS_BUDGET, f"a loop pass took {busiest * 1e3:.0f} ms of CPU"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 11 case 6: the update budget is per session (sessions per address are capped, "
+    "64 by default, but not their budget): 8 sessions of one address are paid 8 budgets, "
+    "and an honest client's ping waits behind an update of each (fair turns)"))
+def test_sessions_of_one_address_share_one_update_budget(net: Net) -> None:
+    """8 sessions from one address, 8 updates of the most changes allowed each, at once:
+    together they are paid what one session's budget pays (a burst of ``BUDGET_SECONDS``
+    plus the rate for the time it took), the rest refused inside the stream."""
+    with server_proc() as server:
+        attackers = [net.raw(server.endpoint) for _ in range(8)]
+        for a in attackers:
+            a.join("lobby")
+        limits = attackers[0].welcomes[-1].limits
+        run = heavy_run(limits.get("changes_per_update", 4096), "accept")
+        frames = [encode(Update(seq, [run], 1)) for seq in range(1, 9)]
+        start = time.monotonic()
+        for a in attackers:
+            for frame in frames:
+                a.send_raw(frame)
+            a.seq = len(frames)
+        handled(attackers)
+        took = time.monotonic() - start
+        ids = {a.client_id for a in attackers}
+        paid = sum(count_changes(e.changes) for b in attackers[0].batches() for e in b.entries
+                   if isinstance(e, UpdateEntry) and e.sender in ids)   # the room's stream
+        rate = RateLimit().update_changes
+        allowed = rate * (BUDGET_SECONDS + took)
+        print(f"\n8 sessions x 8 updates of {len(run) // 2} changes in {took:.2f} s: "
+              f"{paid} changes paid, one budget pays {allowed:.0f}")
+        assert paid <= allowed
 
 
 @pytest.mark.timeout(60)
@@ -210,37 +248,46 @@ def test_floods_of_cheap_messages_keep_the_loop_responsive(net: Net, kind: str) 
         for _ in range(300):
             x.send_raw(frame)
         handled([x], tick=[scene.honest])
-        rise = scene.after(f"300 x {kind}")
-        assert rise < P99_BUDGET, f"p99 rose {rise * 1e3:.0f} ms"
+        busiest = scene.after(f"300 x {kind}")
+        assert busiest < PASS_BUDGET, f"a loop pass took {busiest * 1e3:.0f} ms of CPU"
         if kind == "resync":
             assert len(x.welcomes) - before <= 2
         assert not any(e.fatal for e in x.errors)
         assert server.alive()
 
 
+_NO_BYTE_BUDGET = pytest.mark.xfail(strict=True, reason=(
+    "issue 11 cases 6/8: frames other than UPDATE have no byte budget: 32 SCHEMAs of 950 KB "
+    "on a session, or 32 HELLOs of 950 KB from 32 fresh connections (each refused by the "
+    "schema bounds after 35-100 ms of decoding and checking), cost 1.1-1.5 s of server CPU"))
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11 cases 6/8: frames other than UPDATE have no byte budget: 32 HELLOs or "
-    "SCHEMAs of 950 KB (each refused by the schema bounds after 45-100 ms of decoding and "
-    "checking) cost ~1.5 s of server CPU and raise the probe's p99 by ~1 s"))
-@pytest.mark.parametrize("kind", ["hello", "schema"])
+@pytest.mark.parametrize("kind", [
+    "hello",   # on a joined connection: the re-join cooldown refuses all but the first
+    pytest.param("schema", marks=_NO_BYTE_BUDGET),
+    pytest.param("fresh", marks=_NO_BYTE_BUDGET)])
 def test_floods_of_950_kb_schemas_keep_the_loop_responsive(net: Net, kind: str) -> None:
+    """32 frames of 950 KB of schema. A hello on a joined connection is a re-join, held to
+    the resync cooldown (before it: 1.3 s of CPU for 32, each schema checked and refused)."""
     from test_hostile_schema import wide_schema
 
     with server_proc() as server:
         scene = Scene(net, server)
-        [x] = scene.attackers(1)
+        senders = ([net.raw(server.endpoint) for _ in range(32)] if kind == "fresh"
+                   else scene.attackers(1) * 32)
         big = wide_schema("f", 950_000)
         frame = encode(Hello(PROTOCOL_VERSION, "lobby", "HGame", big, None)
-                       if kind == "hello" else Schema(big))
+                       if kind != "schema" else Schema(big))
         scene.attack()
         cpu = server.cpu_seconds()
-        for _ in range(32):
+        for x in senders:
             x.send_raw(frame)
-        handled([x], tick=[scene.honest])
+        handled(set(senders), tick=[scene.honest])
         cpu = server.cpu_seconds() - cpu
-        rise = scene.after(f"32 x {kind} of {len(frame)} B, server CPU {cpu:.2f} s")
-        assert rise < P99_BUDGET and cpu < 0.5, f"p99 rose {rise * 1e3:.0f} ms, CPU {cpu:.2f} s"
+        busiest = scene.after(f"32 x {kind} of {len(frame)} B, server CPU {cpu:.2f} s")
+        assert busiest < PASS_BUDGET and cpu < 0.5, (
+            f"a loop pass took {busiest * 1e3:.0f} ms of CPU; all took {cpu:.2f} s")
 
 
 def fill(net: Net, endpoint: str, models: int, label: int, per_writer: int) -> list[Raw]:
@@ -264,11 +311,10 @@ def fill(net: Net, endpoint: str, models: int, label: int, per_writer: int) -> l
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11 cases 6/7: a HELLO on a live connection has no cooldown (a RESYNC has 1 s): "
-    "each re-join encodes and sends a full snapshot (~400 kB, ~50 ms of loop for a room of "
-    "20,000 models): 20 HELLOs cost ~1 s of server CPU and stall the loop up to ~1 s"))
 def test_repeated_hellos_on_a_big_room_keep_the_loop_responsive(net: Net) -> None:
+    """Cases 6/7: a HELLO on a joined connection is held to the resync cooldown, so 20 at
+    once cost one welcome. (Before: each re-join encoded and sent a full snapshot, ~400 kB
+    and ~50 ms of loop for a room of 20,000 models; 20 cost ~1 s of server CPU.)"""
     with server_proc() as server:
         scene = Scene(net, server)
         fill(net, server.endpoint, 20_000, 1, 4000)
@@ -280,10 +326,11 @@ def test_repeated_hellos_on_a_big_room_keep_the_loop_responsive(net: Net) -> Non
             x.send_raw(hello)
         handled([x], tick=[scene.honest])
         cpu = server.cpu_seconds() - cpu
-        rise = scene.after(f"20 HELLOs on a room of {len(x.welcomes[-1].snapshot)} models "
+        busiest = scene.after(f"20 HELLOs on a room of {len(x.welcomes[-1].snapshot)} models "
                            f"({len(x.welcomes)} welcomes of {len(x.raw[0]) // 1000} kB), "
                            f"server CPU {cpu:.2f} s")
-        assert rise < P99_BUDGET and cpu < 0.25, f"p99 rose {rise * 1e3:.0f} ms, CPU {cpu:.2f} s"
+        assert busiest < PASS_BUDGET and cpu < 0.25, (
+            f"a loop pass took {busiest * 1e3:.0f} ms of CPU; all took {cpu:.2f} s")
 
 
 # ----------------------------------------------------------------------------- case 7
@@ -330,13 +377,11 @@ def test_never_reading_clients_that_resync_pin_a_bounded_amount_of_memory(net: N
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11 case 7: the unread-welcome bound is per session and a HELLO on a live "
-    "connection opens a new one (no cooldown): each welcome is queued whatever the "
-    "connection's backlog, so 24 HELLOs from one never-reading socket pin 24 snapshots of "
-    "a 2.9 MB room (~65-70 MB)"))
 def test_a_never_reading_client_that_rejoins_pins_a_bounded_amount_of_memory(
         net: Net) -> None:
+    """Case 7: a re-join waits the resync cooldown and inherits the connection's unread
+    welcomes, so a socket that sends HELLOs and never reads pins what one that sends
+    RESYNCs does. (Before: 24 HELLOs pinned 24 snapshots of a 2.9 MB room, ~65-70 MB.)"""
     with server_proc() as server:
         room = big_room(net, server)
         base = peak = server.rss()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from _hostile import HNode, HPlayer, Net, Raw, converge, net, settle, truth
 
+from rtecs.clock import ManualClock
 from rtecs.protocol import (
     CREATE,
     DESTROY,
@@ -27,12 +28,14 @@ from rtecs.protocol import (
     Hello,
     LeaveEntry,
     Limits,
+    Pong,
     Resync,
     Update,
     dynamic_model_id,
     encode,
 )
 from rtecs_server import RoomServer
+from rtecs_server.fanout import RESYNC_COOLDOWN
 from rtecs_server.zmq_transport import max_message_size
 
 __all__ = ["net"]  # the fixture
@@ -301,16 +304,34 @@ def test_values_and_frames_at_each_size_limit(room: Room, net: Net) -> None:
 
 # ----------------------------------------------------------------------------- sessions
 
-def test_repeated_hellos_each_end_the_previous_session(room: Room) -> None:
-    x = room.x
-    lobby_ids = []
-    for i in range(6):
-        x.update([dynamic_model_id(x.client_id, 1), CREATE,
-                  ["HNode", DESTROY_WHEN_OWNER_LEAVES], OWNER, x.client_id, 1, f"n{i}"])
-        x.sync()
-        if i % 2 == 0:
-            lobby_ids.append(x.client_id)
-        x.join("elsewhere" if i % 2 == 0 else "lobby")   # ids count per room
+def test_repeated_hellos_each_end_the_previous_session(net: Net) -> None:
+    """A hello on a joined connection ends its session and opens one in the hello's room,
+    once the resync cooldown since its last welcome has passed (the server's clock is
+    stepped); before that it is refused, not fatal, and the session goes on."""
+    clock = ManualClock()
+    with RoomServer(heartbeat_timeout=30, clock=clock) as server:
+        room = Room(net, server)
+        x = room.x
+        lobby_ids = []
+        for i in range(6):
+            x.update([dynamic_model_id(x.client_id, 1), CREATE,
+                      ["HNode", DESTROY_WHEN_OWNER_LEAVES], OWNER, x.client_id, 1, f"n{i}"])
+            x.sync()
+            if i % 2 == 0:
+                lobby_ids.append(x.client_id)
+            before = x.client_id
+            x.hello("lobby")   # too soon: refused, the session goes on
+            err = x.expect_error("rate_limit")
+            assert not err.fatal and "waits" in err.message
+            x.ping()
+            x.expect(lambda m: isinstance(m, Pong))
+            assert x.client_id == before
+            clock.advance(RESYNC_COOLDOWN)
+            x.join("elsewhere" if i % 2 == 0 else "lobby")   # ids count per room
+        _check_repeated(room, x, lobby_ids)
+
+
+def _check_repeated(room: Room, x: Raw, lobby_ids: list[int]) -> None:
     assert len(set(lobby_ids)) == 3
     want = room.check()
     assert not [rec for rec in want.values() if rec[0] == "HNode"]  # each left with it

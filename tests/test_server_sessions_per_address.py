@@ -36,6 +36,7 @@ from rtecs.protocol import (
 from rtecs.realtime import Realtime
 from rtecs.transport.memory import MemoryNetwork
 from rtecs_server import RoomHost, RoomServer
+from rtecs_server.fanout import RESYNC_COOLDOWN
 from rtecs_server.sessions import DEFAULT_MAX_SESSIONS_PER_ADDRESS, address_key
 from rtecs_server.zmq_transport import _HELLO_KIND
 
@@ -77,7 +78,8 @@ def test_addresses_are_counted_by_key(address: str | None, key: str | None) -> N
 @pytest.mark.timeout(30)
 def test_a_fourth_session_from_one_address_is_refused_until_one_leaves(
         raw_clients: Callable[..., RawClient]) -> None:
-    with RoomServer(max_sessions_per_address=3, heartbeat_timeout=30) as server:
+    clock = ManualClock()
+    with RoomServer(max_sessions_per_address=3, heartbeat_timeout=30, clock=clock) as server:
         joined = [raw_clients(server.endpoint) for _ in range(3)]
         for client in joined:
             client.join()
@@ -104,7 +106,9 @@ def test_a_fourth_session_from_one_address_is_refused_until_one_leaves(
         joined[1].update([0, 2, 9])
         wait_until(lambda: fifth.mirror.models[0][3].get(2) == 9, PATIENCE,
                    clients=[fifth])
-        # a hello again on a joined connection frees its own place first: welcomed
+        # a hello again on a joined connection (after the resync cooldown since its
+        # welcome) frees its own place first: welcomed
+        clock.advance(RESYNC_COOLDOWN)
         joined[2].hello()
         joined[2].expect(lambda m: isinstance(m, Welcome) and len(joined[2].welcomes) == 2,
                          PATIENCE, "a second welcome")

@@ -23,6 +23,15 @@ costs nothing after that) and :meth:`ZmqClientTransport.take_failure` reports wh
 server's ZAP handler refused the credentials (an expired or forged token), or the two sides
 use different mechanisms (a plaintext client and an encrypted server, a token for a server
 that takes none). :class:`~rtecs.link.Link` turns that into a fatal ``auth_failed`` error.
+
+The server does not always say so: a server that refuses the mechanism may close the TCP
+connection before the client has read its ``ERROR`` command, and libzmq then reports
+``HANDSHAKE_FAILED_NO_DETAIL`` (a broken pipe) and connects again. Measured on the 2-core
+development machine (libzmq 4.3.5, pyzmq 27.3, a NULL client and a PLAIN server in another
+process), that was 8 handshakes of 9. One such hang-up may be the network; after
+:data:`HANGUPS_BEFORE_REFUSAL` in a row with no handshake completed (each a fresh TCP
+connection, ~0.1-0.2 s apart), the client reports them as a refusal with the same hint as a
+mechanism mismatch.
 """
 
 from __future__ import annotations
@@ -47,7 +56,8 @@ log = logging.getLogger(__name__)
 
 _MONITORS = itertools.count(1)
 _HANDSHAKE_EVENTS: Final = int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+                               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 _MISMATCH: Final = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
 _MISMATCH_HINT: Final = {
     "NULL": "the server wants a secure handshake this client does not offer: connect with "
@@ -58,6 +68,16 @@ _MISMATCH_HINT: Final = {
     "CURVE": "this client is encrypted (server_key=) and the server is not: connect "
              "without server_key=",
 }
+_HANGUP_HINT: Final = {
+    "NULL": _MISMATCH_HINT["NULL"],
+    "PLAIN": "it refused this client's join token, or it takes none at the handshake: it has "
+             "no auth secret, or it is encrypted (connect with server_key=)",
+    "CURVE": "server_key= may not be this server's public key, or the server is not "
+             "encrypted",
+}
+#: Handshakes in a row the server hung up on (``HANDSHAKE_FAILED_NO_DETAIL``) before this
+#: client reports them as a refusal (see the module docs).
+HANGUPS_BEFORE_REFUSAL: Final = 3
 
 
 def load_server_key(key: str | bytes | os.PathLike[str]) -> bytes:
@@ -108,6 +128,7 @@ class ZmqClientTransport:
             self._socket.plain_password = plain_password.encode()
             self.mechanism = "PLAIN"
         self._failure: str | None = None
+        self._hangups = 0
         self._monitor: zmq.Socket[bytes] | None = self._socket.get_monitor_socket(
             _HANDSHAKE_EVENTS, f"inproc://rtecs-handshake-{os.getpid()}-{next(_MONITORS)}")
         self._socket.setsockopt(zmq.SNDHWM, send_hwm)
@@ -186,9 +207,17 @@ class ZmqClientTransport:
                 return
             if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._failure = self._refused(value)
-            elif value == _MISMATCH:
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MISMATCH:
                 self._failure = (f"the handshake failed: security mechanisms differ "
                                  f"({_MISMATCH_HINT[self.mechanism]})")
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                self._hangups += 1
+                if self._hangups < HANGUPS_BEFORE_REFUSAL:
+                    continue
+                self._failure = (f"the handshake failed: the server hung up on "
+                                 f"{self._hangups} handshakes in a row, as it does when "
+                                 f"security mechanisms differ or it refuses what this "
+                                 f"client offers ({_HANGUP_HINT[self.mechanism]})")
             else:
                 continue
             self._close_monitor()

@@ -3,7 +3,9 @@
 ``rtecs-server [FLAGS]`` serves. At startup it prints ``rtecs-server listening on
 <endpoint>`` (the endpoint actually bound, so ``--bind tcp://127.0.0.1:0`` shows the port the
 OS chose) to stdout and flushes it. SIGINT and SIGTERM stop it cleanly: every room is saved,
-clients are told (``ERROR shutdown``), the sockets close, it logs "stopped" and exits 0. Usage
+clients are told (``ERROR shutdown``), the sockets close, it logs "stopped" and exits 0.
+SIGUSR1 logs how busy the loop was since the last SIGUSR1 (:class:`~rtecs_server.server.LoopStats`:
+passes, CPU, the busiest pass) and starts counting again. Usage
 errors (a bad flag value, a plugin that cannot be loaded, an address that cannot be bound, a
 storage that cannot be opened) exit 2 with a message.
 
@@ -26,8 +28,8 @@ crash such as libzmq's ``Assertion failed`` abort (SIGABRT), or SIGKILL — afte
 :data:`RESTART_DELAY`, at most :data:`MAX_RESTARTS` times in :data:`RESTART_WINDOW` seconds
 (then it gives up and exits 1). A child that exits by itself (0 after a clean stop, 2 on a
 usage error) ends the supervisor with that status; SIGTERM and SIGINT are passed on to the
-child, which stops cleanly, and then the supervisor exits. Each start prints the child's
-``listening on`` line again, and logs ``server child started (pid N)``.
+child, which stops cleanly, and then the supervisor exits; SIGUSR1 is passed on. Each start
+prints the child's ``listening on`` line again, and logs ``server child started (pid N)``.
 
 The parts: :mod:`rtecs_server.cli_flags` (the parsers: every flag, its help and default),
 :mod:`rtecs_server.cli_commands` (``rooms``, ``dump``, ``delete``) and this module (serving:
@@ -166,7 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%s received: stopping", signal.Signals(signum).name)
         server.stop()
 
+    def on_report(signum: int, frame: FrameType | None) -> None:
+        stats = server.take_loop_stats()
+        log.info("loop: %d passes since the last report, %.1f ms of CPU; the busiest pass "
+                 "took %.1f ms of CPU (%.1f ms of real time)", stats.passes, stats.cpu * 1e3,
+                 stats.busiest_cpu * 1e3, stats.busiest_wall * 1e3)
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(signal, "SIGUSR1"):  # not on Windows
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_report)
     try:
         print(f"rtecs-server listening on {server.endpoint}", flush=True)
         log.info("listening on %s (plugins: %s)", server.endpoint,
@@ -203,7 +213,13 @@ def supervise(argv: Sequence[str]) -> int:
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(signal, "SIGUSR1"):
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, pass_on)
     crashes: collections.deque[float] = collections.deque()
     try:
         while True:

@@ -80,7 +80,14 @@ from rtecs.protocol import (
 from rtecs.transport import ServerTransport
 from rtecs_server.auth import AuthRefused, JoinAuth
 from rtecs_server.directory import RoomDirectory
-from rtecs_server.fanout import RESYNC_COOLDOWN, Fanout, Publisher, RouterPublisher
+from rtecs_server.fanout import (
+    MAX_UNREAD_RESYNCS,
+    RESYNC_COOLDOWN,
+    Fanout,
+    Publisher,
+    RouterPublisher,
+    resync_cooldown,
+)
 from rtecs_server.hosted import DEFAULT_HISTORY_BYTES, HostedRoom, Session
 from rtecs_server.persistence import Persistence
 from rtecs_server.plugins import Plugin
@@ -281,6 +288,11 @@ class RoomHost:
         it; the session gets the user id and claims the token or plugin vouched for;
         ``too_many_sessions``: its network address holds :attr:`max_sessions_per_address`
         live sessions already — the peer's own session, which a hello ends, does not count).
+        A hello on a connection that has a session (a re-join) costs a snapshot like a
+        ``RESYNC`` and is held to the same cooldown (:func:`~rtecs_server.fanout.resync_cooldown`
+        since its last welcome; ``ERROR rate_limit``, not fatal, and the session goes on); the
+        new session inherits the old one's unread welcomes, plus its own, so a socket that
+        joins again and again without reading ends as one that resyncs does.
         Refusals by the address limit are logged at the 1st, 10th, 100th and every 1000th
         (warning), the rest at debug level: a flood from fresh connections, each a new peer,
         would pass the per-peer log throttle."""
@@ -290,8 +302,25 @@ class RoomHost:
             self._error(peer, ErrorCode.AUTH_FAILED, f"cannot join room {hello.room!r}: {exc}",
                         fatal=True, now=now)
             return
-        if session is not None:
-            self.members.leave(session, now, quiet=True)  # a re-join: logged with the join
+        carried: tuple[int, float] | None = None
+        if session is not None:   # a re-join: costs a snapshot, like a RESYNC, so it waits
+            if session.unread_resyncs >= MAX_UNREAD_RESYNCS:   # the same cooldown
+                self._error(peer, ErrorCode.RATE_LIMIT,
+                            f"{session.unread_resyncs} snapshots sent and none read (no "
+                            f"ping or update named their epoch): session ended", fatal=True,
+                            now=now)
+                return
+            cooldown = resync_cooldown(session)
+            since = now - max(session.opened, session.last_resync)
+            if since < cooldown:
+                self._error(peer, ErrorCode.RATE_LIMIT,
+                            f"a hello {since:.2f} s after this connection's last welcome: "
+                            f"joining again on one connection waits {cooldown:g} s; the "
+                            f"session in room {session.room.name!r} goes on", fatal=False,
+                            now=now)
+                return
+            carried = (session.unread_resyncs + 1, now)   # the new welcome is unread too
+            self.members.leave(session, now, quiet=True)  # logged with the join
         address = None if self._address_of is None else address_key(self._address_of(peer))
         limit = self.max_sessions_per_address
         if limit is not None and address is not None:
@@ -320,6 +349,8 @@ class RoomHost:
             return
         if isinstance(joined, Session):
             joined.user_id, joined.claims = identity.user_id, identity.claims
+            if carried is not None:   # the connection's unread welcomes and cooldown go on
+                joined.unread_resyncs, joined.last_resync = carried
         else:  # the directory's answer: redirect or error
             self.transport.send(peer, encode(joined))
 

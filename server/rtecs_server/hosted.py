@@ -174,6 +174,7 @@ class Session:
     stalled: bool = False           # a send failed (queue full): no batches until resynced
     last_resync: float = -math.inf
     unread_resyncs: int = 0         # resync welcomes sent that it has not shown it read
+    opened: float = -math.inf       # when its welcome went out (a re-join's cooldown)
     cost: Cost = field(default_factory=Cost)
     allowance: Allowance | None = None  # its update budget, made at its first update
 

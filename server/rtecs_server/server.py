@@ -75,6 +75,18 @@ the loop polls at most :data:`MANUAL_CLOCK_POLL` (10 ms) at a time — it notice
 within 10 ms, and costs about a hundred idle wake-ups a second while the clock stands
 still. (The client-facing timeouts of :meth:`RoomServer.stop` are real time too.)
 
+**Fair turns.** A pass reads and handles frames one at a time
+(:meth:`~rtecs_server.zmq_transport.ZmqServerTransport.messages`) and stops after
+:data:`PASS_SLICE` (5 ms) of real time, or :data:`~rtecs_server.zmq_transport.MAX_RECEIVE_BATCH`
+frames; what is left stays queued in libzmq, which hands a ROUTER's input out one message per
+peer in turn. So a ping waits behind at most one frame of each busy peer, not behind
+everything a flood put in the socket since the last poll. Measured with
+``tests/test_hostile_cost.py`` (one session sending 32 updates of 4,096 changes at once), the
+busiest pass went from 93 ms of CPU (every frame waiting read in one pass) to 12 ms, the
+slice plus one update. Each frame is
+still charged to its sender by the rate limits; the slice only decides when the loop
+looks up.
+
 :meth:`RoomServer.stop` wakes the loop through a local socket pair (safe from any thread and
 from a signal handler), so it does not wait for a poll timeout; the loop then sends
 ``ERROR shutdown`` (fatal) to every client, waits at most :data:`SHUTDOWN_LINGER` for those
@@ -90,6 +102,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
@@ -113,9 +126,27 @@ from rtecs_server.storage import Storage, open_storage
 from rtecs_server.zmq_transport import ZmqServerTransport, check_curve_key
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_TICK_INTERVAL", "HOUSEKEEPING_INTERVAL",
-           "MANUAL_CLOCK_POLL", "SHUTDOWN_LINGER", "RoomServer"]
+           "MANUAL_CLOCK_POLL", "PASS_SLICE", "SHUTDOWN_LINGER", "LoopStats", "RoomServer"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopStats:
+    """How busy the loop was between two calls of :meth:`RoomServer.take_loop_stats`.
+
+    A *pass* is one turn of the loop after its poll returns: the frames it received, the
+    housekeeping and the flush it did. ``busiest_cpu`` is the CPU time (of the loop's thread,
+    ``time.thread_time``) of the busiest pass: how long the loop worked without reading its
+    socket, which is what keeps a client's ping waiting. It does not grow when other
+    processes take the CPU (``busiest_wall`` does), so it is the figure to bound in tests on
+    a busy machine."""
+
+    passes: int
+    cpu: float            # seconds of the loop thread's CPU in all passes
+    busiest_cpu: float    # seconds of CPU of the busiest pass
+    busiest_wall: float   # seconds of real time of the pass with the most CPU
+
 
 #: Minimum time between two flushes of the rooms' batches (see the module docs).
 DEFAULT_TICK_INTERVAL: Final = 0.005
@@ -128,6 +159,9 @@ DEFAULT_RATE_LIMIT: Final = RateLimit()
 HOUSEKEEPING_INTERVAL: Final = 0.1
 #: Longest poll (real seconds) when the clock is not the system's (see the module docs).
 MANUAL_CLOCK_POLL: Final = 0.01
+#: Real seconds a pass of the loop goes on reading frames before it flushes and polls
+#: again (see the module docs, Fair turns).
+PASS_SLICE: Final = 0.005
 #: Longest wait, at shutdown, for the goodbye frames to leave.
 SHUTDOWN_LINGER: Final = 0.2
 
@@ -272,6 +306,7 @@ class RoomServer:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
+        self._passes, self._pass_cpu, self._busiest = 0, 0.0, (0.0, 0.0)
 
     @property
     def endpoint(self) -> str:
@@ -326,6 +361,14 @@ class RoomServer:
         elif thread is not threading.current_thread() and not self._done.wait(timeout):
             log.error("the server loop did not stop within %.1f s", timeout)
 
+    def take_loop_stats(self) -> LoopStats:
+        """The loop's :class:`LoopStats` since the last call (or the start), and start
+        counting again. Safe from any thread (a pass running meanwhile counts in the
+        next)."""
+        passes, cpu, (busiest_cpu, busiest_wall) = self._passes, self._pass_cpu, self._busiest
+        self._passes, self._pass_cpu, self._busiest = 0, 0.0, (0.0, 0.0)
+        return LoopStats(passes, cpu, busiest_cpu, busiest_wall)
+
     @property
     def running(self) -> bool:
         """True from :meth:`start` until the loop has finished."""
@@ -377,6 +420,7 @@ class RoomServer:
         poller.register(wake, zmq.POLLIN)
         interval = self.tick_interval
         max_poll = self._max_poll
+        thread_time = time.thread_time
         next_flush = -math.inf            # real time (flush pacing: see the module docs)
         now = self.now()                  # the clock (everything else)
         real = time.monotonic()
@@ -387,6 +431,7 @@ class RoomServer:
                 wait = min(wait, next_flush - real)
             # zmq.Poller truncates fractional milliseconds: round up, or we would spin
             events = dict(poller.poll(math.ceil(wait * 1000) if wait > 0 else 0))
+            cpu_start = thread_time()
             if wake in events:
                 self._drain_wake()
                 if self._stopping:
@@ -404,16 +449,24 @@ class RoomServer:
                 self._guard(host.flush, now)
                 next_flush = real + max(interval, min(
                     MAX_PACED_TICK, host.largest_room * TICK_PER_MEMBER))
+            spent = thread_time() - cpu_start
+            self._passes += 1
+            self._pass_cpu += spent
+            if spent > self._busiest[0]:
+                self._busiest = (spent, time.monotonic() - real)
 
     def _receive(self, now: float) -> None:
         host = self.host
         transport = self.transport
-        for peer, frame in transport.receive():
+        deadline = time.monotonic() + PASS_SLICE
+        for peer, frame in transport.messages():
             try:
                 host.handle(peer, frame, now)
             except Exception:
                 log.exception("internal error handling a frame from peer %s; frame dropped",
                               peer.hex())
+            if time.monotonic() >= deadline:
+                break   # the rest stay queued in libzmq, for the next pass (module docs)
         for peer, reason in transport.take_malformed():
             try:
                 host.handle_malformed(peer, reason, now)

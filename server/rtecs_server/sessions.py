@@ -183,7 +183,7 @@ class SessionTable:
             session_id = secrets.token_bytes(SESSION_ID_BYTES)
         secret = secrets.token_bytes(SECRET_BYTES)
         session = Session(session_id, hash_secret(secret), peer, hosted, client_id, now,
-                          epoch=epoch)
+                          epoch=epoch, opened=now)
         self._by_id[session_id] = session
         self._by_peer[peer] = session
         if address is not None:

@@ -80,7 +80,7 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -190,7 +190,15 @@ class ZmqServerTransport:
         """Every one-part message waiting (at most :data:`MAX_RECEIVE_BATCH`), in order; the
         address of every peer in it that may have sent a ``HELLO`` is kept for
         :meth:`address_of` until the next call (see the module docs)."""
-        out: list[tuple[bytes, bytes]] = []
+        return list(self.messages())
+
+    def messages(self) -> Iterator[tuple[bytes, bytes]]:
+        """The one-part messages waiting (at most :data:`MAX_RECEIVE_BATCH`), each read from
+        the socket only when the previous one was taken: a caller that stops early leaves
+        the rest queued in libzmq, which hands them out fairly, a message per peer in turn,
+        so a peer that sends costly messages waits behind itself, not others behind it (the
+        loop's time slice: :mod:`rtecs_server.server`). :meth:`address_of` answers for the
+        peers of the messages taken so far, until the next call."""
         if self._addresses:
             self._addresses = {}
         addresses = self._addresses
@@ -215,8 +223,7 @@ class ZmqServerTransport:
             if (len(frame) < 2 or not 0x91 <= frame[0] <= 0x9F or frame[1] == _HELLO_KIND
                     or frame[1] > 0x7F):
                 addresses[peer] = _peer_address(part)
-            out.append((peer, frame))
-        return out
+            yield peer, frame
 
     def address_of(self, peer: bytes) -> str | None:
         """The IP address (``Peer-Address``, as libzmq reports it) of ``peer``'s connection,
