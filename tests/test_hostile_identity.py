@@ -151,25 +151,23 @@ def test_a_connected_clients_routing_id_takes_nothing_over(net: Net, how: str) -
         assert "hijacked" not in repr(observer.mirror.state())
 
 
-_HIJACK = ("issue 11 case 2: sessions are keyed by routing id: after a client's link drops "
-           "(no BYE) and until its heartbeat timeout, a socket that sets its routing id gets "
-           "PONG instead of not_joined, a RESYNC WELCOME as the victim (its client id and "
-           "snapshot) and writes the victim's takeover-protected model")
 SECRET = b"s3cret-for-the-hostile-suite"
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("how", [
     "guessed",
-    pytest.param("observed", marks=pytest.mark.xfail(strict=True, reason=_HIJACK)),
-    pytest.param("authenticated", marks=pytest.mark.xfail(strict=True, reason=(
-        _HIJACK + "; with an auth secret too, by another user holding a valid token for "
-        "another room (the gate checks the token, never that the session is its user's)"))),
+    "observed",
+    "authenticated",
 ])
 def test_a_dropped_clients_routing_id_does_not_carry_its_session(net: Net, how: str) -> None:
     """Case 2 after the victim's link drops: whoever connects next with the victim's
     routing id — guessed (``auto_id(0)``), observed, or observed by an authenticated user
-    of another room — is an unknown peer: ERROR not_joined, no welcome, no writes."""
+    of another room — is an unknown peer: ERROR not_joined, no welcome, no writes. (Issue
+    11 case 2: sessions used to be keyed by routing id, so until the victim's heartbeat
+    timeout such a socket got PONG, a RESYNC welcome as the victim and wrote its
+    takeover-protected model. Now a session belongs to the connection that joined: the ZAP
+    handler names every connection and the frame says which one it came over.)"""
     from rtecs.auth import make_token
 
     with contextlib.ExitStack() as stack:

@@ -190,6 +190,7 @@ class RoomHost:
         self.members = Membership(transport, self.session_table, self.directory, self.fanout)
         """Joins and leaves (:mod:`rtecs_server.sessions`)."""
         self._timer = timer
+        self._connection: object = None   # the connection of the frame being handled
         self.auth = JoinAuth(auth_secret, self.plugins, wall)
         """Who may join: the join token and the plugins' ``authenticate``
         (:mod:`rtecs_server.auth`)."""
@@ -225,10 +226,23 @@ class RoomHost:
         self.tick(now)
         return len(frames)
 
-    def handle(self, peer: bytes, frame: bytes, now: float) -> None:
+    def handle(self, peer: bytes, frame: bytes, now: float,
+               connection: object = None) -> None:
         """Handle one frame from ``peer`` and charge it to the peer's session (the session
-        it opened, for a hello). Bad input is answered with an error, never raised."""
+        it opened, for a hello). Bad input is answered with an error, never raised.
+
+        ``connection`` names the transport connection the frame came over (the ZeroMQ
+        transport's ``User-Id``; None: the transport cannot tell). A session belongs to the
+        connection that joined: a frame on its routing id from another connection (a peer
+        that set a dropped client's routing id) is not the session's — the session is
+        detached from the routing id (no more frames go there; it times out, or, later, is
+        resumed with its secret) and the frame is handled as a stranger's (DESIGN §8)."""
         session = self.session_table.get(peer)
+        if (session is not None and connection is not None
+                and session.connection is not None and connection != session.connection):
+            self._detach(session, now)
+            session = None
+        self._connection = connection
         if not self._admit(peer, session, now):
             return
         start = self._timer()
@@ -349,6 +363,7 @@ class RoomHost:
             return
         if isinstance(joined, Session):
             joined.user_id, joined.claims = identity.user_id, identity.claims
+            joined.connection = self._connection
             if carried is not None:   # the connection's unread welcomes and cooldown go on
                 joined.unread_resyncs, joined.last_resync = carried
         else:  # the directory's answer: redirect or error
@@ -468,6 +483,9 @@ class RoomHost:
         self.directory.shut_down(now)
         sessions = list(self.session_table)
         for session in sessions:
+            if session.detached:   # its routing id is someone else's now: tell nobody
+                self.members.leave(session, now, quiet=True)
+                continue
             self._error(session.peer, ErrorCode.SHUTDOWN, "the server is shutting down",
                         fatal=True, now=now, quiet=True)
         self.directory.take_dirty()  # the leaves just queued go to nobody
@@ -498,6 +516,14 @@ class RoomHost:
             self._error(peer, ErrorCode.RATE_LIMIT, self.peers.over_limit(peer, verdict, now),
                         fatal=verdict is Verdict.FATAL, now=now)
         return False
+
+    def _detach(self, session: Session, now: float) -> None:
+        """``session``'s routing id came over another connection: nothing more of the
+        session's goes to that routing id (see :meth:`handle`)."""
+        self.session_table.detach(session)
+        log.warning("client %d of room %r: its routing id %s came over a new connection; "
+                    "the session is detached from it (it times out unless resumed)",
+                    session.client_id, session.room.name, session.peer.hex()[:64])
 
     def _resync(self, session: Session, now: float) -> None:
         """Resync ``session`` (when its cooldown allows: :mod:`rtecs_server.fanout`), or end

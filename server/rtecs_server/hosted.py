@@ -175,6 +175,8 @@ class Session:
     last_resync: float = -math.inf
     unread_resyncs: int = 0         # resync welcomes sent that it has not shown it read
     opened: float = -math.inf       # when its welcome went out (a re-join's cooldown)
+    connection: object = None       # the transport connection that joined (None: unknown)
+    detached: bool = False          # its routing id came over another connection
     cost: Cost = field(default_factory=Cost)
     allowance: Allowance | None = None  # its update budget, made at its first update
 

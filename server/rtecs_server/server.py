@@ -459,9 +459,9 @@ class RoomServer:
         host = self.host
         transport = self.transport
         deadline = time.monotonic() + PASS_SLICE
-        for peer, frame in transport.messages():
+        for peer, frame, connection in transport.messages():
             try:
-                host.handle(peer, frame, now)
+                host.handle(peer, frame, now, connection)
             except Exception:
                 log.exception("internal error handling a frame from peer %s; frame dropped",
                               peer.hex())

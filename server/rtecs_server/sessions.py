@@ -226,6 +226,18 @@ class SessionTable:
         session.secret_hash = hash_secret(secret)
         return secret
 
+    def detach(self, session: Session) -> None:
+        """Take ``session`` off its routing id, which now names another connection: no
+        frame from that routing id reaches the session and none of its frames (batches,
+        welcomes, errors) go there; it stays in the table — counted, a member, timing
+        out as a silent client does — until it ends (or, once sessions resume, is attached
+        to a new connection by its secret)."""
+        if self._by_peer.get(session.peer) is session:
+            del self._by_peer[session.peer]
+        session.detached = True
+        session.stalled = True   # no batches (the fanout skips stalled sessions)
+        session.needs_resync = False
+
     def attach(self, session: Session, peer: bytes) -> Session | None:
         """Move ``session`` to ``peer`` (a fresh connection, after its secret was verified);
         returns the session ``peer`` held until now, detached from it (its frames no longer
@@ -239,6 +251,7 @@ class SessionTable:
         if self._by_peer.get(session.peer) is session:
             del self._by_peer[session.peer]
         session.peer = peer
+        session.detached = False
         self._by_peer[peer] = session
         return previous
 
@@ -331,6 +344,9 @@ class Membership:
         and end their sessions, so they are redirected to whoever hosts the room now."""
         for name, hosted, why, saved in lost:
             for session in list(hosted.members.values()):
+                if session.detached:   # its routing id names someone else now
+                    self.sessions.close(session)
+                    continue
                 self.transport.send(session.peer, encode(Error(
                     ErrorCode.UNAVAILABLE.value, f"room {name!r} is no longer hosted by this "
                     f"server instance: reconnect", True)))

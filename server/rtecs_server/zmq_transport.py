@@ -13,9 +13,12 @@ Frames on the wire: a client's DEALER sends one-part messages; the ROUTER sees
   bounded linger to get goodbyes out).
 - ``ROUTER_HANDOVER=0`` (libzmq's default, set explicitly): a routing id is a transport
   address, never a credential (DESIGN §8). A connection that announces a routing id another
-  connection holds is parked by libzmq and never speaks for the holder, so nobody can take
-  over a client's session by copying its routing id (they are predictable: see
-  ``docs/server.md``). A session moves to a new connection only by showing its resume secret
+  connection holds is parked by libzmq and never speaks for the holder. Once the holder's
+  connection is gone, though, libzmq gives the id to whoever announces it next; so every
+  connection is *named* (below) and a session belongs to the connection that joined: a
+  frame on its routing id from any other connection is a stranger's, and the session is
+  detached from the id (:meth:`RoomHost.handle <rtecs_server.host.RoomHost.handle>`). A
+  session moves to a new connection only by showing its resume secret
   (:mod:`rtecs_server.sessions`).
 - ``MAXMSGSIZE``: :func:`max_message_size` — a little over the largest frame the host will
   decode (``max(limits.max_update_bytes, limits.max_hello_bytes)`` + 64 KiB). A frame up to
@@ -47,6 +50,16 @@ from 20 DEALERs, on the 2-core development machine, medians of 3 alternating run
 went from 2.2 to 1.1 µs a message over inproc and from 3.8 to 1.7 µs over tcp; the server
 CPU in ``python -m bench.server_tick`` did not change beyond its noise.
 
+**Connection names.** The socket always has a ZAP domain, so libzmq asks the
+:class:`ZapHandler` thread about every handshake (NULL ones too, when there is no auth or
+CURVE); the handler answers with a user id of its own for each connection (a random
+prefix and a counter), and libzmq attaches it to every frame of that connection as
+``User-Id``. :meth:`~ZmqServerTransport.messages` reads it from each frame (inproc has no
+handshake, and no names: None). A peer cannot choose or learn it. Reading it costs about
+1 µs a message: :meth:`~ZmqServerTransport.messages` of 100,000 queued 12-byte pings from
+20 DEALERs over tcp took 3.4-3.8 µs a message with it and 2.0-2.7 without (two alternating
+runs each, the 2-core development machine) — about 1 % of a core at 300 clients.
+
 **The handshake** (DESIGN §8). libzmq 4.3.5 aborts the process when an auto-generated
 routing id collides with one a peer chose (``router.cpp`` ``identify_peer``), and no socket
 option prevents it. Three things make that hard to reach, set up by
@@ -75,6 +88,7 @@ the counter. Run the server supervised (``docs/server.md``): a crash costs a res
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import os
 import stat
@@ -121,10 +135,13 @@ class ZmqServerTransport:
                  socket_options: Mapping[int, int] | None = None,
                  gate: Callable[[bytes, bytes], str | None] | None = None,
                  curve_secret_key: bytes | None = None) -> None:
-        #: The ZAP thread (None without ``gate`` or ``curve_secret_key``).
+        #: The ZAP thread (None over inproc, which has no handshake).
         self.zap: ZapHandler | None = None
-        if gate is not None or curve_secret_key is not None:
-            self.zap = ZapHandler(context, gate=gate, curve=curve_secret_key is not None)
+        # Always: besides gating, the ZAP handler names every connection (module docs).
+        self._named = not bind.startswith("inproc://")   # inproc has no handshake
+        if self._named:
+            self.zap = ZapHandler(context, gate=gate, curve=curve_secret_key is not None,
+                                  null=gate is None and curve_secret_key is None)
         #: Whether libzmq's routing-id counter was seeded (:func:`seed_routing_ids`).
         self.seeded = seed_routing_ids()
         sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
@@ -190,18 +207,22 @@ class ZmqServerTransport:
         """Every one-part message waiting (at most :data:`MAX_RECEIVE_BATCH`), in order; the
         address of every peer in it that may have sent a ``HELLO`` is kept for
         :meth:`address_of` until the next call (see the module docs)."""
-        return list(self.messages())
+        return [(peer, frame) for peer, frame, _ in self.messages()]
 
-    def messages(self) -> Iterator[tuple[bytes, bytes]]:
+    def messages(self) -> Iterator[tuple[bytes, bytes, int | str | None]]:
         """The one-part messages waiting (at most :data:`MAX_RECEIVE_BATCH`), each read from
         the socket only when the previous one was taken: a caller that stops early leaves
         the rest queued in libzmq, which hands them out fairly, a message per peer in turn,
         so a peer that sends costly messages waits behind itself, not others behind it (the
         loop's time slice: :mod:`rtecs_server.server`). :meth:`address_of` answers for the
-        peers of the messages taken so far, until the next call."""
+        peers of the messages taken so far, until the next call. Each comes with the name of
+        the connection it came over (``User-Id``, given by the ZAP handler: unique for every
+        connection this socket accepts; None over inproc), so a routing id that turns up on
+        a new connection is told apart from the one that joined (module docs)."""
         if self._addresses:
             self._addresses = {}
         addresses = self._addresses
+        named = self._named
         recv = self.socket.recv
         for _ in range(MAX_RECEIVE_BATCH):
             try:
@@ -218,12 +239,13 @@ class ZmqServerTransport:
                            f"message dropped"))
                 continue
             frame = part.bytes
+            connection = part.get("User-Id") if named else None
             # Plainly not a HELLO: a fixarray whose kind is a fixint other than HELLO's, as
             # every update and ping is. Anything else may decode as one: keep its address.
             if (len(frame) < 2 or not 0x91 <= frame[0] <= 0x9F or frame[1] == _HELLO_KIND
                     or frame[1] > 0x7F):
                 addresses[peer] = _peer_address(part)
-            yield peer, frame
+            yield peer, frame, connection
 
     def address_of(self, peer: bytes) -> str | None:
         """The IP address (``Peer-Address``, as libzmq reports it) of ``peer``'s connection,
@@ -286,7 +308,10 @@ def seed_routing_ids() -> bool:
 class ZapHandler:
     """A ZAP (RFC 27) handler thread for ``context``: PLAIN credentials go to ``gate``
     (``gate(username, password) -> None`` to accept, else the reason to refuse; None: PLAIN
-    is refused), CURVE is accepted for any client key if ``curve``, anything else refused.
+    is refused), CURVE is accepted for any client key if ``curve``, NULL if ``null``,
+    anything else refused. Every connection it accepts gets a user id of its own (a random
+    prefix and a counter): libzmq attaches it to each frame as ``User-Id``, which is how
+    :meth:`ZmqServerTransport.messages` names connections.
 
     The handler must be bound before the ROUTER accepts connections (it is, on creation) and
     outlive it (:meth:`stop` after the ROUTER is closed). ``gate`` runs on this thread: it must
@@ -297,10 +322,13 @@ class ZapHandler:
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], *,
                  gate: Callable[[bytes, bytes], str | None] | None = None,
-                 curve: bool = False) -> None:
+                 curve: bool = False, null: bool = False) -> None:
         self._context = context
         self._gate = gate
         self._curve = curve
+        self._null = null
+        self._prefix = os.urandom(4).hex()
+        self._connections = itertools.count(1)
         self.accepted = 0
         """Handshakes accepted."""
         self.refused = 0
@@ -371,7 +399,7 @@ class ZapHandler:
         why: str | None = f"mechanism {mechanism.decode('ascii', 'replace')} is not accepted"
         if version != b"1.0" or domain != ZAP_DOMAIN.encode():
             why = "not a request for this server"
-        elif mechanism == b"CURVE" and self._curve:
+        elif (mechanism == b"CURVE" and self._curve) or (mechanism == b"NULL" and self._null):
             why = None
         elif mechanism == b"PLAIN" and self._gate is not None and len(credentials) == 2:
             try:
@@ -381,7 +409,8 @@ class ZapHandler:
                 why = "internal error"
         if why is None:
             self.accepted += 1
-            return [b"1.0", request_id, b"200", b"OK", b"rtecs", b""]
+            name = f"{self._prefix}-{next(self._connections):x}".encode()
+            return [b"1.0", request_id, b"200", b"OK", name, b""]
         self.refused += 1
         peer = address.decode("ascii", "replace")[:64]
         if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
