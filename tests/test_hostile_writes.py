@@ -328,15 +328,11 @@ def test_repeated_hellos_each_end_the_previous_session(net: Net) -> None:
             assert x.client_id == before
             clock.advance(RESYNC_COOLDOWN)
             x.join("elsewhere" if i % 2 == 0 else "lobby")   # ids count per room
-        _check_repeated(room, x, lobby_ids)
-
-
-def _check_repeated(room: Room, x: Raw, lobby_ids: list[int]) -> None:
-    assert len(set(lobby_ids)) == 3
-    want = room.check()
-    assert not [rec for rec in want.values() if rec[0] == "HNode"]  # each left with it
-    present = room.a.clients
-    assert x.client_id in present and not present & set(lobby_ids)
+        assert len(set(lobby_ids)) == 3
+        want = room.check()
+        assert not [rec for rec in want.values() if rec[0] == "HNode"]  # each left with it
+        present = room.a.clients
+        assert x.client_id in present and not present & set(lobby_ids)
 
 
 def test_bye_then_more(room: Room) -> None:

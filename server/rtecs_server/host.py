@@ -190,7 +190,6 @@ class RoomHost:
         self.members = Membership(transport, self.session_table, self.directory, self.fanout)
         """Joins and leaves (:mod:`rtecs_server.sessions`)."""
         self._timer = timer
-        self._connection: object = None   # the connection of the frame being handled
         self.auth = JoinAuth(auth_secret, self.plugins, wall)
         """Who may join: the join token and the plugins' ``authenticate``
         (:mod:`rtecs_server.auth`)."""
@@ -238,11 +237,10 @@ class RoomHost:
         detached from the routing id (no more frames go there; it times out, or, later, is
         resumed with its secret) and the frame is handled as a stranger's (DESIGN §8)."""
         session = self.session_table.get(peer)
-        if (session is not None and connection is not None
-                and session.connection is not None and connection != session.connection):
+        if (session is not None and session.connection is not None
+                and connection != session.connection):
             self._detach(session, now)
             session = None
-        self._connection = connection
         if not self._admit(peer, session, now):
             return
         start = self._timer()
@@ -258,7 +256,7 @@ class RoomHost:
             elif isinstance(message, Ping):
                 self.handle_ping(peer, session, message, now)
             elif isinstance(message, Hello):
-                self.handle_hello(peer, session, message, now)
+                self.handle_hello(peer, session, message, now, connection)
             elif isinstance(message, Bye):
                 self.handle_bye(peer, session, now)
             elif isinstance(message, Resync) and session is not None:
@@ -295,7 +293,7 @@ class RoomHost:
             self._error(peer, ErrorCode.PROTOCOL, reason, fatal=False, now=now)
 
     def handle_hello(self, peer: bytes, session: Session | None, hello: Hello,
-                     now: float) -> None:
+                     now: float, connection: object = None) -> None:
         """Join ``peer`` to the hello's room (opening or loading it first), ending any
         session it had; answer ``WELCOME`` (opening a new session: a new id and secret),
         ``REDIRECT`` or a fatal ``ERROR`` (``auth_failed``: its token or a plugin refused
@@ -309,7 +307,8 @@ class RoomHost:
         joins again and again without reading ends as one that resyncs does.
         Refusals by the address limit are logged at the 1st, 10th, 100th and every 1000th
         (warning), the rest at debug level: a flood from fresh connections, each a new peer,
-        would pass the per-peer log throttle."""
+        would pass the per-peer log throttle. ``connection``: see :meth:`handle`; the new
+        session belongs to it."""
         try:
             identity = self.auth.admit(hello)
         except AuthRefused as exc:
@@ -319,10 +318,7 @@ class RoomHost:
         carried: tuple[int, float] | None = None
         if session is not None:   # a re-join: costs a snapshot, like a RESYNC, so it waits
             if session.unread_resyncs >= MAX_UNREAD_RESYNCS:   # the same cooldown
-                self._error(peer, ErrorCode.RATE_LIMIT,
-                            f"{session.unread_resyncs} snapshots sent and none read (no "
-                            f"ping or update named their epoch): session ended", fatal=True,
-                            now=now)
+                self._end_unread(session, now)
                 return
             cooldown = resync_cooldown(session)
             since = now - max(session.opened, session.last_resync)
@@ -363,7 +359,7 @@ class RoomHost:
             return
         if isinstance(joined, Session):
             joined.user_id, joined.claims = identity.user_id, identity.claims
-            joined.connection = self._connection
+            joined.connection = connection
             if carried is not None:   # the connection's unread welcomes and cooldown go on
                 joined.unread_resyncs, joined.last_resync = carried
         else:  # the directory's answer: redirect or error
@@ -529,9 +525,14 @@ class RoomHost:
         """Resync ``session`` (when its cooldown allows: :mod:`rtecs_server.fanout`), or end
         it if it left too many resync welcomes unread."""
         if not self.fanout.request_resync(session, now):
-            self._error(session.peer, ErrorCode.RATE_LIMIT,
-                        f"{session.unread_resyncs} snapshots sent and none read (no ping or "
-                        f"update named their epoch): session ended", fatal=True, now=now)
+            self._end_unread(session, now)
+
+    def _end_unread(self, session: Session, now: float) -> None:
+        """End ``session``: it left :data:`~rtecs_server.fanout.MAX_UNREAD_RESYNCS`
+        snapshots unread (a fatal ``ERROR rate_limit``)."""
+        self._error(session.peer, ErrorCode.RATE_LIMIT,
+                    f"{session.unread_resyncs} snapshots sent and none read (no ping or "
+                    f"update named their epoch): session ended", fatal=True, now=now)
 
     def _bad_frame(self, peer: bytes, session: Session | None, frame: bytes,
                    exc: ProtocolError, now: float) -> None:

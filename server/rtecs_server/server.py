@@ -83,9 +83,8 @@ peer in turn. So a ping waits behind at most one frame of each busy peer, not be
 everything a flood put in the socket since the last poll. Measured with
 ``tests/test_hostile_cost.py`` (one session sending 32 updates of 4,096 changes at once), the
 busiest pass went from 93 ms of CPU (every frame waiting read in one pass) to 12 ms, the
-slice plus one update. Each frame is
-still charged to its sender by the rate limits; the slice only decides when the loop
-looks up.
+slice plus one update. Each frame is still charged to its sender by the rate limits; the
+slice only decides when the loop looks up.
 
 :meth:`RoomServer.stop` wakes the loop through a local socket pair (safe from any thread and
 from a signal handler), so it does not wait for a poll timeout; the loop then sends
@@ -307,6 +306,7 @@ class RoomServer:
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._passes, self._pass_cpu, self._busiest = 0, 0.0, (0.0, 0.0)
+        self._stats_lock = threading.Lock()   # the loop adds, take_loop_stats takes
 
     @property
     def endpoint(self) -> str:
@@ -365,8 +365,10 @@ class RoomServer:
         """The loop's :class:`LoopStats` since the last call (or the start), and start
         counting again. Safe from any thread (a pass running meanwhile counts in the
         next)."""
-        passes, cpu, (busiest_cpu, busiest_wall) = self._passes, self._pass_cpu, self._busiest
-        self._passes, self._pass_cpu, self._busiest = 0, 0.0, (0.0, 0.0)
+        with self._stats_lock:
+            passes, cpu, (busiest_cpu, busiest_wall) = (self._passes, self._pass_cpu,
+                                                         self._busiest)
+            self._passes, self._pass_cpu, self._busiest = 0, 0.0, (0.0, 0.0)
         return LoopStats(passes, cpu, busiest_cpu, busiest_wall)
 
     @property
@@ -420,7 +422,7 @@ class RoomServer:
         poller.register(wake, zmq.POLLIN)
         interval = self.tick_interval
         max_poll = self._max_poll
-        thread_time = time.thread_time
+        thread_time, stats_lock = time.thread_time, self._stats_lock
         next_flush = -math.inf            # real time (flush pacing: see the module docs)
         now = self.now()                  # the clock (everything else)
         real = time.monotonic()
@@ -450,10 +452,11 @@ class RoomServer:
                 next_flush = real + max(interval, min(
                     MAX_PACED_TICK, host.largest_room * TICK_PER_MEMBER))
             spent = thread_time() - cpu_start
-            self._passes += 1
-            self._pass_cpu += spent
-            if spent > self._busiest[0]:
-                self._busiest = (spent, time.monotonic() - real)
+            with stats_lock:
+                self._passes += 1
+                self._pass_cpu += spent
+                if spent > self._busiest[0]:
+                    self._busiest = (spent, time.monotonic() - real)
 
     def _receive(self, now: float) -> None:
         host = self.host
