@@ -58,6 +58,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Final
 
 from rtecs.errors import ProtocolError
 from rtecs.protocol import (
@@ -111,6 +112,11 @@ from rtecs_server.table import Problem
 __all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
 
 log = logging.getLogger(__name__)
+
+#: Message kinds of HELLO and UPDATE frames (the codec's, ``rtecs.protocol``), for
+#: :func:`_peek_kind`.
+_HELLO: Final = 1
+_UPDATE: Final = 2
 
 def _peek_kind(frame: bytes) -> int | None:
     """The message kind of a frame that starts like a MessagePack array, else None."""
@@ -243,6 +249,8 @@ class RoomHost:
             session = None
         if not self._admit(peer, session, now):
             return
+        if session is not None and _peek_kind(frame) == _HELLO and self._too_soon(session, now):
+            return   # a re-join refused before its (maybe large) schema is decoded
         start = self._timer()
         try:
             message = decode_client_message(frame, self.limits)
@@ -317,17 +325,7 @@ class RoomHost:
             return
         carried: tuple[int, float] | None = None
         if session is not None:   # a re-join: costs a snapshot, like a RESYNC, so it waits
-            if session.unread_resyncs >= MAX_UNREAD_RESYNCS:   # the same cooldown
-                self._end_unread(session, now)
-                return
-            cooldown = resync_cooldown(session)
-            since = now - max(session.opened, session.last_resync)
-            if since < cooldown:
-                self._error(peer, ErrorCode.RATE_LIMIT,
-                            f"a hello {since:.2f} s after this connection's last welcome: "
-                            f"joining again on one connection waits {cooldown:g} s; the "
-                            f"session in room {session.room.name!r} goes on", fatal=False,
-                            now=now)
+            if self._too_soon(session, now):   # (handle() asks before decoding too)
                 return
             carried = (session.unread_resyncs + 1, now)   # the new welcome is unread too
             self.members.leave(session, now, quiet=True)  # logged with the join
@@ -527,6 +525,24 @@ class RoomHost:
         if not self.fanout.request_resync(session, now):
             self._end_unread(session, now)
 
+    def _too_soon(self, session: Session, now: float) -> bool:
+        """A hello on ``session``'s connection (a re-join) is refused: ``session`` left too
+        many snapshots unread (ended), or the resync cooldown since its last welcome has
+        not passed (``ERROR rate_limit``, not fatal; the session goes on). False: it may
+        join again."""
+        if session.unread_resyncs >= MAX_UNREAD_RESYNCS:
+            self._end_unread(session, now)
+            return True
+        cooldown = resync_cooldown(session)
+        since = now - max(session.opened, session.last_resync)
+        if since >= cooldown:
+            return False
+        self._error(session.peer, ErrorCode.RATE_LIMIT,
+                    f"a hello {since:.2f} s after this connection's last welcome: joining "
+                    f"again on one connection waits {cooldown:g} s; the session in room "
+                    f"{session.room.name!r} goes on", fatal=False, now=now)
+        return True
+
     def _end_unread(self, session: Session, now: float) -> None:
         """End ``session``: it left :data:`~rtecs_server.fanout.MAX_UNREAD_RESYNCS`
         snapshots unread (a fatal ``ERROR rate_limit``)."""
@@ -540,7 +556,7 @@ class RoomHost:
         if session is not None:
             session.last_seen = now
         self._error(peer, code, str(exc), fatal=False, now=now)
-        if session is not None and _peek_kind(frame) == 2:  # an UPDATE lost: repair the
+        if session is not None and _peek_kind(frame) == _UPDATE:  # an UPDATE lost: repair the
             self._resync(session, now)        # client's sequence
 
     def _error(self, peer: bytes, code: ErrorCode, message: str, *, fatal: bool, now: float,
