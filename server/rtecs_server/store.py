@@ -146,7 +146,10 @@ class ModelStore:
 
         def admit(grown: Mapping[str, list[int]], counts: Mapping[str, int]) -> None:
             """Refuse a merge whose new declared children would take the room over its
-            datastore limit, before anything is made."""
+            datastore limit, or make more models in the room's existing models than one
+            instance may have (``max_declared_models``: a message of a few hundred bytes
+            must not make 100,000 models), before anything is made."""
+            bound = self.schema.bounds.max_declared_models
             if not table.models:
                 new_models = counts[root_type]
             else:
@@ -160,6 +163,10 @@ class ModelStore:
             if growth and table.size + growth > limit:
                 raise SchemaError(f"the schema's declared child models ({new_models}) would "
                                   f"take the room over its datastore limit of {limit} bytes")
+            if table.models and new_models > bound:
+                raise SchemaError(f"the schema's new declared children would make {new_models} "
+                                  f"models in the room's existing models, over the limit of "
+                                  f"{bound} one schema may add")
 
         grown = self.schema.merge(schema, root_type, admit)
         if len(types) + sum(len(t.props) for t in types.values()) != before:
