@@ -140,13 +140,17 @@ def server_has_flag(flag: str) -> bool:
 
 
 def server_cmd(tick_ms: float | None = None, data_dir: str | None = None,
-               extra: Sequence[str] = ()) -> list[str]:
+               extra: Sequence[str] = (), *, address_limits: bool = False) -> list[str]:
     """The rtecs server on a free loopback port (``tick_ms`` None: its default; ``data_dir``:
     a fresh one, so no room survives from an earlier run), with no limit on the sessions one
-    address holds: every benchmark client comes from 127.0.0.1 (``extra`` may set one)."""
+    address holds and no update budget shared by an address: every benchmark client comes
+    from 127.0.0.1 (``extra`` may set them). ``address_limits``: keep the shared budget
+    (:mod:`bench.abuse`, whose abuser connects from another address)."""
     cmd = [*SERVER_CMD, "--bind", "tcp://127.0.0.1:0", "--log-level", "warning"]
     if server_has_flag("--max-sessions-per-address"):
         cmd += ["--max-sessions-per-address", "0"]
+    if not address_limits and server_has_flag("--address-budgets"):
+        cmd += ["--address-budgets", "0"]
     if tick_ms is not None:
         cmd += ["--tick-ms", f"{tick_ms:g}"]
     if data_dir is not None and server_has_flag("--data-dir"):

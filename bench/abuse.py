@@ -16,16 +16,17 @@ One real ``rtecs-server`` with its default flags (a free loopback port, a fresh 
   spread; each pings at ``--ping-hz`` (40) and a ping's round trip (``PING`` → its ``PONG``,
   one clock) is a sample, counted in the window its ping was sent in. They read every frame
   and decode only pongs and errors.
-- **abuser** (a child process, ``--role abuser``): one raw client in the same room. At
-  setup it creates ``--junk`` (16,000) persistent models of a 100-int-property type, owned;
-  then it follows a plan of windows, idle (a ping a second) between them. In a window it
-  sends updates paced by its own copy of the server's allowance
-  (:class:`rtecs_server.ratelimit.Allowance`: 512 KiB and 40,000 changes a second, 2 s saved
-  up) at ``--margin`` (0.97) of the budget, or at 2x / 10x of it, plus ``--abuser-pings``
-  pings (150/s) and ``--abuser-resyncs`` RESYNCs (2/s; the server answers one a second with
-  a full snapshot) — all under the message rate limit (200/s). It decodes every batch:
-  whether its own updates were accepted or refused, and whether anyone else's change was
-  refused. Shapes of its updates, each as large as the limits allow
+- **abuser** (a child process, ``--role abuser``): one raw client in the same room, connected
+  from 127.0.0.2 (an address of its own, as an attacker's is: what the server charges to an
+  address falls on it, not on the honest clients). At setup it creates ``--junk`` (16,000)
+  persistent models of a 100-int-property type, owned; then it follows a plan of windows, idle
+  (a ping a second) between them. In a window it sends updates paced by its own copy of the
+  server's allowance (:class:`rtecs_server.ratelimit.Allowance`: 512 KiB and 40,000 changes a
+  second, 0.5 s saved up) at ``--margin`` (0.97) of the budget, or at 2x / 10x of it, plus
+  ``--abuser-pings`` pings (150/s) and ``--abuser-resyncs`` RESYNCs (2/s; the server answers
+  one a second with a full snapshot) — all under the message rate limit (200/s). It decodes
+  every batch: whether its own updates were accepted or refused, and whether anyone else's
+  change was refused. Shapes of its updates, each as large as the limits allow
   (:class:`rtecs.protocol.Limits`: 125 KiB, 4,096 changes):
 
   - ``wide``: one change per model, ~16,000 runs ``[id, 1, v]`` (the most runs per byte);
@@ -190,6 +191,16 @@ class Unit(rtecs.RealtimeModel):
     vz: float = rtecs.prop(10, default=0.0)
 
 
+#: Where the abuser connects from: another loopback address than the honest clients', as an
+#: attacker's would be (what the server charges to an address must fall on it, not on them).
+ABUSER_ADDRESS = "127.0.0.2"
+
+
+def from_address(endpoint: str, host: str = ABUSER_ADDRESS) -> str:
+    """``tcp://127.0.0.1:PORT`` connected to from ``host`` (libzmq's ``SOURCE:0;DEST`` form)."""
+    return f"tcp://{host}:0;{endpoint.removeprefix('tcp://')}"
+
+
 def schema() -> dict[str, Any]:
     """What every client of the room declares (the rtecs clients' own schema, and the junk)."""
     out: dict[str, Any] = dict(Datastore(Arena(), [Avatar, Unit, rtecs.Entity]).schema())
@@ -299,7 +310,7 @@ class Abuser:
         self.sock: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.connect(endpoint)
+        self.sock.connect(from_address(endpoint))
         self.junk, self.ping_rate, self.resync_rate, self.margin = junk, pings, resyncs, margin
         self.cid = 0
         self.epoch = 1
@@ -857,7 +868,7 @@ def server_command(data_dir: str) -> list[str]:
     """The server with its defaults, but no limit on the sessions one address holds (every
     client here comes from 127.0.0.1), if this server has such a limit and the harness did
     not lift it already."""
-    cmd = h.server_cmd(None, data_dir)
+    cmd = h.server_cmd(None, data_dir, address_limits=True)
     if not any("sessions-per-address" in part for part in cmd) and h.server_has_flag(
             "sessions-per-address"):
         out = subprocess.run([*h.SERVER_CMD, "--help"], capture_output=True, text=True,

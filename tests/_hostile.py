@@ -44,10 +44,10 @@ from rtecs.protocol import (
     encode,
 )
 
-__all__ = ["FIRST_AUTO_ID", "SCHEMA", "HGame", "HNode", "HPlayer", "Net", "PlainContext",
-           "Probe", "Raw", "ServerProc", "answered", "auto_id", "chain_schema", "client_state",
-           "converge", "net", "plain", "server_proc", "settle", "snapshot_state", "truth",
-           "visible"]
+__all__ = ["ATTACKER", "FIRST_AUTO_ID", "SCHEMA", "HGame", "HNode", "HPlayer", "Net",
+           "PlainContext", "Probe", "Raw", "ServerProc", "answered", "auto_id", "chain_schema",
+           "client_state", "converge", "from_address", "net", "plain", "server_proc", "settle",
+           "snapshot_state", "truth", "visible"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,6 +107,25 @@ def chain_schema(depth: int, *, fan: int = 1, prefix: str = "C", under: int = 9
 
 
 # ----------------------------------------------------------------------------- raw clients
+
+#: Where attackers connect from: a loopback address other than the honest clients'
+#: (127.0.0.1), so what the server charges to an address falls on the attacker, as it would
+#: across the internet, and not on the honest clients it attacks.
+ATTACKER = "127.0.0.2"
+
+
+def from_address(endpoint: str, host: str = ATTACKER) -> str:
+    """``endpoint`` (``tcp://127.0.0.1:PORT``) to connect to from the local address ``host``
+    (libzmq's ``tcp://SOURCE:0;DESTINATION`` form)."""
+    assert endpoint.startswith("tcp://") and ";" not in endpoint, endpoint
+    return f"tcp://{host}:0;{endpoint.removeprefix('tcp://')}"
+
+
+def _from(endpoint: str, source: str | None) -> str:
+    if source is None or not endpoint.startswith("tcp://") or ";" in endpoint:
+        return endpoint
+    return from_address(endpoint, source)
+
 
 class Raw(RawClient):
     """A :class:`RawClient` that numbers its updates in the epoch of its last welcome (a
@@ -191,21 +210,24 @@ class Net:
         self.sockets: list[zmq.Socket[bytes]] = []
         self.closers: list[Callable[[], object]] = []
 
-    def raw(self, endpoint: str, **options: Any) -> Raw:
-        client = Raw(endpoint, **options)
+    def raw(self, endpoint: str, *, source: str | None = ATTACKER, **options: Any) -> Raw:
+        """A raw client, connected from ``source`` (a tcp endpoint's local address:
+        :data:`ATTACKER` unless told otherwise; None: the system's choice, 127.0.0.1)."""
+        client = Raw(_from(endpoint, source), **options)
         self.raws.append(client)
         return client
 
     def dealer(self, endpoint: str, routing_id: bytes | None = None,
-               token: str | None = None) -> zmq.Socket[bytes]:
-        """A bare DEALER (no mirror, no decoding; PLAIN credentials for ``token``), closed
-        at the end."""
+               token: str | None = None, *, source: str | None = ATTACKER
+               ) -> zmq.Socket[bytes]:
+        """A bare DEALER (no mirror, no decoding; PLAIN credentials for ``token``;
+        ``source`` as for :meth:`raw`), closed at the end."""
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         plain(sock, token)
         if routing_id is not None:
             sock.setsockopt(zmq.ROUTING_ID, routing_id)
-        sock.connect(endpoint)
+        sock.connect(_from(endpoint, source))
         self.sockets.append(sock)
         return sock
 
@@ -389,7 +411,7 @@ class ServerProc:
 
     TAIL = 16_384
 
-    def __init__(self, *args: str, timeout: float = 10.0) -> None:
+    def __init__(self, *args: str, timeout: float = 10.0, count: Iterable[str] = ()) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(ROOT), str(ROOT / "server"), str(ROOT / "tests"),
              os.environ.get("PYTHONPATH", "")]))
@@ -398,6 +420,8 @@ class ServerProc:
              "--storage", "none", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.log_bytes = 0
+        #: Log lines seen containing each key (add keys before they are logged).
+        self.counted: dict[str, int] = dict.fromkeys(count, 0)
         self._tail = bytearray()
         self._lock = threading.Condition()
         self._line = bytearray()
@@ -425,6 +449,9 @@ class ServerProc:
                 *lines, rest = (self._line + chunk).split(b"\n")
                 self._line = bytearray(rest[-4096:])
                 for line in lines:
+                    for word in self.counted:
+                        if word.encode() in line:
+                            self.counted[word] += 1
                     if b"loop: " in line and b"the busiest pass took " in line:
                         took = line.split(b"the busiest pass took ", 1)[1].split(b" ms", 1)[0]
                         self._loop_reports.append(float(took) / 1e3)
@@ -554,8 +581,8 @@ class Probe:
 
 
 @contextlib.contextmanager
-def server_proc(*args: str) -> Iterator[ServerProc]:
-    server = ServerProc(*args)
+def server_proc(*args: str, count: Iterable[str] = ()) -> Iterator[ServerProc]:
+    server = ServerProc(*args, count=count)
     try:
         yield server
     finally:

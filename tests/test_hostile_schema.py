@@ -200,8 +200,10 @@ def test_950_kb_hellos_and_schemas_of_new_types_are_refused_and_cost_no_memory(
         net: Net) -> None:
     """Case 8: six 950 KB HELLOs with new types used to add 94 MB for the room's lifetime
     (0.5-2.4 s of loop each). Now each is refused by the schema bounds (measured 45-100 ms
-    each, mostly decoding), and so are 950 KB SCHEMA messages; RSS stays flat."""
-    with server_proc() as server:
+    each, mostly decoding; 20-40 ms since the bounds fail fast), and so are 950 KB SCHEMA
+    messages; RSS stays flat. The schema budget, which drops such frames unread past
+    2 MiB, is lifted: the bounds are what is tested (``test_hostile_cost.py`` floods)."""
+    with server_proc("--schema-budget", "0") as server:
         a = net.honest(server.endpoint)
         base = server.rss()
         took = []
@@ -260,10 +262,12 @@ def test_the_schema_union_stops_at_its_byte_bound(net: Net) -> None:
 def test_huge_and_control_character_names_are_refused_and_logs_stay_small(net: Net) -> None:
     """Case 9: 200 HELLOs with 900 KB room names used to write 539 MB of logs. Room names
     (in HELLO and RESUME), type names and property names of over 128 characters or with
-    control characters are refused with a short message and a short log line."""
+    control characters are refused with a short message and a short log line. (The schema
+    budget is lifted: it would drop most of these hellos unread, and the names are what is
+    tested.)"""
     from rtecs.protocol import Resume
 
-    with server_proc() as server:
+    with server_proc("--schema-budget", "0") as server:
         a = net.honest(server.endpoint)
         attackers = [net.raw(server.endpoint) for _ in range(10)]
         for i in range(20):

@@ -201,8 +201,10 @@ def test_socket_options_reach_the_router(embedded_server: RoomServer) -> None:
 def test_room_names_are_bounded_and_printable_so_logs_stay_small(
         raw_clients: MakeClient) -> None:
     """Issue 11 case 9: 900 KB room names were accepted and logged in full (539 MB of logs
-    from 200 hellos); a NUL in a name made a room nobody can name on the command line."""
-    with run_server() as server:
+    from 200 hellos); a NUL in a name made a room nobody can name on the command line. (The
+    schema budget is lifted: it would drop most of these hellos unread, and the names are
+    what is tested.)"""
+    with run_server("--schema-budget", "0") as server:
         a, b = raw_clients(server.endpoint), raw_clients(server.endpoint)
         a.join("arena")
         b.join("arena")

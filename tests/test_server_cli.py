@@ -24,7 +24,9 @@ FLAGS = ["--bind", "--heartbeat-timeout", "--empty-room-timeout", "--max-clients
          "--storage", "--data-dir", "--checkpoint-interval", "--advertise", "--lease-ttl",
          "--history-bytes", "--auth-secret-file", "--curve-secret-key-file", "--supervise",
          "--update-budget", "--max-update-bytes", "--max-changes-per-update",
-         "--max-datastore-bytes", "--max-depth", "--max-sessions-per-address"]
+         "--max-datastore-bytes", "--max-depth", "--max-sessions-per-address",
+         "--address-budgets", "--schema-budget", "--max-rooms",
+         "--max-empty-rooms-per-address"]
 
 
 def test_help_documents_every_flag_with_its_default() -> None:
@@ -40,7 +42,8 @@ def test_help_documents_every_flag_with_its_default() -> None:
             f"{flag} has no description")
     for default in ["tcp://127.0.0.1:7777", "5.0", "30.0", "200:400", "info", "no limit",
                     "./rtecs-data", "1.0", "10.0", "1048576", "524288:40000", "4096",
-                    "10485760", "128000", "(default: 64)"]:
+                    "10485760", "128000", "(default: 64)", "(default: 10000)",
+                    "(default: 8)", "1 MiB)"]:
         assert default in out
     assert "examples:" in out and "rtecs-server --bind tcp://0.0.0.0:7777" in out
 

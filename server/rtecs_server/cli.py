@@ -145,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit = args.rate_limit
         if rate_limit is not None:
             rate_limit = dataclasses.replace(rate_limit, update_bytes=args.update_budget[0],
-                                             update_changes=args.update_budget[1])
+                                             update_changes=args.update_budget[1],
+                                             address_budgets=args.address_budgets,
+                                             schema_bytes=args.schema_budget)
         limits = Limits(max_update_bytes=args.max_update_bytes,
                         max_datastore_bytes=args.max_datastore_bytes,
                         max_changes_per_update=args.max_changes_per_update,
@@ -160,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             checkpoint_interval=args.checkpoint_interval,
                             lease_ttl=args.lease_ttl, history_bytes=args.history_bytes,
                             auth_secret=auth_secret, curve_secret_key=curve_key,
-                            max_sessions_per_address=args.max_sessions_per_address)
+                            max_sessions_per_address=args.max_sessions_per_address,
+                            max_rooms=args.max_rooms,
+                            max_empty_rooms_per_address=args.max_empty_rooms_per_address)
     except (OSError, ValueError, StorageError) as exc:
         parser.error(str(exc))
 

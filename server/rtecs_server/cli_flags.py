@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from rtecs.protocol import DEFAULT_LIMITS
+from rtecs_server.directory import DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS, DEFAULT_MAX_ROOMS
 from rtecs_server.hosted import DEFAULT_HISTORY_BYTES
 from rtecs_server.persistence import DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_LEASE_TTL
 from rtecs_server.ratelimit import RateLimit
@@ -157,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
              "too, so raise it to test with many clients on one machine; 0 for no limit "
              "(default: %(default)s)")
     parser.add_argument(
+        "--max-rooms", type=_non_negative_int, default=DEFAULT_MAX_ROOMS, metavar="N",
+        help="rooms this server hosts at most: a join that would open another closes the "
+             "room empty the longest, or with none empty is refused with 'unavailable' "
+             "(clients retry); 0 for no limit (default: %(default)s)")
+    parser.add_argument(
+        "--max-empty-rooms-per-address", type=_non_negative_int,
+        default=DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS, metavar="N",
+        help="empty rooms opened by one network address that stay open for "
+             "--empty-room-timeout; beyond N the one empty the longest is saved and closed at "
+             "once (so a client cannot pin memory by opening rooms and leaving them); 0 for "
+             "no limit (default: %(default)s)")
+    parser.add_argument(
         "--plugin", action="append", default=[], metavar="MODULE:OBJECT",
         help="load a server plugin that validates or transforms writes; repeatable, run in "
              "the order given (default: none)")
@@ -181,6 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
              "with bursts of 0.5 s worth; an update over it is refused (every change rolled "
              "back, a 'rate_limit' error) but never dropped; 0 for either turns that part "
              "off; needs --rate-limit (default: 524288:40000)")
+    parser.add_argument(
+        "--address-budgets", type=_non_negative_float, default=default_budget.address_budgets,
+        metavar="N",
+        help="how many clients' update budgets the sessions of one network address share "
+             "(an IPv4 address, an IPv6 /64): every update pays its session's budget and "
+             "its address's, so one machine opening many sockets gets no more; raise it for "
+             "many players behind one NAT; 0 turns it off (default: %(default)g)")
+    parser.add_argument(
+        "--schema-budget", type=_non_negative_float, default=default_budget.schema_bytes,
+        metavar="BYTES",
+        help="bytes per second of HELLO, SCHEMA and other frames that are neither updates "
+             "nor pings one network address may send, with bursts of 2 s worth, paid before "
+             "a frame is decoded (decoding a 1 MB schema takes the loop ~40 ms); a frame over "
+             "it is dropped with a 'rate_limit' error; 0 turns it off "
+             "(default: %(default)g, 1 MiB)")
     limits = DEFAULT_LIMITS
     parser.add_argument(
         "--max-update-bytes", type=_positive_int, default=limits.max_update_bytes,

@@ -24,6 +24,16 @@ the new host (:meth:`Membership.drop_lost <rtecs_server.sessions.Membership.drop
 An empty room is saved and its lease released
 when it closes; if the save fails the room stays in memory and the save is retried.
 
+**Bounded** (DESIGN §8: what a client makes the server keep is charged to it). A room stays
+open ``--empty-room-timeout`` seconds after its last member left, with its schema and models,
+and a client that opens rooms and leaves them would otherwise pin any number. A room is
+charged to the network address whose hello opened it; when an address has more than
+``max_empty_per_address`` (:data:`DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS`) of its rooms empty,
+the one empty the longest is closed at once (saved, like any closing room). And one instance
+hosts at most ``max_rooms`` (:data:`DEFAULT_MAX_ROOMS`): a hello for another room closes the
+room empty the longest, or, with none empty, is answered ``ERROR unavailable`` (fatal; the
+client retries later, as for a room that is moving). None (or 0): no bound.
+
 Every method takes the server clock's reading ``now``; the leases count on the
 persistence's clock (the same clock, see :mod:`rtecs_server.persistence`).
 """
@@ -33,7 +43,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from rtecs.protocol import Error, ErrorCode, Limits, Redirect
 from rtecs_server.errors import CorruptRoomError, FencedOut, StorageError
@@ -41,7 +51,14 @@ from rtecs_server.hosted import DEFAULT_HISTORY_BYTES, BatchHistory, HostedRoom
 from rtecs_server.persistence import Elsewhere, Persistence
 from rtecs_server.room import Plugin, Room
 
-__all__ = ["LostRoom", "RoomDirectory"]
+__all__ = ["DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS", "DEFAULT_MAX_ROOMS", "LostRoom",
+           "RoomDirectory"]
+
+#: Rooms one instance hosts at most (``--max-rooms``).
+DEFAULT_MAX_ROOMS: Final = 10_000
+#: Empty rooms opened by one network address that stay open until their timeout
+#: (``--max-empty-rooms-per-address``); more are closed early, the oldest first.
+DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS: Final = 8
 
 log = logging.getLogger("rtecs_server.host")
 
@@ -59,15 +76,29 @@ class LostRoom(NamedTuple):
 class RoomDirectory:
     """The open rooms of one instance (see the module docs). ``persistence`` None keeps
     rooms in memory only; ``history_bytes`` is the byte budget of each room's batch history
-    (:class:`~rtecs_server.hosted.BatchHistory`)."""
+    (:class:`~rtecs_server.hosted.BatchHistory`); ``max_rooms`` and
+    ``max_empty_per_address`` bound the rooms it keeps open (module docs; None or 0: no
+    bound)."""
 
     def __init__(self, persistence: Persistence | None, *,
-                 history_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
+                 history_bytes: int = DEFAULT_HISTORY_BYTES,
+                 max_rooms: int | None = DEFAULT_MAX_ROOMS,
+                 max_empty_per_address: int | None = DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS
+                 ) -> None:
         if history_bytes < 0:
             raise ValueError(f"history_bytes must be ≥ 0, got {history_bytes}")
+        for name, value in (("max_rooms", max_rooms),
+                            ("max_empty_per_address", max_empty_per_address)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be ≥ 0 (0: no bound), got {value}")
         self.persistence = persistence
         self.history_bytes = history_bytes
         """The byte budget of each room's batch history."""
+        self.max_rooms = max_rooms or None
+        """Rooms this instance hosts at most (None: no bound)."""
+        self.max_empty_per_address = max_empty_per_address or None
+        """Empty rooms opened by one address kept until their timeout (None: no bound)."""
+        self._empty_of: dict[str, dict[str, None]] = {}  # address → its empty rooms, oldest 1st
         self.rooms: dict[str, HostedRoom] = {}
         """Open rooms by name."""
         self._dirty: dict[str, HostedRoom] = {}   # rooms with entries waiting for a flush
@@ -97,6 +128,13 @@ class RoomDirectory:
         ``max_clients`` (not yet added: see :meth:`add`); or the message that answers the
         joiner instead: a ``REDIRECT`` to the instance hosting it, or a fatal ``ERROR`` (the
         stored room is corrupt, the storage is unavailable)."""
+        if (self.max_rooms is not None and len(self.rooms) >= self.max_rooms
+                and not self._close_oldest_empty(now)):
+            log.warning("refused to open room %r: this instance hosts %d rooms, its limit, "
+                        "and none is empty", name, len(self.rooms))
+            return Error(ErrorCode.UNAVAILABLE.value,
+                         f"room {name!r} cannot be opened now: this server hosts its most "
+                         f"rooms ({self.max_rooms}); try again later", True)
         p = self.persistence
         if p is None:
             return HostedRoom(Room(name, plugins, limits, max_clients),
@@ -124,6 +162,45 @@ class RoomDirectory:
         self.rooms[hosted.room.name] = hosted
         if hosted.keeping is not None:
             self._lease_deadline = min(self._lease_deadline, hosted.keeping.lease.expires_at)
+
+    def occupied(self, hosted: HostedRoom) -> None:
+        """``hosted`` has a member again (it no longer counts as empty)."""
+        if hosted.opened_by is not None:
+            names = self._empty_of.get(hosted.opened_by)
+            if names is not None:
+                names.pop(hosted.room.name, None)
+                if not names:
+                    del self._empty_of[hosted.opened_by]
+
+    def left_empty(self, hosted: HostedRoom, now: float) -> None:
+        """``hosted`` lost its last member: it counts against the address that opened it,
+        and that address's rooms empty the longest past ``max_empty_per_address`` close now
+        (module docs)."""
+        address, limit = hosted.opened_by, self.max_empty_per_address
+        if address is None or limit is None:
+            return
+        names = self._empty_of.setdefault(address, {})
+        names[hosted.room.name] = None
+        while len(names) > limit:
+            oldest = next(iter(names))
+            del names[oldest]
+            room = self.rooms.get(oldest)
+            if room is not None and not room.members:
+                log.info("room %r closed early: %s opened more than %d rooms now empty",
+                         oldest, address, limit)
+                self.close(oldest, room, now)
+
+    def _close_oldest_empty(self, now: float) -> bool:
+        """Close the room empty the longest (to make room for another); False: none is."""
+        empty = [(h.empty_since, n) for n, h in self.rooms.items()
+                 if h.empty_since is not None and not h.members]
+        if not empty:
+            return False
+        _, name = min(empty)
+        log.info("room %r closed early: this instance hosts its most rooms (%s)", name,
+                 self.max_rooms)
+        self.close(name, self.rooms[name], now)
+        return name not in self.rooms   # a failed save keeps it
 
     def discard(self, hosted: HostedRoom) -> None:
         """Forget a room just added whose first joiner was refused: unchanged, so not saved;
@@ -233,6 +310,7 @@ class RoomDirectory:
             p.release(keeping.lease)
         del self.rooms[name]
         self._dirty.pop(name, None)
+        self.occupied(hosted)   # no longer counts as anybody's empty room
         self._update_lease_deadline()
 
     def shut_down(self, now: float) -> None:

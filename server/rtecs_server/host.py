@@ -80,7 +80,11 @@ from rtecs.protocol import (
 )
 from rtecs.transport import ServerTransport
 from rtecs_server.auth import AuthRefused, JoinAuth
-from rtecs_server.directory import RoomDirectory
+from rtecs_server.directory import (
+    DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS,
+    DEFAULT_MAX_ROOMS,
+    RoomDirectory,
+)
 from rtecs_server.fanout import (
     MAX_UNREAD_RESYNCS,
     RESYNC_COOLDOWN,
@@ -95,6 +99,7 @@ from rtecs_server.plugins import Plugin
 from rtecs_server.ratelimit import (
     LOG_BURST,
     LOG_WINDOW,
+    AddressTable,
     Allowance,
     PeerTable,
     RateLimit,
@@ -113,10 +118,12 @@ __all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
 
 log = logging.getLogger(__name__)
 
-#: Message kinds of HELLO and UPDATE frames (the codec's, ``rtecs.protocol``), for
+#: Message kinds of some client frames (the codec's, ``rtecs.protocol``), for
 #: :func:`_peek_kind`.
 _HELLO: Final = 1
 _UPDATE: Final = 2
+_PING: Final = 3
+_SCHEMA: Final = 6
 
 def _peek_kind(frame: bytes) -> int | None:
     """The message kind of a frame that starts like a MessagePack array, else None."""
@@ -146,6 +153,8 @@ class RoomHost:
     :func:`~rtecs_server.sessions.address_key`); a hello past it is refused with a fatal
     ``ERROR too_many_sessions``. None or 0: no limit. Peers the transport gives no address
     for (the memory transport's, unless connected with one) are not counted.
+    ``max_rooms`` and ``max_empty_rooms_per_address`` bound the open rooms
+    (:mod:`rtecs_server.directory`; None or 0: no bound).
     """
 
     def __init__(self, transport: ServerTransport, *, plugins: Iterable[Plugin] = (),
@@ -159,7 +168,9 @@ class RoomHost:
                  timer: Callable[[], float] = time.perf_counter,
                  auth_secret: bytes | None = None,
                  wall: Callable[[], float] = time.time,
-                 max_sessions_per_address: int | None = DEFAULT_MAX_SESSIONS_PER_ADDRESS
+                 max_sessions_per_address: int | None = DEFAULT_MAX_SESSIONS_PER_ADDRESS,
+                 max_rooms: int | None = DEFAULT_MAX_ROOMS,
+                 max_empty_rooms_per_address: int | None = DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS
                  ) -> None:
         if max_sessions_per_address is not None and max_sessions_per_address < 0:
             raise ValueError(f"max_sessions_per_address must be ≥ 0 (0: no limit), got "
@@ -181,16 +192,21 @@ class RoomHost:
         # a transport written before address_of existed gives no addresses: nothing counted
         self._address_of: Callable[[bytes], str | None] | None = getattr(
             transport, "address_of", None)
-        self._refused_for_address = 0  # hellos refused by the limit (throttles their log)
         self.peers = PeerTable(rate_limit)
         """Per-peer rate limits and log throttles (:mod:`rtecs_server.ratelimit`)."""
+        self.addresses = AddressTable(rate_limit)
+        """The budgets every session and connection of one network address shares
+        (:class:`~rtecs_server.ratelimit.AddressTable`)."""
+        self._refusals: dict[str, int] = {}  # refusals by kind, for their throttled log
         self.session_table = SessionTable()
         """Every session, by id and by peer, with its cost (:mod:`rtecs_server.sessions`)."""
         self.fanout = Fanout(transport, publisher or RouterPublisher(transport))
         """The room streams going out (:mod:`rtecs_server.fanout`)."""
         self.persistence = persistence
         """Room storage and leases (None: rooms live in memory only)."""
-        self.directory = RoomDirectory(persistence, history_bytes=history_bytes)
+        self.directory = RoomDirectory(persistence, history_bytes=history_bytes,
+                                       max_rooms=max_rooms,
+                                       max_empty_per_address=max_empty_rooms_per_address)
         """The open rooms, their leases and checkpoints
         (:class:`~rtecs_server.directory.RoomDirectory`)."""
         self.members = Membership(transport, self.session_table, self.directory, self.fanout)
@@ -249,8 +265,16 @@ class RoomHost:
             session = None
         if not self._admit(peer, session, now):
             return
-        if session is not None and _peek_kind(frame) == _HELLO and self._too_soon(session, now):
-            return   # a re-join refused before its (maybe large) schema is decoded
+        kind = _peek_kind(frame)
+        if kind != _UPDATE and kind != _PING:   # may be big, and costly to decode and check
+            if session is not None and kind == _HELLO and self._too_soon(session, now):
+                return   # a re-join refused before its (maybe large) schema is decoded
+            if session is None and kind == _SCHEMA:
+                self._error(peer, ErrorCode.NOT_JOINED, "send a hello before a schema",
+                            fatal=False, now=now)
+                return
+            if not self._pay_frame(peer, session, len(frame), now):
+                return
         start = self._timer()
         try:
             message = decode_client_message(frame, self.limits)
@@ -334,13 +358,10 @@ class RoomHost:
         if limit is not None and address is not None:
             held = self.session_table.sessions_from(address)
             if held >= limit:
-                self._refused_for_address += 1
-                refused = self._refused_for_address
-                log.log(logging.WARNING if refused in (1, 10, 100) or refused % 1000 == 0
-                        else logging.DEBUG,
-                        "peer %s: refused a hello for room %r: %s holds %d sessions, the "
-                        "limit per address (%d hellos refused by it so far)", peer.hex(),
-                        hello.room, address, held, refused)
+                self._log_counted("sessions_per_address",
+                                  "peer %s: refused a hello for room %r: %s holds %d "
+                                  "sessions, the limit per address", peer.hex(), hello.room,
+                                  address, held)
                 self._error(peer, ErrorCode.TOO_MANY_SESSIONS,
                             f"cannot join room {hello.room!r}: too many sessions from "
                             f"{address}: it holds {held} already, the most one address may "
@@ -383,8 +404,11 @@ class RoomHost:
             allowance = session.allowance
             if allowance is None:
                 allowance = session.allowance = Allowance(limit, now)
-            if not allowance.pay(limit, size, count_changes(update.changes), now):
-                refuse = Problem(ErrorCode.RATE_LIMIT, Allowance.over_budget(limit))
+            changes = count_changes(update.changes)
+            shared = self.addresses.updates(self.session_table.address_of(session), now)
+            if not allowance.pay(limit, size, changes, now, shared):
+                refuse = Problem(ErrorCode.RATE_LIMIT, Allowance.over_budget(
+                    limit, shared if allowance.can_pay(limit, size, changes, now) else None))
                 quiet = allowance.refused > 1
         try:
             outcome = hosted.room.apply_update(session.client_id, update,
@@ -469,6 +493,7 @@ class RoomHost:
         self.members.expire(now, self.heartbeat_timeout)
         self.directory.close_empty(now, self.empty_room_timeout)
         self.peers.forget_idle(now, self.session_table.by_peer)
+        self.addresses.forget_idle(now, self.session_table.addresses)
 
     def close(self, now: float) -> int:
         """Shut down: save every room and release its lease (with persistence), then tell
@@ -510,6 +535,33 @@ class RoomHost:
             self._error(peer, ErrorCode.RATE_LIMIT, self.peers.over_limit(peer, verdict, now),
                         fatal=verdict is Verdict.FATAL, now=now)
         return False
+
+    def _pay_frame(self, peer: bytes, session: Session | None, size: int, now: float) -> bool:
+        """Charge a frame that is neither an UPDATE nor a PING (a HELLO, a SCHEMA, ...) to
+        its address's budget before it is decoded (:meth:`AddressTable.pay_schema
+        <rtecs_server.ratelimit.AddressTable.pay_schema>`); False: refused with a non-fatal
+        ``ERROR rate_limit`` (logged at the 1st, 10th, 100th and every 1000th: fresh
+        connections would pass the per-peer log throttle)."""
+        if session is not None:
+            address = self.session_table.address_of(session)
+        else:
+            address = None if self._address_of is None else address_key(self._address_of(peer))
+        if self.addresses.pay_schema(address, size, now):
+            return True
+        assert address is not None
+        if session is not None:
+            session.cost.rate_limited += 1
+        message = self.addresses.over_schema_budget(address, size)
+        self._log_counted("schema_budget", "peer %s: %s", peer.hex(), message)
+        self._error(peer, ErrorCode.RATE_LIMIT, message, fatal=False, now=now, quiet=True)
+        return False
+
+    def _log_counted(self, kind: str, fmt: str, *args: object) -> None:
+        """Log the 1st, 10th, 100th and every 1000th event of ``kind`` as a warning (with
+        the count so far), the rest at debug level."""
+        n = self._refusals[kind] = self._refusals.get(kind, 0) + 1
+        log.log(logging.WARNING if n in (1, 10, 100) or n % 1000 == 0 else logging.DEBUG,
+                fmt + " (%d such refusals so far)", *args, n)
 
     def _detach(self, session: Session, now: float) -> None:
         """``session``'s routing id came over another connection: nothing more of the

@@ -209,6 +209,7 @@ class HostedRoom:
     close_after: float = -math.inf   # an unload whose save failed is retried from then
     history: BatchHistory = field(default_factory=lambda: BatchHistory(DEFAULT_HISTORY_BYTES))
     incarnation: int = field(default_factory=_new_incarnation)
+    opened_by: str | None = None   # the address (key) of the hello that opened it
 
     def history_since(self, room_seq: int) -> list[bytes] | None:
         """The batch frames after ``room_seq`` (see :meth:`BatchHistory.since

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = ["BUDGET_SECONDS", "EPISODE_QUIET", "LOG_BURST", "LOG_WINDOW", "PEER_IDLE",
-           "Allowance", "PeerTable", "RateLimit", "TokenBucket", "Verdict"]
+           "SCHEMA_BURST_SECONDS", "AddressTable", "Allowance", "PeerTable", "RateLimit",
+           "TokenBucket", "Verdict"]
 
 #: The host's logger: bad input is an event of the host's (``rtecs_server.host`` in the logs).
 log = logging.getLogger("rtecs_server.host")
@@ -54,6 +55,8 @@ class RateLimit:
     grace: float = 2.0   # seconds over the limit before the session ends
     update_bytes: float = 512 * 1024  # bytes of UPDATEs per second, sustained (0: no limit)
     update_changes: float = 40_000.0  # changes of UPDATEs per second, sustained (0: no limit)
+    address_budgets: float = 1.0  # update budgets one network address's sessions share (0: off)
+    schema_bytes: float = 1024 * 1024  # HELLO and SCHEMA bytes per second per address (0: off)
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -64,6 +67,11 @@ class RateLimit:
             raise ValueError(f"grace must be > 0 s, got {self.grace}")
         if self.update_bytes < 0 or self.update_changes < 0:
             raise ValueError("update budgets must be ≥ 0 (0: no limit)")
+        if self.address_budgets < 0:
+            raise ValueError(f"address_budgets must be ≥ 0 (0: none shared), got "
+                             f"{self.address_budgets}")
+        if self.schema_bytes < 0:
+            raise ValueError(f"schema_bytes must be ≥ 0 (0: no limit), got {self.schema_bytes}")
 
     @classmethod
     def parse(cls, text: str) -> RateLimit | None:
@@ -91,43 +99,168 @@ BUDGET_SECONDS: Final = 0.5
 class Allowance:
     """One session's update budget (:attr:`RateLimit.update_bytes` and
     :attr:`RateLimit.update_changes` per second, up to :data:`BUDGET_SECONDS` of either
-    saved up). The message rate limit counts frames; this counts what they carry, since a
-    frame of 4,000 changes costs the server a thousand times one of 4. An update the
-    allowance cannot pay for is refused inside the stream, not dropped (DESIGN §8)."""
+    saved up), or ``share`` times that for what the sessions of one address share
+    (:class:`AddressTable`). The message rate limit counts frames; this counts what they
+    carry, since a frame of 4,000 changes costs the server a thousand times one of 4. An
+    update the allowance cannot pay for is refused inside the stream, not dropped
+    (DESIGN §8)."""
 
-    __slots__ = ("bytes", "changes", "refused", "stamp")
+    __slots__ = ("bytes", "changes", "refused", "share", "stamp")
 
-    def __init__(self, limit: RateLimit, now: float) -> None:
-        self.bytes = limit.update_bytes * BUDGET_SECONDS
-        self.changes = limit.update_changes * BUDGET_SECONDS
+    def __init__(self, limit: RateLimit, now: float, share: float = 1.0) -> None:
+        self.share = share
+        self.bytes = limit.update_bytes * share * BUDGET_SECONDS
+        self.changes = limit.update_changes * share * BUDGET_SECONDS
         self.stamp = now
         self.refused = 0  # updates refused since the last one paid for
 
-    def pay(self, limit: RateLimit, size: int, changes: int, now: float) -> bool:
-        """Take ``size`` bytes and ``changes`` changes if both are there; False (nothing
-        taken) if either is not."""
-        elapsed = now - self.stamp
-        if elapsed > 0:
-            self.stamp = now
-            self.bytes = min(limit.update_bytes * BUDGET_SECONDS,
-                             self.bytes + elapsed * limit.update_bytes)
-            self.changes = min(limit.update_changes * BUDGET_SECONDS,
-                               self.changes + elapsed * limit.update_changes)
-        if ((limit.update_bytes and size > self.bytes)
-                or (limit.update_changes and changes > self.changes)):
+    def pay(self, limit: RateLimit, size: int, changes: int, now: float,
+            also: Allowance | None = None) -> bool:
+        """Take ``size`` bytes and ``changes`` changes if both are there — from ``also`` too,
+        if given (the address's share), and only if both can pay; False (nothing taken, the
+        refusal counted in :attr:`refused`) if not."""
+        if not (self.can_pay(limit, size, changes, now)
+                and (also is None or also.can_pay(limit, size, changes, now))):
             self.refused += 1
             return False
-        self.bytes -= size
-        self.changes -= changes
+        self.take(size, changes)
+        if also is not None:
+            also.take(size, changes)
         self.refused = 0
         return True
 
+    def can_pay(self, limit: RateLimit, size: int, changes: int, now: float) -> bool:
+        """True if ``size`` bytes and ``changes`` changes are there (nothing taken)."""
+        self.refill(limit, now)
+        return not ((limit.update_bytes and size > self.bytes)
+                    or (limit.update_changes and changes > self.changes))
+
+    def take(self, size: int, changes: int) -> None:
+        self.bytes -= size
+        self.changes -= changes
+
+    def refill(self, limit: RateLimit, now: float) -> None:
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.stamp = now
+            rate_bytes = limit.update_bytes * self.share
+            rate_changes = limit.update_changes * self.share
+            self.bytes = min(rate_bytes * BUDGET_SECONDS, self.bytes + elapsed * rate_bytes)
+            self.changes = min(rate_changes * BUDGET_SECONDS,
+                               self.changes + elapsed * rate_changes)
+
+    def full(self, limit: RateLimit, now: float) -> bool:
+        """True once nothing spent is still missing: forgettable."""
+        self.refill(limit, now)
+        return (self.bytes >= limit.update_bytes * self.share * BUDGET_SECONDS
+                and self.changes >= limit.update_changes * self.share * BUDGET_SECONDS)
+
     @staticmethod
-    def over_budget(limit: RateLimit) -> str:
-        """The ``ERROR rate_limit`` message for an update the allowance refused."""
-        return (f"over the update budget of {limit.update_bytes:g} bytes/s and "
-                f"{limit.update_changes:g} changes/s (bursts of {BUDGET_SECONDS:g} s): the "
-                f"update is refused, its changes rolled back; send less")
+    def over_budget(limit: RateLimit, shared: Allowance | None = None) -> str:
+        """The ``ERROR rate_limit`` message for an update a session's allowance refused, or
+        (``shared``) the allowance its address's sessions share."""
+        if shared is not None:
+            whose = (f"shared by every session from this client's network address "
+                     f"({shared.share:g} x ")
+            end = ")"
+        else:
+            whose, end = "", ""
+        return (f"over the update budget {whose}{limit.update_bytes:g} bytes/s and "
+                f"{limit.update_changes:g} changes/s{end} (bursts of {BUDGET_SECONDS:g} s): "
+                f"the update is refused, its changes rolled back; send less")
+
+
+#: Seconds of HELLO and SCHEMA bytes one address may send at once: 2 MiB at the default
+#: rate, twice the largest HELLO (1 MiB; a bucket smaller than a frame would never pass it).
+SCHEMA_BURST_SECONDS: Final = 2.0
+
+
+class _Address:
+    __slots__ = ("schema", "stamp", "updates")
+
+    def __init__(self, limit: RateLimit, now: float) -> None:
+        self.updates = (Allowance(limit, now, limit.address_budgets)
+                        if limit.address_budgets else None)
+        self.schema = limit.schema_bytes * SCHEMA_BURST_SECONDS
+        self.stamp = now
+
+    def refill(self, limit: RateLimit, now: float) -> None:
+        if now > self.stamp:
+            self.schema = min(limit.schema_bytes * SCHEMA_BURST_SECONDS,
+                              self.schema + (now - self.stamp) * limit.schema_bytes)
+            self.stamp = now
+
+
+class AddressTable:
+    """What every session and connection of one network address shares (DESIGN §8: a cost
+    is charged to the client that makes it, and an attacker is one address however many
+    sockets it opens): :attr:`RateLimit.address_budgets` session update budgets, one
+    :class:`Allowance` that every update of the address's sessions also pays; and
+    :attr:`RateLimit.schema_bytes` bytes a second of HELLO and SCHEMA frames (bursts of
+    :data:`SCHEMA_BURST_SECONDS`), paid *before* the frame is decoded — decoding and
+    checking a 1 MB schema takes the loop 35-50 ms, and a HELLO comes from a connection with
+    no session to charge. Addresses are :func:`~rtecs_server.sessions.address_key` keys;
+    None (a transport that names none) pays nothing. ``limit`` None: nothing is limited.
+    An address is forgotten once its budgets are full again and it holds no session
+    (:meth:`forget_idle`), so memory follows the addresses active in the last seconds."""
+
+    __slots__ = ("_addresses", "rate_limit")
+
+    def __init__(self, rate_limit: RateLimit | None) -> None:
+        self.rate_limit = rate_limit
+        self._addresses: dict[str, _Address] = {}
+
+    def __len__(self) -> int:
+        return len(self._addresses)
+
+    def _get(self, address: str, limit: RateLimit, now: float) -> _Address:
+        state = self._addresses.get(address)
+        if state is None:
+            state = self._addresses[address] = _Address(limit, now)
+        return state
+
+    def updates(self, address: str | None, now: float) -> Allowance | None:
+        """The update allowance the sessions of ``address`` share (None: no address, no
+        limit, or no shared budget)."""
+        limit = self.rate_limit
+        if address is None or limit is None or not limit.address_budgets:
+            return None
+        return self._get(address, limit, now).updates
+
+    def pay_schema(self, address: str | None, size: int, now: float) -> bool:
+        """Take ``size`` bytes of a HELLO or SCHEMA frame from ``address``'s schema budget;
+        False (nothing taken) if they are not there."""
+        limit = self.rate_limit
+        if address is None or limit is None or not limit.schema_bytes:
+            return True
+        state = self._get(address, limit, now)
+        state.refill(limit, now)
+        if size > state.schema:
+            return False
+        state.schema -= size
+        return True
+
+    def over_schema_budget(self, address: str, size: int) -> str:
+        """The ``ERROR rate_limit`` message for a frame :meth:`pay_schema` refused."""
+        limit = self.rate_limit
+        assert limit is not None
+        return (f"over the schema budget of {limit.schema_bytes:g} bytes/s of HELLO and "
+                f"SCHEMA frames from {address} (bursts of {SCHEMA_BURST_SECONDS:g} s): this "
+                f"frame of {size} bytes is dropped unread; try again later")
+
+    def forget_idle(self, now: float, live: Container[str]) -> None:
+        """Forget the addresses not in ``live`` (holding no session) whose budgets are full."""
+        limit = self.rate_limit
+        if limit is None:
+            self._addresses.clear()
+            return
+        for address, state in list(self._addresses.items()):
+            if address in live:
+                continue
+            state.refill(limit, now)
+            if (state.schema >= limit.schema_bytes * SCHEMA_BURST_SECONDS
+                    and (state.updates is None or state.updates.full(limit, now))):
+                del self._addresses[address]
 
 
 class Verdict(enum.Enum):

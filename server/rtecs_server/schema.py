@@ -116,11 +116,16 @@ class RoomSchema:
         bounds = self.bounds
         additions: dict[str, dict[int, Prop]] = {}
         size = self.size
+        unknown = 0
         for tname, props in schema.items():
             known = self.types.get(tname)
             if known is None:
                 _check_name(tname, "a type name", bounds)
                 size += TYPE_OVERHEAD + len(tname)
+                unknown += 1   # the bounds fail fast: a 1 MB schema is refused early
+                if len(self.types) + unknown > bounds.max_types:
+                    raise SchemaError(f"a room's schema holds at most {bounds.max_types} "
+                                      f"model types")
             if len(props) > bounds.max_props or (
                     known is not None and len({*known.props, *props}) > bounds.max_props):
                 raise SchemaError(f"type {_short(tname)} would have more than "
@@ -130,6 +135,9 @@ class RoomSchema:
                 if known is None or pid not in known.props:
                     _check_name(name, f"type {_short(tname)}, property {pid}: a name", bounds)
                     size += PROP_OVERHEAD + len(name) + len(tag)
+                    if size > bounds.max_bytes:
+                        raise SchemaError(f"the room's schema would be over the limit of "
+                                          f"{bounds.max_bytes} bytes")
                 try:
                     check_tag(tag)
                 except ProtocolError as exc:

@@ -110,6 +110,7 @@ import zmq
 from rtecs.clock import SYSTEM_CLOCK, Clock, SystemClock
 from rtecs.protocol import DEFAULT_LIMITS, Limits
 from rtecs_server.auth import JoinAuth
+from rtecs_server.directory import DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS, DEFAULT_MAX_ROOMS
 from rtecs_server.host import RoomHost
 from rtecs_server.hosted import DEFAULT_HISTORY_BYTES
 from rtecs_server.persistence import (
@@ -187,7 +188,10 @@ class RoomServer:
     IPv6 /64) may hold; a hello past it gets a fatal ``ERROR too_many_sessions`` (default
     :data:`~rtecs_server.sessions.DEFAULT_MAX_SESSIONS_PER_ADDRESS`, 64; None or 0: no
     limit). Loopback is not exempt: tests and benchmarks that open many sessions from one
-    machine raise it.
+    machine raise it. ``max_rooms``: rooms this instance hosts at most (default
+    :data:`~rtecs_server.directory.DEFAULT_MAX_ROOMS`, 10,000); ``max_empty_rooms_per_address``:
+    empty rooms one address opened that stay open until their timeout (default 8; more close
+    early, the oldest first: :mod:`rtecs_server.directory`); None or 0: no bound.
 
     Persistence: ``storage`` is None (rooms live in memory only: the default here, for tests
     and embedding that want no files), a :class:`~rtecs_server.storage.Storage` (the caller
@@ -229,7 +233,9 @@ class RoomServer:
                  history_bytes: int = DEFAULT_HISTORY_BYTES,
                  clock: Clock = SYSTEM_CLOCK, auth_secret: bytes | None = None,
                  curve_secret_key: bytes | str | None = None,
-                 max_sessions_per_address: int | None = DEFAULT_MAX_SESSIONS_PER_ADDRESS
+                 max_sessions_per_address: int | None = DEFAULT_MAX_SESSIONS_PER_ADDRESS,
+                 max_rooms: int | None = DEFAULT_MAX_ROOMS,
+                 max_empty_rooms_per_address: int | None = DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS
                  ) -> None:
         if tick_interval < 0:
             raise ValueError(f"tick_interval must be ≥ 0 s, got {tick_interval}")
@@ -297,7 +303,9 @@ class RoomServer:
                              max_clients_per_room=max_clients_per_room, rate_limit=rate_limit,
                              persistence=self.persistence, history_bytes=history_bytes,
                              auth_secret=auth_secret, wall=clock.wall,
-                             max_sessions_per_address=max_sessions_per_address)
+                             max_sessions_per_address=max_sessions_per_address,
+                             max_rooms=max_rooms,
+                             max_empty_rooms_per_address=max_empty_rooms_per_address)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

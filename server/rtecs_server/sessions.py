@@ -297,12 +297,15 @@ class Membership:
                 directory.discard(hosted)  # unchanged: no save
             raise
         if created:
+            hosted.opened_by = address
             loaded = hosted.keeping is not None and hosted.keeping.saved_changes != -1
             log.info("room %r %s", hello.room, "opened from its checkpoint" if loaded
                      else "created")
         session, secret = self.sessions.open(peer, hosted, welcome.client_id, now,
                                              epoch=welcome.epoch, address=address)
         hosted.members[welcome.client_id] = session
+        if hosted.empty_since is not None:
+            directory.occupied(hosted)
         hosted.empty_since = None
         hosted.close_after = -math.inf
         directory.mark_dirty(hosted)
@@ -328,6 +331,7 @@ class Membership:
         if not hosted.members:
             hosted.empty_since = now
             hosted.history.clear()  # nobody is left to resume into it
+            self.directory.left_empty(hosted, now)
 
     def expire(self, now: float, timeout: float) -> int:
         """Remove the members silent for more than ``timeout`` seconds (their lifetime flags
