@@ -887,7 +887,8 @@ def run(args: argparse.Namespace, names: list[str]) -> tuple[list[Window], Hones
     honest: Honest | None = None
     background = h.wait_quiet(args.quiet_wait)
     try:
-        proc, endpoint = h.start_server(server_command(data_dir))
+        proc, endpoint = h.start_server([*server_command(data_dir),
+                                         *shlex.split(args.server_flags)])
         honest = Honest(ctx, endpoint, args.clients, args.models, args.ping_hz)
         honest.join(lambda: h.check_alive(proc))
         abuser = start_child("abuser", endpoint, args)
@@ -1097,6 +1098,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="a smoke run of about 5 s: --seconds 0.4 --gap 0.3 --clients 4 "
                              "--models 5 --junk 8000 --phases floor,burst,over10,spawn")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--server-flags", default="", metavar="FLAGS",
+                        help="more rtecs-server flags, one string (e.g. '--storage none'), "
+                             "to see what a setting changes; the acceptance is the defaults")
     parser.add_argument("--role", choices=("main", "abuser", "spawner"), default="main",
                         help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", default="", help=argparse.SUPPRESS)

@@ -438,6 +438,8 @@ class ServerProc:
             self.kill()
             raise RuntimeError(f"the server did not start: {text!r} {self.tail}")
         self.endpoint = text.split("listening on ", 1)[1].strip()
+        #: RSS once the server listened (bytes).
+        self.base_rss = self.rss()
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -482,12 +484,25 @@ class ServerProc:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def rss(self) -> int:
-        """Resident memory of the server process, in bytes."""
+    def rss(self, field: str = "VmRSS") -> int:
+        """Resident memory of the server process, in bytes (``VmHWM``: its peak so far)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field}")
+
+    def report_peak(self) -> None:
+        """With ``RTECS_RSS_REPORT=FILE``, append a JSON line: the test, the server's RSS once
+        it listened and its peak RSS (issue 11's acceptance: the hostile suite's servers
+        stay within their baseline plus the memory limits)."""
+        path = os.environ.get("RTECS_RSS_REPORT")
+        if path and self.alive():
+            import json
+
+            line = {"test": os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0],
+                    "base": self.base_rss, "peak": self.rss("VmHWM")}
+            with open(path, "a") as out:
+                out.write(json.dumps(line) + "\n")
 
     def cpu_seconds(self) -> float:
         """User + system CPU the server process has used."""
@@ -496,6 +511,7 @@ class ServerProc:
 
     def stop(self) -> int | None:
         """SIGTERM, then wait (kill after 5 s); the exit status; stderr fully counted."""
+        self.report_peak()
         if self.alive():
             self.process.send_signal(signal.SIGTERM)
             try:
