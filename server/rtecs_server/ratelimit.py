@@ -92,7 +92,9 @@ class RateLimit:
 #: Seconds of update budget a session may spend at once (its bursts): 1,000 spawns of a
 #: 10-property model in one frame are ~11,000 changes and ~150 kB, inside 0.5 s (20,000
 #: changes, 256 KiB). Longer bursts let one client hold the loop up: measured with
-#: ``bench/abuse.py``, 2 s let an abuser raise honest p99 ping by 173-511 ms, 0.5 s by 26 ms.
+#: ``bench/abuse.py``, 2 s let an abuser raise honest p99 ping by 173-511 ms, 0.5 s by 26 ms
+#: (at e4a8445; on 2026-12-03 the same run gives 75-110 ms, the current code 130-180 ms:
+#: ``docs/server.md``, Limits).
 BUDGET_SECONDS: Final = 0.5
 
 
