@@ -30,7 +30,7 @@ from rtecs.protocol import (
     encode,
 )
 from rtecs_server import RateLimit, RoomServer
-from rtecs_server.zmq_transport import max_message_size
+from rtecs_server.zmq_transport import DEFAULT_RCVHWM, max_message_size
 
 __all__ = ["embedded_server", "raw_clients"]  # fixtures used here
 
@@ -195,6 +195,7 @@ def test_socket_options_reach_the_router(embedded_server: RoomServer) -> None:
     assert sock.getsockopt(zmq.MAXMSGSIZE) == max_message_size(Limits())
     assert sock.getsockopt(zmq.LINGER) == 0
     assert sock.getsockopt(zmq.SNDHWM) == 1000
+    assert sock.getsockopt(zmq.RCVHWM) == DEFAULT_RCVHWM == 100   # bounds unread input
 
 
 

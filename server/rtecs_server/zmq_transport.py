@@ -29,6 +29,9 @@ Frames on the wire: a client's DEALER sends one-part messages; the ROUTER sees
   Clients never send such frames: the client library refuses updates over the limit.
 - ``SNDHWM`` (default 1000 frames per peer) sets when a slow client counts as "cannot keep
   up"; tests lower it.
+- ``RCVHWM`` (:data:`DEFAULT_RCVHWM`, 100 frames per peer) bounds what one connection can
+  make the server hold unread: past it libzmq stops reading that connection until the loop
+  catches up.
 
 A message of more than one part (``[routing id, a, b, …]``) is not a frame of the protocol:
 :meth:`receive` leaves it out and records ``(peer, reason)`` in :meth:`take_malformed`, which
@@ -104,9 +107,9 @@ from zmq.utils import z85
 
 from rtecs.protocol import DEFAULT_LIMITS, Limits
 
-__all__ = ["MAX_RECEIVE_BATCH", "ZAP_DOMAIN", "KeyFiles", "ZapHandler", "ZmqServerTransport",
-           "check_curve_key", "load_secret_key", "max_message_size", "seed_routing_ids",
-           "write_key_pair"]
+__all__ = ["DEFAULT_RCVHWM", "MAX_RECEIVE_BATCH", "ZAP_DOMAIN", "KeyFiles", "ZapHandler",
+           "ZmqServerTransport", "check_curve_key", "load_secret_key", "max_message_size",
+           "seed_routing_ids", "write_key_pair"]
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +129,19 @@ _NOBLOCK: Final = int(zmq.NOBLOCK)
 #: The message kind of ``HELLO``, the first element of its MessagePack array (a fixint).
 _HELLO_KIND: Final = 1
 
+#: Frames libzmq queues from one peer before it stops reading that peer's connection (TCP
+#: then holds the rest back: nothing is lost). It bounds what one connection can make the
+#: server hold unread to ``RCVHWM`` x ``MAXMSGSIZE`` (~107 MiB with the default limits; at
+#: libzmq's default of 1000, over 1 GiB). An rtecs client sends ~21 frames a second.
+DEFAULT_RCVHWM: Final = 100
+
 
 class ZmqServerTransport:
     """A bound ROUTER socket. Use from one thread at a time (the loop's)."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], bind: str, *,
-                 limits: Limits = DEFAULT_LIMITS, sndhwm: int = 1000, rcvhwm: int = 1000,
+                 limits: Limits = DEFAULT_LIMITS, sndhwm: int = 1000,
+                 rcvhwm: int = DEFAULT_RCVHWM,
                  socket_options: Mapping[int, int] | None = None,
                  gate: Callable[[bytes, bytes], str | None] | None = None,
                  curve_secret_key: bytes | None = None) -> None:
