@@ -30,7 +30,7 @@ CLIENT_LAYERS: tuple[tuple[str, ...], ...] = (
     ("cache",),                     # the in-flight cache (a pure leaf)
     ("protocol",),                  # messages, codec, limits
     ("transport",),                 # the byte mailbox: memory and ZeroMQ
-    ("auth", "clock", "errors", "gcpause"),  # join tokens, clocks, exceptions, gc pauses
+    ("auth", "clock", "conditioner", "errors", "gcpause"),  # tokens, clocks, a bad link, …
 )
 FACE = "rtecs"
 
