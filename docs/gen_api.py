@@ -334,6 +334,12 @@ def _members(cls: type, prefix: str, documented: set[type], report: _Report) -> 
             elif inspect.isclass(member):
                 lines = _entry(f"#### class `{cls.__name__}.{name}`{via}", _class_doc(member),
                                f"{qual}.{name}", report, where)
+            elif inspect.ismemberdescriptor(member) and inspect.getdoc(member):   # a slot
+                slot_ann = next((a.annotation for a in src.instance + src.class_level
+                                 if a.name == name and a.annotation), None)
+                head = f"#### `{cls.__name__}.{name}" + (f": {slot_ann}`" if slot_ann else "`")
+                lines = _entry(f"{head} *(attribute, read-only)*{via}",
+                               inspect.getdoc(member) or "", f"{qual}.{name}", report, where)
             else:
                 continue  # fields and attributes come from the source, below
             seen.add(name)

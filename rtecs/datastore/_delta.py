@@ -241,7 +241,7 @@ class DeltaTracker:
                 run.append(pid)
                 run.append(value)
             else:
-                run = [id_of(model), pid, value]
+                run = [model.model_id, pid, value]
                 runs.append(run)
                 last = model
         if budget < 0 or consumed == len(dirty):

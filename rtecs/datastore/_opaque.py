@@ -41,4 +41,4 @@ class OpaqueModel(RealtimeModel, type_name="rtecs.Opaque"):
         return self._values
 
     def __repr__(self) -> str:
-        return f"OpaqueModel({self._opaque_type!r}, id={self._id!r}, {self._values!r})"
+        return f"OpaqueModel({self._opaque_type!r}, id={self.model_id!r}, {self._values!r})"

@@ -42,11 +42,16 @@ class ModelBase:
     """The slots of a model (see the module docs). Not a model type of its own: subclass
     :class:`~rtecs.model.RealtimeModel`."""
 
-    __slots__ = ("_ds", "_flags", "_id", "_parent", "_subs", "_v", "_wlog")
+    __slots__ = {  # noqa: RUF023 (the public slot first)
+        "model_id": "The network id (None until the model is in a datastore). Not an esper "
+                    "entity id. Read-only: the datastore sets it (a slot, not a property: "
+                    "collecting a frame reads it for every model it touches).",
+        "_ds": None, "_flags": None, "_parent": None, "_subs": None, "_v": None,
+        "_wlog": None}
     if typing.TYPE_CHECKING:  # set in RealtimeModel.__init__; the others typed there
         _v: list[Any]
         _ds: Limited | None
-        _id: ModelId | None
+        model_id: ModelId | None
         _parent: ModelBase | None
         _flags: int
 
@@ -64,7 +69,7 @@ _SLOTS = ModelBase.__dict__
 set_v: Callable[[ModelBase, list[Any]], None] = _SLOTS["_v"].__set__
 set_ds: Callable[[ModelBase, Any], None] = _SLOTS["_ds"].__set__
 set_wlog: Callable[[ModelBase, Any], None] = _SLOTS["_wlog"].__set__
-set_id: Callable[[ModelBase, ModelId | None], None] = _SLOTS["_id"].__set__
+set_id: Callable[[ModelBase, ModelId | None], None] = _SLOTS["model_id"].__set__
 set_parent: Callable[[ModelBase, Any], None] = _SLOTS["_parent"].__set__
 set_subs: Callable[[ModelBase, Any], None] = _SLOTS["_subs"].__set__
 set_flags: Callable[[ModelBase, int], None] = _SLOTS["_flags"].__set__
@@ -115,7 +120,7 @@ class _Destroyed:
 
 
 def _gone(model: ModelBase) -> ModelDestroyedError:
-    mid = model._id  # noqa: SLF001 (the slot's own module)
+    mid = model.model_id
     return ModelDestroyedError(
         f"{type(model).__name__} {mid} was destroyed; drop references to it")
 

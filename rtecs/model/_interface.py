@@ -78,8 +78,9 @@ values_of: Callable[[RealtimeModel], list[Any]] = get_v
 reads when it collects and writes when it shows what the server says."""
 store_of: Callable[[RealtimeModel], ModelOwner | None] = operator.attrgetter("_ds")
 """The datastore a model belongs to (None: none yet; :data:`DESTROYED` once destroyed)."""
-id_of: Callable[[RealtimeModel], ModelId | None] = operator.attrgetter("_id")
-"""A model's network id (as :attr:`RealtimeModel.model_id`, without the property call)."""
+id_of: Callable[[RealtimeModel], ModelId | None] = operator.attrgetter("model_id")
+"""A model's network id, :attr:`RealtimeModel.model_id`, as a function (hot loops read the
+attribute itself)."""
 flags_of: Callable[[RealtimeModel], int] = operator.attrgetter("_flags")
 """A model's lifetime flags (``rtecs.protocol`` flag bits)."""
 set_flags: Callable[[RealtimeModel, int], None] = _set_flags

@@ -45,7 +45,7 @@ from rtecs.model._prop import Prop, declare
 from rtecs.model._registry import ClassNames
 from rtecs.model._streams import guarded, log_error
 from rtecs.model._values import DEFAULT_MAX_VALUE_BYTES
-from rtecs.protocol import OWNER, PREVENT_OWNERSHIP_TAKEOVER, ModelId
+from rtecs.protocol import OWNER, PREVENT_OWNERSHIP_TAKEOVER
 
 __all__ = ["Change", "Emit", "KidReport", "RealtimeModel", "WriteLog", "find_model_type"]
 
@@ -193,7 +193,7 @@ class RealtimeModel(ModelBase):
         cls = type(self)
         fields = ", ".join(f"{p.name}={self._v[p.slot]!r}" for p in cls._props.values()
                            if p.child_type is None and p.id != OWNER)
-        return f"{type(self).__name__}(id={self._id!r}, {fields})"
+        return f"{type(self).__name__}(id={self.model_id!r}, {fields})"
 
     def _write_prop(self, name: str, value: Any) -> None:
         _write(self, name, value)  # object.__setattr__(model, name, v), through the Prop
@@ -206,11 +206,6 @@ class RealtimeModel(ModelBase):
         return {p.id: (p.name, p.tag, p.reliable) for p in cls._props.values() if p.id != OWNER}
 
     # ----------------------------------------------------------------- identity
-
-    @property
-    def model_id(self) -> ModelId | None:
-        """The network id (None until the model is in a datastore). Not an esper entity id."""
-        return self._id
 
     @property
     def parent(self) -> RealtimeModel | None:
@@ -260,7 +255,7 @@ class RealtimeModel(ModelBase):
     def clear_ownership(self) -> None:
         """Give up ownership: the model becomes writable by anyone."""
         if self._v[0] != -1 and not self.is_owned_locally:
-            raise OwnershipError(f"{type(self).__name__} {self._id} is owned by client "
+            raise OwnershipError(f"{type(self).__name__} {self.model_id} is owned by client "
                                  f"{self._v[0]}; only the owner can clear ownership")
         if self._ds is None:
             self._v[0] = -1
@@ -283,7 +278,7 @@ class RealtimeModel(ModelBase):
             raise AttributeError(f"{type(self).__name__} has no property {name!r}")
         p = found
         if self._ds is DESTROYED:
-            raise ModelDestroyedError(f"{type(self).__name__} {self._id} was destroyed")
+            raise ModelDestroyedError(f"{type(self).__name__} {self.model_id} was destroyed")
         subs = self._subs or self._make_subjects()
         subject = subs.props.get(p.id)
         if subject is None:
@@ -363,6 +358,9 @@ def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any
             cls = type(self)
             found = cls._props_by_name.get(name)
             if found is None:
+                if name == "model_id":
+                    raise AttributeError(f"{cls.__name__}.model_id is read-only: the "
+                                         f"datastore sets it", name=name, obj=self) from None
                 if name[0] == "_" or hasattr(cls, name):
                     object.__setattr__(self, name, value)
                     return
@@ -420,7 +418,8 @@ def _setter(props_by_name: dict[str, Prop]) -> Callable[[RealtimeModel, str, Any
 
 
 #: Names a property cannot have: RealtimeModel's public attributes.
-_RESERVED = frozenset(name for name in vars(RealtimeModel) if not name.startswith("_"))
+_RESERVED = frozenset(name for cls in (RealtimeModel, ModelBase) for name in vars(cls)
+                      if not name.startswith("_"))
 _write = _setter({})  # for any model: finds the property through the instance's class
 setattr(RealtimeModel, "__setattr__", _write)  # noqa: B010 (so mypy still flags typos)
 _SETTER_CODE = _write.__code__
