@@ -76,3 +76,18 @@ def test_undocumented_names_are_marked_and_listed() -> None:
     assert generated.count(marker) == len(missing) + 1  # + the legend at the top
     for entry in missing:
         assert entry.split()[0].count(".") >= 1
+
+
+def test_the_module_map_lists_every_module_with_its_role_and_imports() -> None:
+    """``docs/module_map.py`` (the module map of issue 10's note): a row per module of both
+    packages, each with a role taken from its docstring."""
+    spec = importlib.util.spec_from_file_location("module_map", ROOT / "docs" / "module_map.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = {name: (lines, role, imports) for name, lines, role, imports in module.rows()}
+    files = [*(ROOT / "rtecs").rglob("*.py"), *(ROOT / "server" / "rtecs_server").rglob("*.py")]
+    assert len(rows) == len(files)
+    assert all(role for _, role, _ in rows.values()), [n for n, r in rows.items() if not r[1]]
+    assert "rtecs.cache" in rows["rtecs.datastore._delta"][2]
+    assert rows["rtecs.cache"][2] == []   # the pure leaf imports nothing of the project
