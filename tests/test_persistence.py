@@ -332,7 +332,11 @@ def test_kill_9_loses_at_most_the_last_checkpoint_interval(
         assert stored(tmp_path, "crash") is None  # not yet: the interval has not passed
         at = server.advance(interval)
         assert at - opened == interval
-        client.barrier(at)  # the server's housekeeping at that time is done: saved
+        client.barrier(at)
+        # the pass that read the clock at ``at`` checkpoints after it has answered the pings it
+        # read (fair turns: it may answer the barrier's last ping too), so wait for the save
+        wait_until(lambda: stored(tmp_path, "crash") is not None, PATIENCE,
+                   what="the checkpoint due at the interval")
         saved = stored(tmp_path, "crash")
         assert saved is not None and saved.models[0][4].get(1) == "older than the interval"
         _write(client, [0, 2, 42])  # not checkpointed: the clock stands still

@@ -191,9 +191,10 @@ class RawClient:
         (a server time) after handling this client's earlier frames — that pass's
         housekeeping (heartbeat timeouts, leases, checkpoints) included; its batches may
         follow a few real ms later (flush pacing): sync until a pong is stamped ≥ ``at``,
-        then once more. (The server collects the frames
-        of one pass before answering any, so the last ping is handled in a later pass, which
-        starts only once the earlier one is done.) Returns the last pong."""
+        then once more. The loop handles frames as it reads them (fair turns), so the last
+        ping may still be answered by the same pass, before its housekeeping: a test that
+        needs a housekeeping effect (a checkpoint) waits for the effect itself. Returns the
+        last pong."""
         while self.sync(timeout).server_time < at:
             pass
         return self.sync(timeout)

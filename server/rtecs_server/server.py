@@ -351,7 +351,12 @@ class RoomServer:
         before the exception propagates."""
         self.start()
         try:
-            self._done.wait()
+            # Waits of at most 0.2 s: the kernel may deliver a signal to any thread, and a
+            # Python handler runs only in the main thread, once it runs Python code again — a
+            # wait without a timeout would hold SIGTERM or SIGUSR1 back until the loop ends
+            # (a loaded test run lost a SIGUSR1 report that way).
+            while not self._done.wait(0.2):
+                pass
         finally:
             self.stop()
 
