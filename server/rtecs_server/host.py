@@ -38,6 +38,9 @@ a write that would grow the datastore too big   ``over_limit``         kept (cha
 a gap in update sequence numbers                ``sequence``           kept, resynced
 a schema extension contradicting the room's     ``schema``             kept (nothing merged)
 over the rate limit / sustained                 ``rate_limit``         kept / ended (fatal)
+an update over its session's/address's budget   ``rate_limit``         kept (changes rejected)
+HELLO, SCHEMA… over its address's byte budget   ``rate_limit``         kept (dropped undecoded)
+a hello opening a room past ``max_rooms``       ``unavailable``        refused (fatal)
 a ``RESUME`` (sessions are not resumed yet)     ``session_unknown``    unchanged
 ==============================================  =====================  =======================
 
