@@ -56,7 +56,7 @@ class RateLimit:
     update_bytes: float = 512 * 1024  # bytes of UPDATEs per second, sustained (0: no limit)
     update_changes: float = 40_000.0  # changes of UPDATEs per second, sustained (0: no limit)
     address_budgets: float = 1.0  # update budgets one network address's sessions share (0: off)
-    schema_bytes: float = 1024 * 1024  # HELLO and SCHEMA bytes per second per address (0: off)
+    schema_bytes: float = 1024 * 1024  # bytes/s per address of frames but UPDATE, PING (0: off)
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -172,8 +172,9 @@ class Allowance:
                 f"the update is refused, its changes rolled back; send less")
 
 
-#: Seconds of HELLO and SCHEMA bytes one address may send at once: 2 MiB at the default
-#: rate, twice the largest HELLO (1 MiB; a bucket smaller than a frame would never pass it).
+#: Seconds of schema budget (HELLO, SCHEMA: every frame but UPDATE and PING) one address may
+#: spend at once: 2 MiB at the default rate, twice the largest HELLO (1 MiB; a bucket
+#: smaller than a frame would never pass it).
 SCHEMA_BURST_SECONDS: Final = 2.0
 
 
@@ -198,7 +199,8 @@ class AddressTable:
     is charged to the client that makes it, and an attacker is one address however many
     sockets it opens): :attr:`RateLimit.address_budgets` session update budgets, one
     :class:`Allowance` that every update of the address's sessions also pays; and
-    :attr:`RateLimit.schema_bytes` bytes a second of HELLO and SCHEMA frames (bursts of
+    :attr:`RateLimit.schema_bytes` bytes a second of every frame but UPDATE and PING — the
+    HELLOs and SCHEMAs that carry schemas, and anything undecodable (bursts of
     :data:`SCHEMA_BURST_SECONDS`), paid *before* the frame is decoded — decoding and
     checking a 1 MB schema takes the loop 35-50 ms, and a HELLO comes from a connection with
     no session to charge. Addresses are :func:`~rtecs_server.sessions.address_key` keys;
@@ -230,8 +232,9 @@ class AddressTable:
         return self._get(address, limit, now).updates
 
     def pay_schema(self, address: str | None, size: int, now: float) -> bool:
-        """Take ``size`` bytes of a HELLO or SCHEMA frame from ``address``'s schema budget;
-        False (nothing taken) if they are not there."""
+        """Take ``size`` bytes of a frame that is neither an UPDATE nor a PING (a HELLO, a
+        SCHEMA, …) from ``address``'s schema budget; False (nothing taken) if they are not
+        there."""
         limit = self.rate_limit
         if address is None or limit is None or not limit.schema_bytes:
             return True
