@@ -45,6 +45,7 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Redirect,
+    Resume,
     Resumed,
     Resync,
     UpdateEntry,
@@ -64,10 +65,17 @@ from rtecs.stream import StreamOrder
 from rtecs.timing import Backoff, ServerClock
 from rtecs.transport import ClientTransport
 
-__all__ = ["MAX_REDIRECTS", "Connection"]
+__all__ = ["MAX_REDIRECTS", "Connection", "welcome_opens_session"]
 
 log = logging.getLogger("rtecs.realtime")
 
+
+
+def welcome_opens_session(welcome: Welcome, session: ClientSession) -> bool:
+    """Whether ``welcome`` (not answering a hello) opens another session than ``session``:
+    it names another session id, or another client id (a server that names no sessions)."""
+    return (welcome.session_id != session.session_id
+            or welcome.client_id != session.client_id)
 
 
 class Connection:
@@ -102,9 +110,10 @@ class Connection:
         self._lost_why = ""          # why the last session's link went (for SessionLost)
         self._ever_connected = False
         self._joining = True         # a hello is out: its welcome opens a new session
+        self._resuming = False       # a RESUME is out: RESUMED, or a welcome of this session
         self._resync_asked = False   # a hole in the stream: no batch until the welcome
         now = clock()
-        self._next_attempt = 0.0
+        self._next_attempt = float("inf")  # no attempt scheduled
         self._next_ping = 0.0
         self._deadline = now + connect_timeout
         self._last_heard = now
@@ -219,16 +228,20 @@ class Connection:
                     stats.batches_applied += 1
                     yield batch
             elif isinstance(message, Welcome):
-                self.new_session = (self._joining or not self.connected)
+                session = self.session
+                self.new_session = (self._joining or session is None
+                                    or welcome_opens_session(message, session))
                 yield message
             elif isinstance(message, Pong):
                 self._handle_pong(message)
             elif isinstance(message, Redirect):
                 self._handle_redirect(message)
             elif isinstance(message, Resumed):
-                # Only ever the answer to a RESUME, which this client has not sent.
-                log.error("the server sent RESUMED without a RESUME: ignored")
-                self.ask_resync("an unexpected RESUMED")
+                if self._resuming:
+                    self._resumed(message)
+                else:   # only ever the answer to a RESUME
+                    log.error("the server sent RESUMED without a RESUME: ignored")
+                    self.ask_resync("an unexpected RESUMED")
             else:
                 self._handle_error(message)
             if self._state.value is ConnectionState.DISCONNECTED:
@@ -249,6 +262,7 @@ class Connection:
         self.stats.welcomes += 1
         self._link.limits = self._asked.with_announced(welcome.limits)
         self._joining = False
+        self._resuming = False
         self._resync_asked = False
         self._lost_why = ""
         self._order.reset(welcome.room_seq)
@@ -272,11 +286,17 @@ class Connection:
     def check(self, now: float) -> None:
         """Deadlines after receiving: the heartbeat, or a connection attempt's timeout."""
         state = self._state.value
-        if state is ConnectionState.CONNECTED:
+        if state is ConnectionState.DISCONNECTED:
+            return
+        if self._link.broken and self._next_attempt == float("inf"):
+            log.warning("room %r: the connection to the server broke", self.room)
+            self._lost_why = self._lost_why or "the connection broke"
+            self._lost(DisconnectReason.SERVER_GONE, now)
+        elif state is ConnectionState.CONNECTED:
             if now - self._last_heard > self.heartbeat_timeout:
                 log.warning("no word from the server for %.1f s", now - self._last_heard)
                 self._lost(DisconnectReason.TIMEOUT, now)
-        elif state is not ConnectionState.DISCONNECTED and now > self._deadline:
+        elif now > self._deadline:
             self._lost(DisconnectReason.TIMEOUT, now)
 
     def ping_now(self) -> None:
@@ -381,9 +401,49 @@ class Connection:
             self._state.on_next(ConnectionState.RECONNECTING)
         self._restart(self._clock())
 
+    def _resumed(self, resumed: Resumed) -> None:
+        """The server took this session up again on the fresh transport: nothing is lost.
+        The updates it did not apply are sent again as they were (it applies each once);
+        the batches this client missed follow from the room's history."""
+        session = self.session
+        assert session is not None   # a RESUME is only sent for a session
+        self._resuming = False
+        session.secret = resumed.session_secret
+        session.answered(resumed.last_applied)
+        self._link.limits = self._asked.with_announced(resumed.limits)
+        self._server_clock.reported(resumed.server_time)
+        self._backoff.succeeded()
+        self._link.redirects = 0
+        self._lost_why = ""
+        now = self._clock()
+        self._last_heard = now
+        self._next_ping = now
+        stats = self.stats
+        stats.resumes += 1
+        for frame in session.unanswered.values():   # oldest first, same epoch and numbers
+            stats.updates_sent += 1
+            stats.updates_resent += 1
+            self.send(frame)
+        if self._resync_asked:   # the hole this client had found is still there
+            self.send(encode(Resync()))
+        log.info("room %r: resumed the session of client %d (%d update(s) sent again; the "
+                 "server is at batch %d, this client at %d)", self.room, session.client_id,
+                 len(session.unanswered), resumed.room_seq, self.room_seq)
+        self._state.on_next(ConnectionState.RESUMED)
+        self._state.on_next(ConnectionState.CONNECTED)
+
     def _handle_error(self, error: Error) -> None:
         self.last_error = f"{error.code}: {error.message}"
-        if error.code in _RECONNECT_CODES:
+        if error.code == ErrorCode.SESSION_UNKNOWN.value and self._resuming:
+            self._resuming = False
+            if self.session is not None:
+                self.session.secret = b""   # spent: never shown again
+            log.warning("room %r: the server could not resume the session (%s): joining "
+                        "again", self.room, self.last_error)
+            self._lost_why = self._lost_why or self.last_error
+            self._order.reset(0)
+            self._send_hello()
+        elif error.code in _RECONNECT_CODES:
             log.warning("the server lost this session (%s): reconnecting", self.last_error)
             self._lost(DisconnectReason.SERVER_GONE, self._clock())
         elif error.fatal:
@@ -410,7 +470,11 @@ class Connection:
             self._lost_why = (self.last_error or reason.value) if self.connected else ""
         backoff = self._backoff
         if not self._link.can_reconnect or backoff.exhausted:
-            if self._ever_connected and reason is DisconnectReason.TIMEOUT:
+            hung_up = None if self._ever_connected else self._link.hung_up()
+            if hung_up is not None:   # never in: the handshakes were refused, it seems
+                self.last_error = f"{ErrorCode.AUTH_FAILED.value}: {hung_up}"
+                reason = DisconnectReason.AUTH_FAILED
+            elif self._ever_connected and reason is DisconnectReason.TIMEOUT:
                 reason = DisconnectReason.SERVER_GONE
             log.error("giving up on room %r after %d attempt(s): %s", self.room, backoff.tries,
                       reason.value)
@@ -433,11 +497,19 @@ class Connection:
         self._restart(now)
 
     def _restart(self, now: float) -> None:
-        """A fresh transport: wait for the welcome of a new hello."""
-        self._order.reset(0)
+        """A fresh transport: resume the session if there is one to resume (DESIGN §8),
+        else wait for the welcome of a new hello."""
         self._next_attempt = float("inf")
         self._deadline = now + self.connect_timeout
         self._last_heard = now
+        session = self.session
+        if session is not None and session.resumable and not self._joining:
+            self._resuming = True
+            self.send(encode(Resume(self.room, session.session_id, session.secret,
+                                    session.epoch, self._order.last, session.incarnation)))
+            return
+        self._resuming = False
+        self._order.reset(0)
         self._send_hello()
 
     def _disconnect(self, reason: DisconnectReason) -> None:

@@ -72,7 +72,11 @@ class Link:
         return None
 
     def _replace(self, transport: ClientTransport) -> None:
-        self._transport.close()
+        old = self._transport
+        old.close()
+        hangups = getattr(old, "hangups", None)   # handshakes refused in a row, so far
+        if hangups is not None and hasattr(transport, "hangups"):
+            transport.hangups = hangups
         self._transport = transport
 
     def send(self, frame: bytes, reliable: bool = True) -> None:
@@ -102,6 +106,20 @@ class Link:
             failure = take_failure()
             if failure is not None:
                 yield Error(ErrorCode.AUTH_FAILED.value, failure, True)
+
+    def hung_up(self) -> str | None:
+        """What it suggests that the server hung up on the transport's handshakes, if it
+        did (see :meth:`ZmqClientTransport.hung_up
+        <rtecs.transport.zmq.ZmqClientTransport.hung_up>`); None otherwise."""
+        hung_up = getattr(self._transport, "hung_up", None)
+        return hung_up() if hung_up is not None else None
+
+    @property
+    def broken(self) -> bool:
+        """Whether the transport knows its connection broke (the ZeroMQ one's monitor: see
+        :attr:`ZmqClientTransport.broken <rtecs.transport.zmq.ZmqClientTransport.broken>`);
+        False for a transport that cannot tell."""
+        return bool(getattr(self._transport, "broken", False))
 
     def wait(self, seconds: float) -> None:
         """Block up to ``seconds`` for a frame, if the transport can (else return at once)."""

@@ -116,6 +116,7 @@ class ConnectionStats:
     welcomes: int = 0            # WELCOMEs applied (joins and resyncs)
     resyncs_asked: int = 0       # RESYNC requests sent (holes in the stream)
     sessions_lost: int = 0       # new sessions that replaced a lost one
+    resumes: int = 0             # sessions taken up again on a fresh transport (RESUMED)
     reconnect_attempts: int = 0  # fresh transports after a lost link
     redirects: int = 0           # REDIRECTs followed
     malformed_frames: int = 0    # server frames that failed to decode
@@ -144,8 +145,9 @@ class ClientSession:
 
     @property
     def resumable(self) -> bool:
-        """Whether the server gave this session a resume secret (a server that cannot resume
-        sessions sends none)."""
+        """Whether this client can show a resume secret for this session: the server gave
+        one (a server that cannot resume sessions sends none), and no answer said it is
+        spent (``session_unknown``)."""
         return bool(self.session_id and self.secret)
 
     def sent(self, seq: int, frame: bytes) -> None:

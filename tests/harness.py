@@ -66,7 +66,8 @@ class LocalRoom:
         self.types = tuple(types)
         self.clock = ManualClock()
         self.net = MemoryNetwork(**network)
-        self.host = RoomHost(self.net.server, plugins=plugins, heartbeat_timeout=1e9)
+        self.host = RoomHost(self.net.server, plugins=plugins, heartbeat_timeout=1e9,
+                             session_grace=1e9)
         self.clients: list[Realtime] = []
         self.transports: dict[Realtime, MemoryClientTransport] = {}
         self.wire = wire

@@ -41,6 +41,7 @@ from rtecs.errors import NotConnectedError, TokenError, TokenProblem
 from rtecs.protocol import PROTOCOL_VERSION, Error, Hello, Welcome, decode_server_message, encode
 from rtecs.realtime import Realtime
 from rtecs.transport.memory import MemoryNetwork
+from rtecs.transport.zmq import HANGUPS_BEFORE_REFUSAL
 from rtecs_server import RoomHost, RoomServer
 from rtecs_server.cli import load_plugin, main
 from rtecs_server.hooks import Identity
@@ -243,7 +244,7 @@ def test_tokens_are_checked_over_a_bad_network() -> None:
     clock = ManualClock()
     net = MemoryNetwork(delay=2, reorder=True, loss=0.3, seed=11)
     recorder = Recorder()
-    host = RoomHost(net.server, plugins=[recorder], heartbeat_timeout=1e9,
+    host = RoomHost(net.server, plugins=[recorder], heartbeat_timeout=1e9, session_grace=1e9,
                     auth_secret=SECRET, wall=clock.wall)
     made: list[Realtime] = []
 
@@ -337,8 +338,10 @@ def test_refused_tokens_end_the_client_at_once_with_the_reason(
     start = time.monotonic()
     message = refusal(rt)
     assert words in message
-    assert time.monotonic() - start < PATIENCE / 2  # at once, never after timeouts/retries
-    assert rt.stats.reconnect_attempts == 0
+    assert time.monotonic() - start < PATIENCE / 2  # at once, never after timeouts
+    # no retries — except that a NULL client at a PLAIN server is usually hung up on, and
+    # that takes a few fresh sockets in a row to read as a refusal
+    assert rt.stats.reconnect_attempts <= (HANGUPS_BEFORE_REFUSAL - 1 if tok is None else 0)
     assert not server.host.sessions
 
 
@@ -431,7 +434,8 @@ def test_unauthenticated_peers_never_reach_the_router(
 
 def test_a_token_replayed_after_expiry_is_refused_and_the_session_lives_on() -> None:
     clock = ManualClock()
-    with RoomServer(auth_secret=SECRET, clock=clock, heartbeat_timeout=3600.0) as server:
+    with RoomServer(auth_secret=SECRET, clock=clock, heartbeat_timeout=3600.0,
+                    session_grace=3600.0) as server:
         tok = token(user="ann", ttl=30, now=clock.wall())
         ann = connect(server.endpoint, tok)
         ann.wait_connected(PATIENCE)

@@ -158,9 +158,12 @@ def test_server_restart_clients_reconnect_and_resync() -> None:
         assert states[-3:] == [rtecs.ConnectionState.RECONNECTING,
                                rtecs.ConnectionState.RESYNCED,
                                rtecs.ConnectionState.CONNECTED]
-        # The new server knows nothing of the old session: a new one, and the app is told.
-        assert [(x.new_client_id, x.reason) for x in lost] == [
-            (a.client_id, "shutdown: the server is shutting down")]
+        # The new server knows nothing of the old session: a new one, and the app is told
+        # (why: the server's goodbye, or — when the link broke before it was read, as
+        # libzmq then drops it — the broken link).
+        assert [x.new_client_id for x in lost] == [a.client_id]
+        assert lost[0].reason in ("shutdown: the server is shutting down",
+                                  "the connection broke")
         assert a.stats.sessions_lost == 1 and a.stats.reconnect_attempts >= 1
     finally:
         a.close(timeout=0.1)

@@ -18,6 +18,8 @@ from rtecs.protocol import (
     Ping,
     Pong,
     Redirect,
+    Resume,
+    Resumed,
     Resync,
     SnapshotRecord,
     Update,
@@ -135,8 +137,8 @@ def test_silence_past_the_heartbeat_reconnects_with_backoff_then_gives_up() -> N
     conn.check(clock())
     assert conn.state is ConnectionState.RECONNECTING
     assert len(links) == 2 and links[0].closed             # the first retry is at once
-    assert [type(m) for m in links[1].sent] == [Hello]
-    clock.advance(1.5)                                      # no welcome: the attempt fails
+    assert links[1].sent == [Resume("arena", b"s" * 16, b"k" * 32, 1, 0, 77)]
+    clock.advance(1.5)                                      # no answer: the attempt fails
     conn.check(clock())
     for _ in range(100):                                    # the backoff delay passes
         clock.advance(0.1)
@@ -152,6 +154,10 @@ def test_not_joined_rejoins_and_a_fatal_error_ends_the_session() -> None:
     links[0].inbox.append(encode(Error("not_joined", "no session", False)))
     drain(conn)
     assert conn.state is ConnectionState.RECONNECTING and len(links) == 2
+    assert [type(m) for m in links[1].sent] == [Resume]   # it tries to take it up again
+    links[1].inbox.append(encode(Error("session_unknown", "no such session", False)))
+    drain(conn)
+    assert [type(m) for m in links[1].sent] == [Resume, Hello]  # then joins anew
     links[1].inbox.append(welcome())
     for message in conn.receive():
         assert conn.new_session  # a new session, not an epoch: the facade rolls back
@@ -235,7 +241,11 @@ def test_a_new_session_after_a_lost_link_fires_session_lost() -> None:
     clock.advance(1.5)
     conn.check(clock())                                 # silence: the link is gone
     assert conn.state is ConnectionState.RECONNECTING and len(links) == 2
-    assert isinstance(links[1].sent[0], Hello)          # the server cannot resume yet
+    assert isinstance(links[1].sent[0], Resume)
+    links[1].inbox.append(encode(Error("session_unknown", "its grace ran out", False)))
+    drain(conn)
+    assert isinstance(links[1].sent[1], Hello)          # the session is gone: join anew
+    assert conn.session is not None and not conn.session.resumable  # its secret is spent
     links[1].inbox.append(welcome(client_id=9))
     welcome_all(conn)
     assert states == [ConnectionState.CONNECTED, ConnectionState.RECONNECTING,
@@ -264,3 +274,84 @@ def test_next_deadline_names_the_next_timer() -> None:
     assert conn.next_deadline() == pytest.approx(clock() + conn.connect_timeout)
     conn.close()
     assert conn.next_deadline() == float("inf")
+
+
+def resumed(last_applied: int, room_seq: int, secret: bytes = b"r" * 32) -> bytes:
+    return encode(Resumed(4, 1, last_applied, room_seq, 60.0, 77, secret,
+                          {"update_bytes": 8192}))
+
+
+def lose_link(conn: Connection, links: list[Link], clock: ManualClock) -> None:
+    """Silence past the heartbeat: the connection resumes over a fresh link."""
+    clock.advance(conn.heartbeat_timeout + 0.5)
+    conn.check(clock())
+    assert conn.state is ConnectionState.RECONNECTING
+
+
+def test_a_resumed_session_resends_what_was_not_applied_and_replays_what_it_missed() -> None:
+    conn, links, clock = joined(heartbeat_timeout=1.0)
+    states: list[ConnectionState] = []
+    conn.states.subscribe(states.append)
+    lost: list[SessionLost] = []
+    conn.session_lost.subscribe(lost.append)
+    links[0].inbox.append(batch(1))
+    drain(conn)
+    for seq in (1, 2, 3, 4):
+        conn.send_update(seq, update(seq))
+    links[0].inbox.append(batch(2, 1))                  # update 1 answered, then silence
+    drain(conn)
+    lose_link(conn, links, clock)
+    assert links[1].sent == [Resume("arena", b"s" * 16, b"k" * 32, 1, 2, 77)]
+    # The server applied 1-3; 3's answer is in batch 4, which this client never got.
+    links[1].inbox += [resumed(last_applied=3, room_seq=4), batch(3, 2), batch(4, 3)]
+    handed = [m.room_seq for m in welcome_all(conn)]
+    assert handed == [3, 4]                             # the missed batches, in order
+    assert links[1].sent[1:] == [decode_client_message(update(4))]  # only 4: once, as sent
+    assert states == [ConnectionState.CONNECTED, ConnectionState.RECONNECTING,
+                      ConnectionState.RESUMED, ConnectionState.CONNECTED]
+    session = conn.session
+    assert session is not None
+    assert lost == [] and session.client_id == 4 and session.secret == b"r" * 32
+    assert list(session.unanswered) == [4]              # still waiting for its answer
+    assert conn.limits.max_update_bytes == 8192         # announced by RESUMED
+    assert (conn.stats.resumes, conn.stats.updates_resent, conn.stats.sessions_lost) == \
+        (1, 1, 0)
+    lose_link(conn, links, clock)                       # the next resume shows the new secret
+    assert links[2].sent == [Resume("arena", b"s" * 16, b"r" * 32, 1, 4, 77)]
+
+
+def test_a_resume_answered_by_a_welcome_of_the_same_session_is_a_new_epoch() -> None:
+    conn, links, clock = joined(heartbeat_timeout=1.0)
+    states: list[ConnectionState] = []
+    conn.states.subscribe(states.append)
+    lost: list[SessionLost] = []
+    conn.session_lost.subscribe(lost.append)
+    conn.send_update(1, update(1))
+    lose_link(conn, links, clock)
+    links[1].inbox.append(welcome(room_seq=9, epoch=2, last_applied=1, secret=b"n" * 32))
+    for message in conn.receive():
+        assert isinstance(message, Welcome)
+        assert not conn.new_session                     # re-based, not rolled back
+        conn.welcomed(message)
+    assert states[-2:] == [ConnectionState.RESYNCED, ConnectionState.CONNECTED]
+    assert lost == [] and conn.session is not None
+    assert (conn.session.epoch, conn.session.secret, conn.room_seq) == (2, b"n" * 32, 9)
+
+
+def test_a_welcome_of_another_session_while_resuming_is_a_new_session() -> None:
+    conn, links, clock = joined(heartbeat_timeout=1.0)
+    lose_link(conn, links, clock)
+    links[1].inbox.append(encode(Welcome(4, 0, 50.0, [], [4], 1, 0, {}, b"t" * 16,
+                                         b"k" * 32, 78)))
+    messages = list(conn.receive())
+    assert len(messages) == 1 and conn.new_session
+
+
+def test_a_link_that_reports_it_broke_is_resumed_at_once() -> None:
+    conn, links, clock = joined(heartbeat_timeout=60.0)
+    links[0].broken = True   # type: ignore[attr-defined]  # as the ZeroMQ transport says
+    conn.check(clock())
+    assert conn.state is ConnectionState.RECONNECTING
+    assert len(links) == 2 and [type(m) for m in links[1].sent] == [Resume]
+    conn.check(clock())                                  # the new link is fine: no more
+    assert len(links) == 2

@@ -47,6 +47,7 @@ from rtecs.protocol import (
     encode,
 )
 from rtecs.session import ConnectionState
+from rtecs.transport.zmq import HANGUPS_BEFORE_REFUSAL
 from rtecs_server import RoomServer
 
 __all__ = ["net"]  # the fixture
@@ -277,7 +278,9 @@ def test_a_server_with_an_auth_secret_admits_only_valid_tokens(net: Net, tmp_pat
                "every bad token to be refused")
         for why, rt in clients.items():
             assert rt.last_error and "auth_failed" in rt.last_error, (why, rt.last_error)
-            assert rt.stats.reconnect_attempts == 0, why
+            # refused at once — a handshake the server hangs up on (rather than refusing it
+            # in words) takes a few fresh sockets in a row to read as a refusal
+            assert rt.stats.reconnect_attempts <= HANGUPS_BEFORE_REFUSAL - 1, why
         ann = net.honest(server.endpoint, token=good)
         ann.room_model.title = "authenticated"  # type: ignore[attr-defined]
         want = converge([ann], server.endpoint, token=good)

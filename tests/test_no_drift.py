@@ -277,7 +277,7 @@ def test_updates_from_before_a_resync_welcome_are_not_taken_for_the_new_epoch() 
 def test_a_forgotten_client_that_only_reads_finds_out_at_its_next_ping() -> None:
     room = LocalRoom(Board)
     a, _ = room.clients
-    room.host.heartbeat_timeout = 5.0
+    room.host.session_grace = 5.0
     room.clock.advance(10.0)
     room.host.expire(room.clock())   # the server forgot everyone (a link cut, say)
     a.ping_interval = 1.0

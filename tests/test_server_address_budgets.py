@@ -79,7 +79,7 @@ class World:
     def __init__(self, **host: Any) -> None:
         self.now = 0.0
         self.net = MemoryNetwork()
-        self.host = RoomHost(self.net.server, heartbeat_timeout=1e9, **host)
+        self.host = RoomHost(self.net.server, heartbeat_timeout=1e9, session_grace=1e9, **host)
         self.peers: list[Peer] = []
 
     def peer(self, address: str | None) -> Peer:

@@ -19,7 +19,8 @@ __all__ = ["raw_clients"]  # fixtures used here
 
 pytestmark = pytest.mark.timeout(30)
 
-FLAGS = ["--bind", "--heartbeat-timeout", "--empty-room-timeout", "--max-clients-per-room",
+FLAGS = ["--bind", "--heartbeat-timeout", "--session-grace", "--empty-room-timeout",
+         "--max-clients-per-room",
          "--plugin", "--tick-ms", "--rate-limit", "--log-level", "--help",
          "--storage", "--data-dir", "--checkpoint-interval", "--advertise", "--lease-ttl",
          "--history-bytes", "--auth-secret-file", "--curve-secret-key-file", "--supervise",

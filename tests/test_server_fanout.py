@@ -59,7 +59,7 @@ def test_batches_go_to_the_publisher_once_per_room_and_flush() -> None:
     assert not any(isinstance(decode_server_message(f), Batch) for _, f in t.sent)
 
 
-def test_a_peer_the_publisher_refuses_is_stalled_then_resynced_at_its_ping() -> None:
+def test_a_peer_the_publisher_refuses_is_stalled_then_caught_up_at_its_ping() -> None:
     t = FakeTransport()
     pub = RecordingPublisher()
     host = RoomHost(t, publisher=pub)
@@ -70,16 +70,17 @@ def test_a_peer_the_publisher_refuses_is_stalled_then_resynced_at_its_ping() -> 
     host.handle(b"a", update(1, [0, 1, "one"]), 1.0)
     host.flush(1.0)
     session = host.sessions[b"b"]
-    assert session.stalled and session.needs_resync
+    assert session.stalled and not session.needs_resync   # its batches are in the history
     pub.refuse.clear()
     host.handle(b"a", update(2, [0, 1, "two"]), 1.1)
     host.flush(1.1)
     assert pub.calls[-1][1] == [b"a"]          # a stalled member is not published to
-    host.handle(b"b", encode(Ping(0.0)), 1.2)
-    after = [decode_server_message(f) for p, f in t.sent if p == b"b"][-2:]
-    assert isinstance(after[0], Welcome) and isinstance(after[1], Pong)
-    assert after[0].snapshot[0][4] == {1: "two"}
-    assert not session.stalled
+    host.handle(b"b", encode(Ping(0.0, 1)), 1.2)
+    after = [decode_server_message(f) for p, f in t.sent if p == b"b"][-3:]
+    assert [type(m) for m in after] == [Batch, Batch, Pong]   # the two it missed, in order
+    history, last = dict(host.rooms["lobby"].history), host.rooms["lobby"].room.room_seq
+    assert [f for p, f in t.sent if p == b"b"][-3:-1] == [history[last - 1], history[last]]
+    assert not session.stalled and session.epoch == 1
     host.handle(b"a", update(3, [0, 1, "three"]), 1.3)
     host.flush(1.3)
     assert pub.calls[-1][1] == [b"a", b"b"]     # a member again

@@ -22,7 +22,6 @@ from rtecs.protocol import (
     Limits,
     Ping,
     Pong,
-    Resume,
     ServerMessage,
     Update,
     UpdateEntry,
@@ -142,7 +141,7 @@ def test_a_gap_is_reported_and_resynced_at_most_once_per_cooldown(net: Any) -> N
     assert sum(isinstance(m, Welcome) for m in t.to(b"a")) == 3
 
 
-def test_a_stalled_client_gets_no_batches_until_its_ping_resyncs_it(net: Any) -> None:
+def test_a_stalled_client_gets_no_batches_until_its_ping_catches_it_up(net: Any) -> None:
     host, t = net
     host.handle(b"a", hello(), 0.0)
     host.handle(b"b", hello(), 0.0)
@@ -152,17 +151,36 @@ def test_a_stalled_client_gets_no_batches_until_its_ping_resyncs_it(net: Any) ->
     host.flush(1.0)                            # b's send fails: stalled
     t.full.discard(b"b")
     host.handle(b"a", update(2, [0, 1, "two"]), 1.1)
-    host.flush(1.1)                            # not sent to b: it will be resynced
+    host.flush(1.1)                            # not sent to b: it catches up at its ping
+    seen = t.to(b"b")
+    host.handle(b"b", encode(Ping(3.0)), 1.2)
+    after = t.to(b"b")[len(seen):]
+    room_seq = host.rooms["lobby"].room.room_seq
+    # the missed batches from the history, in order, before the pong: no snapshot
+    assert [type(m) for m in after] == [Batch, Batch, Pong]
+    assert [m.room_seq for m in after[:2]] == [room_seq - 1, room_seq]  # type: ignore[union-attr]
+    assert host.sessions[b"b"].epoch == 1 and host.sessions[b"b"].cost.replayed_bytes > 0
+    host.handle(b"a", update(3, [0, 1, "three"]), 1.3)
+    host.flush(1.3)
+    last = t.to(b"b")[-1]
+    assert isinstance(last, Batch) and last.room_seq == room_seq + 1
+
+
+def test_a_stalled_client_whose_batches_left_the_history_is_resynced() -> None:
+    t = FakeTransport()
+    host = RoomHost(t, history_bytes=0)       # keeps nothing
+    host.handle(b"a", hello(), 0.0)
+    host.handle(b"b", hello(), 0.0)
+    host.flush(0.0)
+    t.full.add(b"b")
+    host.handle(b"a", update(1, [0, 1, "one"]), 1.0)
+    host.flush(1.0)
+    t.full.discard(b"b")
     seen = t.to(b"b")
     host.handle(b"b", encode(Ping(3.0)), 1.2)
     after = t.to(b"b")[len(seen):]
     assert isinstance(after[0], Welcome) and isinstance(after[1], Pong)
-    assert after[0].snapshot[0][4] == {1: "two"}
-    assert after[0].room_seq == host.rooms["lobby"].room.room_seq
-    host.handle(b"a", update(3, [0, 1, "three"]), 1.3)
-    host.flush(1.3)
-    last = t.to(b"b")[-1]
-    assert isinstance(last, Batch) and last.room_seq == after[0].room_seq + 1
+    assert after[0].snapshot[0][4] == {1: "one"} and after[0].epoch == 2
 
 
 def test_a_refused_join_does_not_leave_an_empty_room_behind(net: Any) -> None:
@@ -181,8 +199,10 @@ def test_silent_clients_expire_and_their_owned_models_go(net: Any) -> None:
     host.handle(b"a", update(1, [mid, CREATE, ("Player", DESTROY_WHEN_OWNER_LEAVES), OWNER, 1,
                                  1, "ann"]), 0.0)
     host.flush(0.0)
-    host.handle(b"b", encode(Ping(0.0)), 4.0)
-    host.tick(5.5)      # a silent 5.5 s > 5: gone; b heard from 1.5 s ago: stays
+    host.handle(b"b", encode(Ping(0.0)), 19.0)
+    host.tick(5.5)      # past the heartbeat timeout: still in its grace
+    assert list(host.sessions) == [b"a", b"b"]
+    host.tick(20.5)     # a silent 20.5 s > the 20 s grace: gone; b heard from 1.5 s ago
     assert list(host.sessions) == [b"b"]
     batch = t.to(b"b")[-1]
     assert isinstance(batch, Batch)
@@ -262,20 +282,3 @@ def test_the_same_bytes_go_to_every_member(net: Any) -> None:
     assert isinstance(batch, Batch)
     assert [(e.sender, e.seq) for e in batch.entries if isinstance(e, UpdateEntry)] == [
         (1, 1), (2, 1)]
-
-
-def test_a_resume_is_refused_until_sessions_can_be_resumed(net: Any) -> None:
-    """RESUME has its shape in protocol 3; until the server keeps sessions across
-    connections every RESUME gets ``session_unknown`` (not fatal) and changes nothing: a
-    routing id never carries a session, and neither does a guessed id and secret."""
-    host, t = net
-    host.handle(b"a", hello(), 0.0)
-    welcome = t.to(b"a")[-1]
-    assert isinstance(welcome, Welcome)
-    host.handle(b"b", encode(Resume("lobby", welcome.session_id, welcome.session_secret,
-                                    welcome.epoch, welcome.room_seq, welcome.incarnation)),
-                1.0)
-    assert [(e.code, e.fatal) for e in errors(t, b"b")] == [("session_unknown", False)]
-    assert host.rooms["lobby"].room.members == (welcome.client_id,)
-    host.handle(b"b", update(1, [0, 1, "hijack"]), 1.0)
-    assert errors(t, b"b")[-1].code == "not_joined"

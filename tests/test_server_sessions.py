@@ -1,9 +1,10 @@
 """Sessions apart from room members (DESIGN §8): a session belongs to a secret, not a socket.
 
 Ids and secrets are random and distinct per session; the table keeps the secret's hash, never
-the secret; every welcome names the session and the room's incarnation; a RESUME — with the
-right secret or a wrong one — is still refused (``session_unknown``) and never moves a
-session to another peer; and over real sockets a copied routing id takes nothing over."""
+the secret; every welcome names the session and the room's incarnation; a RESUME without
+the session's current secret is refused (``session_unknown``) and never moves a session to
+another peer; and over real sockets a copied routing id takes nothing over. Resumes that
+succeed: ``test_server_resume.py``."""
 
 from __future__ import annotations
 
@@ -123,15 +124,20 @@ def test_the_session_mirrors_the_epoch_and_last_applied_update(net: Any) -> None
     assert session.user_id is None and dict(session.claims) == {}
 
 
-@pytest.mark.parametrize("right", [True, False], ids=["right secret", "wrong secret"])
-def test_a_resume_is_refused_and_never_moves_a_session(net: Any, right: bool) -> None:
+@pytest.mark.parametrize("how", ["wrong secret", "another room", "unknown id"])
+def test_a_resume_without_the_secret_is_refused_and_never_moves_a_session(
+        net: Any, how: str) -> None:
     host, t = net
     host.handle(b"a", hello(), 0.0)
+    host.handle(b"o", hello("other"), 0.0)
     welcome = welcomes(t, b"a")[0]
     session = host.sessions[b"a"]
-    secret = None if right else bytes(SECRET_BYTES)
+    secret = bytes(SECRET_BYTES) if how == "wrong secret" else None
+    room = "other" if how == "another room" else "lobby"
+    shown = welcome._replace(session_id=bytes(SESSION_ID_BYTES)) if how == "unknown id" \
+        else welcome
     for peer in (b"b", b"a"):       # from a fresh connection, and from the session's own
-        host.handle(peer, resume(welcome, secret), 1.0)
+        host.handle(peer, resume(shown, secret, room), 1.0)
         assert [(e.code, e.fatal) for e in errors(t, peer)][-1] == ("session_unknown", False)
     assert host.session_table.get(b"a") is session and session.peer == b"a"
     assert host.session_table.get(b"b") is None

@@ -215,7 +215,8 @@ def test_over_the_memory_transport_each_address_has_its_own_count() -> None:
     counted; two IPv6 addresses of one /64 share a count."""
     clock = ManualClock()
     net = MemoryNetwork()
-    host = RoomHost(net.server, max_sessions_per_address=2, heartbeat_timeout=1e9)
+    host = RoomHost(net.server, max_sessions_per_address=2, heartbeat_timeout=1e9,
+                    session_grace=1e9)
     made: list[Realtime] = []
 
     def client(address: str | None) -> Realtime:

@@ -33,8 +33,8 @@ Client → server
         the stream's ``incarnation`` it was in. Sent instead of a ``HELLO`` and authenticated
         by the secret alone (a routing id never is). Answered ``RESUMED``, or a ``WELCOME``
         (a new epoch: the missed batches are gone, or the room was loaded again), or
-        ``ERROR session_unknown`` (no such session here: join again with ``HELLO``; this is
-        today's answer to every ``RESUME``: the server does not resume sessions yet).
+        ``ERROR session_unknown`` (no such session here, or not that secret: join again
+        with ``HELLO``).
     ``SCHEMA  [6, schema]``
         Model types this client first uses after joining (same shape as the hello's
         ``schema``). The room merges them, all or nothing, before the client's next update;

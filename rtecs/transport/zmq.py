@@ -6,8 +6,16 @@ time) is dropped and counted, and the session's heartbeat notices the outage. ``
 so closing never hangs; :meth:`rtecs.Realtime.close` waits for its last answer *before*
 closing.
 
-Every connection gets a fresh socket (and so a fresh routing id): a reconnect is a new
-session, never a continuation that could confuse the server's sequencing.
+Every connection gets a fresh socket (and so a fresh routing id, DESIGN §8), and a socket
+never reconnects by itself (``RECONNECT_IVL`` -1): a link that breaks stays broken, and the
+session is taken up again by :class:`~rtecs.connection.Connection` over a fresh socket with a
+``RESUME``, never continued on a new TCP connection the server would see as a stranger's.
+The socket monitor reports the break (``DISCONNECTED``), so :attr:`ZmqClientTransport.broken`
+tells the connection at its next tick instead of after a heartbeat timeout. What the broken
+connection delivered but the app had not read yet is gone with it (libzmq drops a pipe's
+unread frames when it will not reconnect; measured with libzmq 4.3.5): batches come again
+from the server's history on the resume, and only a last ``ERROR`` may be missed (a server
+shutting down: the client then learns at its resume that its session is gone).
 
 **Security mechanisms** (the server's side: ``docs/server.md``). ``server_key`` (the server's
 CURVE public key, :func:`load_server_key`) makes the socket a CURVE client with a fresh
@@ -18,19 +26,20 @@ secret key can answer. Otherwise ``plain_password`` (a join token's signed head,
 Neither: the NULL mechanism (a server without an auth secret or CURVE).
 
 A handshake the server refuses never delivers a frame, so the socket watches its own
-handshake (a ZeroMQ socket monitor, from creation until the first handshake succeeds: it
-costs nothing after that) and :meth:`ZmqClientTransport.take_failure` reports why — the
-server's ZAP handler refused the credentials (an expired or forged token), or the two sides
+handshake (the same socket monitor, one non-blocking read per
+:meth:`~ZmqClientTransport.receive`) and :meth:`ZmqClientTransport.take_failure` reports why:
+the server's ZAP handler refused the credentials (an expired or forged token), or the two sides
 use different mechanisms (a plaintext client and an encrypted server, a token for a server
 that takes none). :class:`~rtecs.link.Link` turns that into a fatal ``auth_failed`` error.
 
 The server does not always say so: a server that refuses the mechanism may close the TCP
 connection before the client has read its ``ERROR`` command, and libzmq then reports
-``HANDSHAKE_FAILED_NO_DETAIL`` (a broken pipe) and connects again. Measured on the 2-core
-development machine (libzmq 4.3.5, pyzmq 27.3, a NULL client and a PLAIN server in another
-process), that was 8 handshakes of 9. One such hang-up may be the network; after
-:data:`HANGUPS_BEFORE_REFUSAL` in a row with no handshake completed (each a fresh TCP
-connection, ~0.1-0.2 s apart), the client reports them as a refusal with the same hint as a
+``HANDSHAKE_FAILED_NO_DETAIL`` (a broken pipe). Measured on the 2-core development machine
+(libzmq 4.3.5, pyzmq 27.3, a NULL client and a PLAIN server in another process), that was 8
+handshakes of 9. One such hang-up may be the network: the transport counts as broken and
+the connection tries a fresh one at once. After :data:`HANGUPS_BEFORE_REFUSAL` in a row
+with no handshake completed (:attr:`ZmqClientTransport.hangups`, carried from one socket to
+the next by the link), the client reports them as a refusal with the same hint as a
 mechanism mismatch.
 """
 
@@ -57,7 +66,8 @@ log = logging.getLogger(__name__)
 _MONITORS = itertools.count(1)
 _HANDSHAKE_EVENTS: Final = int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                               | zmq.EVENT_DISCONNECTED)
 _MISMATCH: Final = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
 _MISMATCH_HINT: Final = {
     "NULL": "the server wants a secure handshake this client does not offer: connect with "
@@ -114,6 +124,7 @@ class ZmqClientTransport:
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.RECONNECT_IVL, -1)   # a broken link is resumed anew
         self.mechanism = "NULL"
         """The security mechanism this socket offers: NULL, PLAIN or CURVE."""
         self._expires = None if plain_password is None else peek_expiry(plain_password)
@@ -128,7 +139,14 @@ class ZmqClientTransport:
             self._socket.plain_password = plain_password.encode()
             self.mechanism = "PLAIN"
         self._failure: str | None = None
-        self._hangups = 0
+        self.hangups = 0
+        """Handshakes in a row the server hung up on, this socket's and (set by
+        :class:`~rtecs.link.Link` when it replaces a transport) those of the sockets
+        before it."""
+        self._in = False   # a handshake succeeded
+        self.broken = False
+        """The connection to the server broke after its handshake (it is never made
+        again: take the session up over a fresh transport)."""
         self._monitor: zmq.Socket[bytes] | None = self._socket.get_monitor_socket(
             _HANDSHAKE_EVENTS, f"inproc://rtecs-handshake-{os.getpid()}-{next(_MONITORS)}")
         self._socket.setsockopt(zmq.SNDHWM, send_hwm)
@@ -160,7 +178,7 @@ class ZmqClientTransport:
         if self.closed:
             return []
         if self._monitor is not None:
-            self._watch_handshake()
+            self._watch()
         frames: list[bytes] = []
         recv = self._socket.recv_multipart
         while True:
@@ -189,11 +207,25 @@ class ZmqClientTransport:
         """Why the server refused this socket's handshake (once; None if it has not):
         see the module docs."""
         if self._monitor is not None:
-            self._watch_handshake()
+            self._watch()
         failure, self._failure = self._failure, None
         return failure
 
-    def _watch_handshake(self) -> None:
+    def hung_up(self) -> str | None:
+        """If the server hung up on this socket's handshake (and maybe those before it) and
+        none completed: what that suggests, as for a refusal; else None. The connection
+        reports it when it gives up before :data:`HANGUPS_BEFORE_REFUSAL` were seen."""
+        if self._monitor is not None:
+            self._watch()
+        if self._in or not self.hangups:
+            return None
+        return (f"the handshake failed: the server hung up on {self.hangups} handshake(s) "
+                f"in a row, as it does when security mechanisms differ or it refuses what "
+                f"this client offers ({_HANGUP_HINT[self.mechanism]})")
+
+    def _watch(self) -> None:
+        """Read what the socket monitor reported: the handshake's outcome, a broken
+        connection (see the module docs)."""
         monitor = self._monitor
         assert monitor is not None
         while True:
@@ -203,19 +235,29 @@ class ZmqClientTransport:
                 return
             kind, value = int(event["event"]), int(event["value"])
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._close_monitor()  # in: nothing more to watch
+                self._in = True
+                self.hangups = 0
+                continue
+            if kind == zmq.EVENT_DISCONNECTED:
+                self.broken = True   # never made again (RECONNECT_IVL -1)
+                if self._in:
+                    log.info("the connection to %s broke", self.endpoint)
+                self._close_monitor()
                 return
+            if self._in:
+                continue
             if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._failure = self._refused(value)
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MISMATCH:
                 self._failure = (f"the handshake failed: security mechanisms differ "
                                  f"({_MISMATCH_HINT[self.mechanism]})")
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-                self._hangups += 1
-                if self._hangups < HANGUPS_BEFORE_REFUSAL:
+                self.hangups += 1
+                self.broken = True
+                if self.hangups < HANGUPS_BEFORE_REFUSAL:
                     continue
                 self._failure = (f"the handshake failed: the server hung up on "
-                                 f"{self._hangups} handshakes in a row, as it does when "
+                                 f"{self.hangups} handshakes in a row, as it does when "
                                  f"security mechanisms differ or it refuses what this "
                                  f"client offers ({_HANGUP_HINT[self.mechanism]})")
             else:

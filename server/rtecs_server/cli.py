@@ -154,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         max_depth=args.max_depth)
         server = RoomServer(args.bind, plugins=plugins, limits=limits,
                             heartbeat_timeout=args.heartbeat_timeout,
+                            session_grace=args.session_grace,
                             empty_room_timeout=args.empty_room_timeout,
                             max_clients_per_room=args.max_clients_per_room,
                             tick_interval=args.tick_ms / 1000, rate_limit=rate_limit,

@@ -12,7 +12,7 @@ import argparse
 
 from rtecs.protocol import DEFAULT_LIMITS
 from rtecs_server.directory import DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS, DEFAULT_MAX_ROOMS
-from rtecs_server.hosted import DEFAULT_HISTORY_BYTES
+from rtecs_server.hosted import DEFAULT_HISTORY_BYTES, DEFAULT_SESSION_GRACE
 from rtecs_server.persistence import DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_LEASE_TTL
 from rtecs_server.ratelimit import RateLimit
 from rtecs_server.server import DEFAULT_RATE_LIMIT, DEFAULT_TICK_INTERVAL
@@ -140,8 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
              "(default: %(default)s; use tcp://0.0.0.0:7777 for every interface)")
     parser.add_argument(
         "--heartbeat-timeout", type=_positive_float, default=5.0, metavar="SECONDS",
-        help="remove a client silent for this long (clients ping every second); its "
-             "destroy-when-owner-leaves models are destroyed (default: %(default)s)")
+        help="show a client silent for this long (clients ping every second) as away in "
+             "presence (default: %(default)s)")
+    parser.add_argument(
+        "--session-grace", type=_positive_float, default=DEFAULT_SESSION_GRACE,
+        metavar="SECONDS",
+        help="end the session of a client silent (or disconnected) for this long: its "
+             "destroy-when-owner-leaves models are destroyed and it leaves the room; until "
+             "then it may resume its session over a new connection and loses nothing "
+             "(default: %(default)s)")
     parser.add_argument(
         "--empty-room-timeout", type=_non_negative_float, default=30.0, metavar="SECONDS",
         help="save and close a room this long after its last client left "

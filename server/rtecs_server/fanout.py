@@ -1,5 +1,5 @@
 """The room stream going out: each room's batch encoded once, kept in its history and handed
-to one :class:`Publisher`; the members that cannot take it are stalled and resynced.
+to one :class:`Publisher`; the members that cannot take it are stalled and caught up later.
 
 :class:`Publisher` is the fan-out interface: ``publish(room, peers, frame)`` queues one frame
 for every peer of a room and returns the peers that could not take it. Today's is
@@ -14,7 +14,11 @@ one :class:`zmq.Frame` among the sends); a later one may publish on an XPUB sock
   appended to the room's :class:`~rtecs_server.hosted.BatchHistory` and published to every
   member that is not stalled;
 - a member whose send failed (its queue at the high-water mark) is *stalled*
-  (:meth:`Fanout.stall`): it gets no more batches until its resync — never skipped silently;
+  (:meth:`Fanout.stall`): it gets no more batches until its next ping — never skipped
+  silently — and then the ones it missed from the room's history (:meth:`Fanout.catch_up`),
+  or, if they are gone, a resync;
+- :meth:`Fanout.resume` answers a ``RESUME`` that found its session: ``RESUMED``, then the
+  batches the client names as missed, from the history;
 - :meth:`Fanout.request_resync` — a fresh ``WELCOME`` (a new epoch, the full snapshot) at
   most once per :func:`resync_cooldown` per member, so a client cannot make the server
   send snapshots in a loop; a resync that has to wait happens at that client's next ping
@@ -38,7 +42,7 @@ import logging
 from collections.abc import Collection
 from typing import Final, Protocol
 
-from rtecs.protocol import NO_SESSION, Welcome, encode
+from rtecs.protocol import NO_SESSION, Resumed, Welcome, encode
 from rtecs.transport import ServerTransport
 from rtecs_server.hosted import HostedRoom, Session
 
@@ -106,25 +110,78 @@ class Fanout:
         hosted.history.append(room.room_seq, frame)
         live = {s.peer: s for s in hosted.members.values() if not s.stalled}
         for peer in self.publisher.publish(room.name, live.keys(), frame):
-            self.stall(live[peer])
+            self.stall(live[peer], room.room_seq - 1)
         return frame
 
     def send_welcome(self, session: Session, welcome: Welcome, secret: bytes) -> None:
         """Send the ``WELCOME`` that opened ``session`` (with its id, resume ``secret`` and
-        the room's incarnation); stall the session if its queue cannot take it."""
+        the room's incarnation); if its queue cannot take it, it is resynced at its next
+        ping (or resume)."""
         full = welcome._replace(session_id=session.session_id, session_secret=secret,
                                 incarnation=session.hosted.incarnation)
         if not self.transport.send(session.peer, encode(full)):
-            self.stall(session)
+            self.stall(session, None)
 
-    def stall(self, session: Session) -> None:
-        """No more batches for ``session`` until it is resynced (at its next ping)."""
+    def stall(self, session: Session, last_sent: int | None) -> None:
+        """No more batches for ``session`` until it catches up: it got every batch up to
+        ``last_sent`` and no later one, so at its next ping it is sent the rest from the
+        room's history (:meth:`catch_up`). ``last_sent`` None: it missed a welcome, so it
+        needs a fresh one (a resync) instead."""
         if not session.stalled:
             log.warning("client %d of room %r cannot keep up (send queue full): no batches "
-                        "until it is resynced at its next ping", session.client_id,
+                        "until it catches up at its next ping", session.client_id,
                         session.room.name)
         session.stalled = True
-        session.needs_resync = True
+        if last_sent is None:
+            session.needs_resync = True
+        elif session.missed_after < 0:
+            session.missed_after = last_sent
+
+    def catch_up(self, session: Session, now: float) -> bool:
+        """Send a stalled ``session`` the batches it missed from the room's history, so it
+        carries on without a snapshot; if they are gone (or it needs a welcome), resync it
+        instead (:meth:`request_resync`). False: the session must end (see
+        :meth:`resync`). A send that fails again leaves it stalled where it got to."""
+        frames = (None if session.needs_resync or session.missed_after < 0
+                  else session.hosted.history_since(session.missed_after))
+        if frames is None:
+            session.missed_after = -1
+            return self.request_resync(session, now)
+        if self._replay(session, session.missed_after, frames):
+            log.debug("client %d of room %r caught up (%d batches from the history)",
+                      session.client_id, session.room.name, len(frames))
+        return True
+
+    def resume(self, session: Session, room_seq: int, frames: list[bytes], secret: bytes,
+               now: float) -> None:
+        """Answer a ``RESUME`` that found ``session`` (now on its fresh peer) and whose
+        batches after ``room_seq`` are all in the history (``frames``): ``RESUMED`` with the
+        new resume ``secret``, then those batches. The room was flushed first."""
+        hosted = session.hosted
+        room = hosted.room
+        session.stalled = False
+        session.missed_after = -1
+        answer = encode(Resumed(session.client_id, session.epoch, session.last_applied,
+                                room.room_seq, now, hosted.incarnation, secret,
+                                room.limits.announced()))
+        if not self.transport.send(session.peer, answer):
+            self.stall(session, None)
+            return
+        self._replay(session, room_seq, frames)
+
+    def _replay(self, session: Session, after: int, frames: list[bytes]) -> bool:
+        """Send ``frames`` (the batches after ``after``) to ``session``; True if all went
+        (it is live again), else it stays stalled after the last one that did."""
+        send, peer, cost = self.transport.send, session.peer, session.cost
+        for i, frame in enumerate(frames):
+            if not send(peer, frame):
+                session.stalled = True
+                session.missed_after = after + i
+                return False
+            cost.replayed_bytes += len(frame)
+        session.stalled = False
+        session.missed_after = -1
+        return True
 
     def request_resync(self, session: Session, now: float) -> bool:
         """Resync ``session`` now if its cooldown allows, else at its next ping. False if
@@ -141,19 +198,31 @@ class Fanout:
         if epoch == session.epoch:
             session.unread_resyncs = 0
 
-    def resync(self, session: Session, now: float) -> bool:
+    def resync(self, session: Session, now: float, *, secret: bytes = NO_SESSION,
+               epoch: int | None = None) -> bool:
         """Send ``session`` a fresh ``WELCOME`` (a new epoch) after flushing its room; False
-        (nothing sent) if it already left :data:`MAX_UNREAD_RESYNCS` unread: end it."""
+        (nothing sent) if it already left :data:`MAX_UNREAD_RESYNCS` unread: end it.
+        ``secret``: a new resume secret to hand over (a resume's; empty: keep the one the
+        client holds). ``epoch``: the epoch the client numbers its unanswered updates in, if
+        not the session's (a resume after a resync welcome that never arrived): the welcome
+        then names the last update applied in that one."""
         if session.unread_resyncs >= MAX_UNREAD_RESYNCS:
             return False
         hosted = session.hosted
         self.flush(hosted, now)
+        before = (session.epoch, session.last_applied)
         welcome = hosted.room.resync(session.client_id, now)
+        if epoch is not None and epoch != before[0]:
+            prior = session.prior
+            if prior is not None and prior[0] == epoch and before[1] == 0:
+                welcome = welcome._replace(last_applied=prior[1])
+        session.prior = before
         session.epoch = welcome.epoch
         session.last_applied = 0
         session.last_resync = now
+        session.missed_after = -1
         frame = encode(welcome._replace(session_id=session.session_id,
-                                        session_secret=NO_SESSION,
+                                        session_secret=secret,
                                         incarnation=hosted.incarnation))
         session.unread_resyncs += 1
         session.cost.snapshot_bytes += len(frame)

@@ -41,7 +41,7 @@ over the rate limit / sustained                 ``rate_limit``         kept / en
 an update over its session's/address's budget   ``rate_limit``         kept (changes rejected)
 HELLO, SCHEMA… over its address's byte budget   ``rate_limit``         kept (dropped undecoded)
 a hello opening a room past ``max_rooms``       ``unavailable``        refused (fatal)
-a ``RESUME`` (sessions are not resumed yet)     ``session_unknown``    unchanged
+a ``RESUME`` without its session's secret      ``session_unknown``    unchanged
 ==============================================  =====================  =======================
 
 A frame that was an update but could not be decoded (malformed, or over 125 KB) breaks the
@@ -96,7 +96,12 @@ from rtecs_server.fanout import (
     RouterPublisher,
     resync_cooldown,
 )
-from rtecs_server.hosted import DEFAULT_HISTORY_BYTES, HostedRoom, Session
+from rtecs_server.hosted import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_SESSION_GRACE,
+    HostedRoom,
+    Session,
+)
 from rtecs_server.persistence import Persistence
 from rtecs_server.plugins import Plugin
 from rtecs_server.ratelimit import (
@@ -117,7 +122,7 @@ from rtecs_server.sessions import (
 )
 from rtecs_server.table import Problem
 
-__all__ = ["LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
+__all__ = ["DEFAULT_SESSION_GRACE", "LOG_BURST", "LOG_WINDOW", "RESYNC_COOLDOWN", "RoomHost"]
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +167,7 @@ class RoomHost:
 
     def __init__(self, transport: ServerTransport, *, plugins: Iterable[Plugin] = (),
                  limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
+                 session_grace: float = DEFAULT_SESSION_GRACE,
                  empty_room_timeout: float = 30.0,
                  max_clients_per_room: int | None = None,
                  rate_limit: RateLimit | None = None,
@@ -185,7 +191,10 @@ class RoomHost:
         self.limits = limits
         """Size limits of frames and rooms (rooms take them when they open)."""
         self.heartbeat_timeout = heartbeat_timeout
-        """Seconds of silence after which a client's session ends."""
+        """Seconds of silence after which a member shows ``away`` in presence."""
+        self.session_grace = session_grace
+        """Seconds of silence after which a session ends (its lifetime flags apply); until
+        then it may be resumed over a fresh connection."""
         self.empty_room_timeout = empty_room_timeout
         """Seconds a room stays open after its last member left."""
         self.max_clients_per_room = max_clients_per_room
@@ -215,6 +224,7 @@ class RoomHost:
         self.members = Membership(transport, self.session_table, self.directory, self.fanout)
         """Joins and leaves (:mod:`rtecs_server.sessions`)."""
         self._timer = timer
+        self._deferred: dict[Session, int] = {}  # resumes waiting for a snapshot → epoch
         self.auth = JoinAuth(auth_secret, self.plugins, wall)
         """Who may join: the join token and the plugins' ``authenticate``
         (:mod:`rtecs_server.auth`)."""
@@ -301,7 +311,7 @@ class RoomHost:
             elif isinstance(message, Schema):
                 self.handle_schema(peer, session, message, now)
             elif isinstance(message, Resume):
-                self.handle_resume(peer, session, message, now)
+                self.handle_resume(peer, session, message, now, connection)
         charged = session if session is not None else self.session_table.get(peer)
         if charged is not None:
             cost = charged.cost
@@ -310,17 +320,77 @@ class RoomHost:
             cost.seconds += self._timer() - start
 
     def handle_resume(self, peer: bytes, session: Session | None, resume: Resume,
-                      now: float) -> None:
-        """A client takes up a session over a fresh connection. Sessions are not resumable
-        yet: every ``RESUME`` is answered ``ERROR session_unknown`` (not fatal), after which
-        the client joins again with ``HELLO``. Whatever it shows, no session changes peer."""
+                      now: float, connection: object = None) -> None:
+        """A client takes up its session over a fresh connection (DESIGN §8).
+
+        The session is found by its id and resume secret alone (a routing id never is);
+        not found — unknown, ended (its grace ran out, a ``BYE``), another room's, a wrong
+        or spent secret — the answer is ``ERROR session_unknown`` (not fatal: the client
+        joins again with ``HELLO``). Found, the session moves to ``peer`` (and
+        ``connection``), any other session ``peer`` held ends, and the secret is rotated:
+        the answer is ``RESUMED`` with the new secret, then every batch after the resume's
+        ``room_seq`` from the room's history — or, if some are gone, or the resume names
+        another incarnation of the room or an older epoch, a resync ``WELCOME`` (a new
+        epoch, the snapshot, the new secret). A snapshot waits for the session's resync
+        cooldown (:func:`~rtecs_server.fanout.resync_cooldown`; :meth:`tick` sends it when
+        it has passed) and counts as unread until the client shows it read it, as a
+        ``RESYNC``'s does; a session past :data:`~rtecs_server.fanout.MAX_UNREAD_RESYNCS`
+        ends."""
         found = self.session_table.verify(resume.session_id, resume.session_secret)
-        log.debug("peer %s: RESUME of %s session %s refused (sessions are not resumed yet)",
-                  peer.hex(), "a live" if found is not None else "an unknown",
-                  resume.session_id.hex())
-        self._error(peer, ErrorCode.SESSION_UNKNOWN,
-                    "this server does not resume sessions: join again with HELLO",
-                    fatal=False, now=now)
+        if found is None or found.room.name != resume.room:
+            log.debug("peer %s: RESUME of %s session %s refused", peer.hex(),
+                      "another room's" if found is not None else "an unknown",
+                      resume.session_id.hex())
+            self._error(peer, ErrorCode.SESSION_UNKNOWN,
+                        "this server holds no such session (it ended, its grace ran out, "
+                        "or the secret is not its current one): join again with HELLO",
+                        fatal=False, now=now)
+            return
+        if session is not None and session is not found:
+            self.members.leave(session, now, quiet=True)  # a connection holds one session
+        hosted = found.hosted
+        self.fanout.flush(hosted, now)   # the history holds every batch up to now
+        self.session_table.attach(found, peer)
+        found.connection = connection
+        found.last_seen = now
+        found.stalled = False
+        found.needs_resync = False
+        found.missed_after = -1
+        found.cost.resumes += 1
+        self._deferred.pop(found, None)
+        frames = None
+        if resume.incarnation == hosted.incarnation and resume.epoch == found.epoch:
+            frames = hosted.history_since(resume.room_seq)
+        if frames is not None:
+            self.fanout.resume(found, resume.room_seq, frames,
+                               self.session_table.rotate(found), now)
+            log.info("client %d resumed its session in room %r (%d batches replayed)",
+                     found.client_id, hosted.room.name, len(frames))
+            return
+        log.info("client %d resumed its session in room %r from a snapshot (%s)",
+                 found.client_id, hosted.room.name,
+                 "the room was loaded again" if resume.incarnation != hosted.incarnation
+                 else "a resync welcome it missed" if resume.epoch != found.epoch
+                 else "the batches it missed are no longer kept")
+        if found.unread_resyncs >= MAX_UNREAD_RESYNCS:
+            self._end_unread(found, now)
+            return
+        self._deferred[found] = resume.epoch
+        found.needs_resync = True
+        self._send_deferred(now)
+
+    def _send_deferred(self, now: float) -> None:
+        """Send the resync welcomes that resumes are waiting for, whose cooldown passed."""
+        for session, epoch in list(self._deferred.items()):
+            if self.session_table.find(session.session_id) is not session:
+                del self._deferred[session]   # ended meanwhile
+                continue
+            if now - max(session.opened, session.last_resync) < resync_cooldown(session):
+                continue
+            del self._deferred[session]
+            if not self.fanout.resync(session, now, secret=self.session_table.rotate(session),
+                                      epoch=epoch):
+                self._end_unread(session, now)
 
     def handle_malformed(self, peer: bytes, reason: str, now: float) -> None:
         """A message the transport could not even turn into one frame (several parts)."""
@@ -446,8 +516,9 @@ class RoomHost:
                         now=now)
             return
         Fanout.read_welcome(session, ping.epoch)
-        if session.needs_resync:
-            self._resync(session, now)
+        if session.stalled or session.needs_resync:   # catch up, or a resync that waited
+            if not self.fanout.catch_up(session, now):
+                self._end_unread(session, now)
             if self.session_table.get(peer) is not session:
                 return  # ended: it left too many resyncs unread
         self.transport.send(
@@ -491,9 +562,12 @@ class RoomHost:
             self.fanout.flush(hosted, now)
 
     def expire(self, now: float) -> None:
-        """Remove clients silent past the heartbeat timeout (their lifetime flags apply),
-        close rooms empty past the empty-room timeout, forget idle unjoined peers."""
-        self.members.expire(now, self.heartbeat_timeout)
+        """End the sessions silent past the session grace (their lifetime flags apply),
+        send the resume snapshots whose cooldown passed, close rooms empty past the
+        empty-room timeout, forget idle unjoined peers."""
+        self.members.expire(now, self.session_grace)
+        if self._deferred:
+            self._send_deferred(now)
         self.directory.close_empty(now, self.empty_room_timeout)
         self.peers.forget_idle(now, self.session_table.by_peer)
         self.addresses.forget_idle(now, self.session_table.addresses)

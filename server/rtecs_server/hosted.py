@@ -5,15 +5,15 @@
 A session is hosting's, a member is the room core's (DESIGN §8). The room core knows its
 members by client id only; the host gives each member a :class:`Session`, which belongs to a
 secret, not to a socket: its ``peer`` (the ZeroMQ routing id the session's frames travel on
-right now) is a transport address that may change — a resumed session (a later issue) moves
-to the fresh connection's peer — and is never a credential. What authenticates a session is
+right now) is a transport address that may change — a resumed session moves to the fresh
+connection's peer — and is never a credential. What authenticates a session is
 its resume secret, of which the session keeps only the SHA-256 hash
 (:mod:`rtecs_server.sessions` makes, rotates and checks secrets).
 
 The session's ``epoch`` and ``last_applied`` mirror what the room's sequencer answered it (the
-welcome's epoch, the seq of its last applied update): what a ``RESUMED`` will name and what a
-room's checkpoint will save with the session. ``user_id`` and ``claims`` stay None and empty
-until joins are authenticated (a later issue: the token's user and claims).
+welcome's epoch, the seq of its last applied update): what a ``RESUMED`` names. ``user_id``
+and ``claims`` are what its join token (or a plugin) vouched for; None and empty when joins
+are not authenticated.
 
 :class:`Cost` is one session's account of what it made the server spend; the host charges it
 in :meth:`RoomHost.handle <rtecs_server.host.RoomHost.handle>`. The rate limit
@@ -25,8 +25,8 @@ to it as ``rate_limited`` (nothing is counted twice).
 per room, bounded in bytes). Every encoded ``BATCH`` frame a room flushes is kept as
 ``(room_seq, frame)`` — the very bytes object sent to the members, so keeping it copies
 nothing — until the history holds more than its byte budget; then the oldest frames are
-dropped first. :meth:`BatchHistory.since` gives a client
-that missed batches (a resumed session, later) the frames after the last one it applied, or
+dropped first. :meth:`BatchHistory.since` gives a client that missed batches (a resumed
+session, or one whose send queue overflowed) the frames after the last one it applied, or
 None if some of them are gone (it then needs a fresh snapshot: a new epoch).
 
 Accounting: each kept frame costs ``len(frame)`` plus :data:`ENTRY_OVERHEAD`, an upper bound
@@ -58,8 +58,8 @@ from rtecs_server.persistence import Keeping
 from rtecs_server.ratelimit import Allowance
 from rtecs_server.room import Room
 
-__all__ = ["DEFAULT_HISTORY_BYTES", "ENTRY_OVERHEAD", "NO_CLAIMS", "BatchHistory", "Cost",
-           "HostedRoom", "Session"]
+__all__ = ["DEFAULT_HISTORY_BYTES", "DEFAULT_SESSION_GRACE", "ENTRY_OVERHEAD", "NO_CLAIMS",
+           "BatchHistory", "Cost", "HostedRoom", "Session"]
 
 #: The default byte budget of one room's history (``--history-bytes``).
 DEFAULT_HISTORY_BYTES: Final = 1 << 20
@@ -132,6 +132,10 @@ class BatchHistory:
         self.bytes = 0
 
 
+#: Seconds a silent or disconnected session may be resumed before it ends
+#: (``--session-grace``, DESIGN §8).
+DEFAULT_SESSION_GRACE: Final = 20.0
+
 #: The claims of a session no token vouched for.
 NO_CLAIMS: Mapping[str, object] = types.MappingProxyType({})
 
@@ -151,6 +155,8 @@ class Cost:
     changes_rejected: int = 0   # and those it rejected (authority, plugins, bad input)
     errors: int = 0             # ERRORs sent to it (bad input, refusals)
     snapshot_bytes: int = 0     # bytes of the resync welcomes sent to it
+    replayed_bytes: int = 0     # bytes of history batches sent again (resumes, catch-ups)
+    resumes: int = 0            # RESUMEs that took the session up on a fresh connection
     rate_limited: int = 0       # frames the rate limit dropped unread
     seconds: float = 0.0        # server time spent handling its frames (the host's timer)
 
@@ -171,7 +177,10 @@ class Session:
     user_id: str | None = None      # from its join token (none until joins authenticate)
     claims: Mapping[str, object] = field(default_factory=lambda: NO_CLAIMS)
     needs_resync: bool = False      # resync when the cooldown allows (at the latest: a ping)
-    stalled: bool = False           # a send failed (queue full): no batches until resynced
+    stalled: bool = False           # a send failed (queue full): no batches until it
+                                    # catches up from the history (or is resynced)
+    missed_after: int = -1          # stalled by a batch: the room_seq of the last one it got
+    prior: tuple[int, int] | None = None  # (epoch, last applied) before its last resync
     last_resync: float = -math.inf
     unread_resyncs: int = 0         # resync welcomes sent that it has not shown it read
     opened: float = -math.inf       # when its welcome went out (a re-join's cooldown)

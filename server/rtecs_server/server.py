@@ -112,7 +112,7 @@ from rtecs.protocol import DEFAULT_LIMITS, Limits
 from rtecs_server.auth import JoinAuth
 from rtecs_server.directory import DEFAULT_MAX_EMPTY_ROOMS_PER_ADDRESS, DEFAULT_MAX_ROOMS
 from rtecs_server.host import RoomHost
-from rtecs_server.hosted import DEFAULT_HISTORY_BYTES
+from rtecs_server.hosted import DEFAULT_HISTORY_BYTES, DEFAULT_SESSION_GRACE
 from rtecs_server.persistence import (
     DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_LEASE_TTL,
@@ -176,7 +176,9 @@ class RoomServer:
 
     ``plugins``: server plugins (:mod:`rtecs_server.plugins`). ``limits``: size limits (125 KB
     per update, 10 MB per datastore by default). ``heartbeat_timeout``: seconds of silence
-    after which a client is removed and its lifetime flags apply. ``empty_room_timeout``:
+    after which a client shows ``away``; ``session_grace``: seconds of silence (or without a
+    connection) after which its session ends and its lifetime flags apply — until then the
+    client may resume it over a fresh connection (DESIGN §8). ``empty_room_timeout``:
     seconds a room stays open after its last client left. ``max_clients_per_room``: None for
     no cap. ``tick_interval``: minimum seconds between two flushes (see the module docs; 0
     flushes after every receive). ``rate_limit``: per-client message rate (None: no limit).
@@ -222,6 +224,7 @@ class RoomServer:
 
     def __init__(self, bind: str = "tcp://127.0.0.1:0", *, plugins: Iterable[Plugin] = (),
                  limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
+                 session_grace: float = DEFAULT_SESSION_GRACE,
                  empty_room_timeout: float = 30.0, max_clients_per_room: int | None = None,
                  tick_interval: float = DEFAULT_TICK_INTERVAL,
                  rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT, sndhwm: int = 1000,
@@ -241,6 +244,8 @@ class RoomServer:
             raise ValueError(f"tick_interval must be ≥ 0 s, got {tick_interval}")
         if not heartbeat_timeout > 0:
             raise ValueError(f"heartbeat_timeout must be > 0 s, got {heartbeat_timeout}")
+        if not session_grace > 0:
+            raise ValueError(f"session_grace must be > 0 s, got {session_grace}")
         if empty_room_timeout < 0:
             raise ValueError(f"empty_room_timeout must be ≥ 0 s, got {empty_room_timeout}")
         if max_clients_per_room is not None and max_clients_per_room < 1:
@@ -299,6 +304,7 @@ class RoomServer:
         #: only: read it from elsewhere while the server is stopped).
         self.host = RoomHost(self.transport, plugins=plugins, limits=limits,
                              heartbeat_timeout=heartbeat_timeout,
+                             session_grace=session_grace,
                              empty_room_timeout=empty_room_timeout,
                              max_clients_per_room=max_clients_per_room, rate_limit=rate_limit,
                              persistence=self.persistence, history_bytes=history_bytes,

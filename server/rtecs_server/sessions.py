@@ -8,14 +8,17 @@ Secrets (DESIGN §8). A session id is 16 random bytes and a resume secret 32, bo
 table keeps only its SHA-256 hash, and :meth:`SessionTable.verify` compares hashes with
 :func:`hmac.compare_digest`, so neither a memory dump of the table nor the time a wrong guess
 takes tells anyone the secret. :meth:`SessionTable.rotate` makes a fresh secret and forgets
-the old one's hash (every ``RESUMED`` will carry one: the old secret is spent).
+the old one's hash: every answer to a ``RESUME`` (``RESUMED``, or a welcome into a new epoch)
+carries one, and the secret shown is spent.
 
 **A resync welcome does not rotate the secret**: it names the session id and carries an
 empty ``session_secret``, which tells the client to keep the one it holds. A resync goes over
 the session's own live connection and proves nothing a secret should be renewed for; and its
 welcome may not reach the client (a stalled send queue), which must not strand the client
 with a secret the server already forgot. The server could not resend the old secret anyway:
-it keeps only the hash.
+it keeps only the hash. (A resume's answer may be lost too, on a link that breaks again at
+once: the client's next ``RESUME`` then shows the spent secret and it joins anew. The window
+is one round trip.)
 
 **Sessions per address** (DESIGN §8). A session may be opened with the network address its
 hello came from (:meth:`ServerTransport.address_of <rtecs.transport.ServerTransport.address_of>`,
@@ -33,8 +36,8 @@ than ``max_sessions_per_address`` (:data:`DEFAULT_MAX_SESSIONS_PER_ADDRESS`) wit
 tell) are not counted.
 
 Peers are transport addresses, never credentials: :meth:`SessionTable.attach` is the only way
-a session changes peer, and the host calls it only for a session whose secret was shown (no
-caller yet: resuming is a later issue; today every ``RESUME`` is refused).
+a session changes peer, and the host calls it only for a session whose secret was shown (a
+``RESUME``: :meth:`RoomHost.handle_resume <rtecs_server.host.RoomHost.handle_resume>`).
 
 **Membership**: where the room core's members and hosting's sessions meet. The room core
 knows a member by client id (:meth:`Room.join <rtecs_server.room.Room.join>`,
@@ -50,7 +53,8 @@ the two in step, and is the only place that does:
 - :meth:`Membership.leave` — the session ends and the member leaves (its lifetime flags
   apply); a room left without members starts its empty-room timer and clears its history
   (nobody can resume into it);
-- :meth:`Membership.expire` — members silent past the heartbeat timeout leave;
+- :meth:`Membership.expire` — sessions silent past their grace end, and their members
+  leave;
 - :meth:`Membership.drop_lost` — the members of a room whose lease is gone are told to
   reconnect (``ERROR unavailable``) and their sessions end (the room core is dropped
   whole, so nobody leaves it).
@@ -333,13 +337,15 @@ class Membership:
             hosted.history.clear()  # nobody is left to resume into it
             self.directory.left_empty(hosted, now)
 
-    def expire(self, now: float, timeout: float) -> int:
-        """Remove the members silent for more than ``timeout`` seconds (their lifetime flags
-        apply); returns how many."""
-        silent = [s for s in self.sessions if now - s.last_seen > timeout]
+    def expire(self, now: float, grace: float) -> int:
+        """End the sessions silent for more than ``grace`` seconds — connected or not: a
+        session in its grace is a member, and may be resumed — and remove their members
+        (their lifetime flags apply); returns how many."""
+        silent = [s for s in self.sessions if now - s.last_seen > grace]
         for session in silent:
-            log.warning("client %d of room %r timed out (silent for %.1f s)",
-                        session.client_id, session.room.name, now - session.last_seen)
+            log.warning("client %d of room %r: its session's grace ran out (silent for "
+                        "%.1f s)", session.client_id, session.room.name,
+                        now - session.last_seen)
             self.leave(session, now)
         return len(silent)
 
