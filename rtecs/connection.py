@@ -269,6 +269,7 @@ class Connection:
         self._server_clock.reported(welcome.server_time)
         self._backoff.succeeded()
         self._link.redirects = 0
+        self._link.count_hangups = False
         self._ever_connected = True
         if first:
             self._next_ping = self._clock()

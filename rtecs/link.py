@@ -45,6 +45,11 @@ class Link:
         self.stats = stats
         self.redirects = 0
         """Redirects followed in a row (since the last welcome or failure)."""
+        self.count_hangups = True
+        """Whether handshakes the server hung up on count towards a refusal from one
+        transport to the next (see :mod:`rtecs.transport.zmq`): until the first welcome.
+        After it, a hang-up is the network's (a proxy in front of a server that is
+        restarting hangs up the same way), never a refusal."""
         self._transport = transport
         self._reconnect = reconnect
         self._redirect = redirect
@@ -75,7 +80,7 @@ class Link:
         old = self._transport
         old.close()
         hangups = getattr(old, "hangups", None)   # handshakes refused in a row, so far
-        if hangups is not None and hasattr(transport, "hangups"):
+        if self.count_hangups and hangups is not None and hasattr(transport, "hangups"):
             transport.hangups = hangups
         self._transport = transport
 

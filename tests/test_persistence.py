@@ -491,8 +491,12 @@ def test_stop_saves_every_room(flaky: FlakySQLite) -> None:
     flaky.list_rooms()  # the server left the caller's storage open
 
 
-def test_only_persistent_changes_cause_checkpoints(
+def test_a_live_room_is_checkpointed_with_its_sessions_as_its_stream_moves(
         tmp_path: Path, raw_clients: Callable[..., RawClient]) -> None:
+    """With members, a checkpoint is *live* (DESIGN §8): every model as it stands, owners
+    and all, and the members' sessions; it is taken again in every interval the stream
+    moved (a moving player of a destroy_when_last_client_leaves kind included), never in
+    one it did not. Once everyone left, the checkpoint holds the persistent models only."""
     interval = 0.125
     clock = ManualClock()
     with FlakySQLite(tmp_path / "rooms.sqlite3", clock=clock) as flaky, RoomServer(
@@ -502,17 +506,31 @@ def test_only_persistent_changes_cause_checkpoints(
         advance(server, interval, keep_alive=[client])
         assert flaky.saves == 1  # the first checkpoint
         player = dynamic_model_id(client.client_id, 1)
-        _write(client, [player, CREATE, ["Player", DESTROY_WHEN_LAST_CLIENT_LEAVES], 1, 0.0])
+        _write(client, [player, CREATE, ["Player", DESTROY_WHEN_LAST_CLIENT_LEAVES], OWNER,
+                        client.client_id, 1, 0.0])
         for n in range(1, 9):  # eight checkpoint intervals of movement
             _write(client, [player, 1, float(n)])
             advance(server, interval, keep_alive=[client])
-        assert flaky.saves == 1
-        _write(client, [0, 2, 7])
-        advance(server, interval, keep_alive=[client])
-        assert flaky.saves == 2  # the checkpoint of a persistent change
+        assert flaky.saves == 9
+        advance(server, 3 * interval, keep_alive=[client])   # pings only: nothing to save
+        assert flaky.saves == 9
         saved = flaky.load("quiet")
-        assert saved is not None and [m[0] for m in saved.models] == [0]
-        assert saved.models[0][4] == {2: 7} and saved.version == 2
+        assert saved is not None and saved.format == 2
+        assert [(m[0], m[2]) for m in saved.models] == [(0, -1), (player, client.client_id)]
+        assert saved.models[1][4] == {1: 8.0}
+        [session] = saved.sessions
+        live = server.host.sessions[next(iter(server.host.sessions))]
+        assert (session.session_id, session.secret_hash, session.client_id) == (
+            live.session_id, live.secret_hash, client.client_id)
+        assert (session.epoch, session.last_applied) == (1, client.seq)
+        client.bye()
+        wait_until(lambda: not server.host.sessions, what="the client to leave")
+        advance(server, interval)
+        wait_until(lambda: flaky.saves == 10,     # everyone left: saved without them
+                   what="the checkpoint of the room left empty")
+        saved = flaky.load("quiet")
+        assert saved is not None and saved.format == 1 and saved.sessions == []
+        assert [m[0] for m in saved.models] == [0]
 
 
 def test_a_room_that_cannot_be_saved_stays_in_memory_until_it_can(

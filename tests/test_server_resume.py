@@ -8,11 +8,13 @@ stays a member through its grace, however silent, and ends when the grace runs o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from test_server_host import FakeTransport, errors, hello, update
 
+from rtecs.clock import ManualClock
 from rtecs.protocol import (
     CREATE,
     DESTROY,
@@ -32,6 +34,8 @@ from rtecs.protocol import (
 )
 from rtecs_server import RoomHost
 from rtecs_server.fanout import RESYNC_COOLDOWN
+from rtecs_server.persistence import Persistence
+from rtecs_server.storage import SQLiteStorage
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -228,3 +232,67 @@ def test_a_resumed_session_counts_its_silence_from_the_resume() -> None:
     assert list(host.sessions) == [b"a2"]
     host.handle(b"a2", encode(Ping(30.0, 1)), 30.0)
     assert isinstance(t.to(b"a2")[-1], Pong)
+
+
+def test_a_room_loaded_again_takes_its_sessions_back_by_resume(tmp_path: Path) -> None:
+    """A live checkpoint, then the host is gone (a crash: nothing closed) and another loads
+    the room for the first RESUME that names it: the session is found by its id and saved
+    secret hash, gets a snapshot of the new incarnation that names its last applied update,
+    keeps its client id and its owned avatar; a session nobody resumes ends at its grace."""
+    clock = ManualClock()
+    with SQLiteStorage(tmp_path / "rooms.sqlite3", clock=clock) as storage:
+        t1 = FakeTransport()
+        host1 = RoomHost(t1, persistence=Persistence(storage, advertise="tcp://h:1",
+                                                     clock=clock, checkpoint_interval=1.0))
+        t0 = clock.now
+        a = joined(host1, t1, b"a", t0)
+        b = joined(host1, t1, b"b", t0)
+        avatar = dynamic_model_id(a.client_id, 1)
+        host1.handle(b"a", update(1, [avatar, CREATE, ("Player", DESTROY_WHEN_OWNER_LEAVES),
+                                      OWNER, a.client_id, 1, "ann"]), t0 + 0.1)
+        host1.handle(b"a", update(2, [0, 1, "two"]), t0 + 0.2)
+        host1.tick(t0 + 0.2)
+        seen = host1.rooms["lobby"].room.room_seq
+        clock.advance(1.5)
+        host1.tick(clock.now)                     # the checkpoint: live, with both sessions
+        host1.handle(b"a", update(3, [0, 1, "lost"]), clock.now)  # after it: lost
+        incarnation = host1.rooms["lobby"].incarnation
+        saved = storage.load("lobby")
+        assert saved is not None and len(saved.sessions) == 2
+
+        t2 = FakeTransport()
+        host2 = RoomHost(t2, persistence=Persistence(storage, advertise="tcp://h:2",
+                                                     clock=clock), session_grace=20.0)
+        start = clock.now
+        host2.handle(b"a2", resume_of(a, seen), start)
+        [welcome] = t2.to(b"a2")
+        assert isinstance(welcome, Welcome)
+        hosted = host2.rooms["lobby"]
+        assert hosted.incarnation != incarnation
+        assert (welcome.client_id, welcome.session_id) == (a.client_id, a.session_id)
+        assert (welcome.epoch, welcome.last_applied) == (2, 2)   # 1 and 2 were checkpointed
+        assert welcome.session_secret not in (b"", a.session_secret)
+        records = {r[0]: r for r in welcome.snapshot}
+        assert records[avatar][2] == a.client_id                # still its owner
+        assert records[0][4].get(1) == "two"
+        assert set(welcome.clients) == {a.client_id, b.client_id}  # b waits for its client
+        other = host2.session_table.find(b.session_id)
+        assert other is not None and other.detached
+        host2.tick(start + 10.0)
+        host2.handle(b"a2", encode(Ping(start + 10.0, 2)), start + 10.0)
+        host2.tick(start + 20.5)                   # b's grace ran out; a spoke at +10 s
+        assert host2.session_table.find(b.session_id) is None
+        assert hosted.room.members == (a.client_id,)
+        assert hosted.room.record(avatar) is not None
+
+
+def test_a_resume_for_a_room_nobody_stored_loads_and_creates_nothing(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with SQLiteStorage(tmp_path / "rooms.sqlite3", clock=clock) as storage:
+        t = FakeTransport()
+        host = RoomHost(t, persistence=Persistence(storage, advertise="tcp://h:1",
+                                                   clock=clock))
+        host.handle(b"x", encode(Resume("nowhere", b"\x01" * 16, b"\x02" * 32, 1, 0, 7)),
+                    clock.now)
+        assert [(e.code, e.fatal) for e in errors(t, b"x")] == [("session_unknown", False)]
+        assert host.rooms == {} and storage.load("nowhere") is None

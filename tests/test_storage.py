@@ -29,12 +29,14 @@ from rtecs.protocol import (
 )
 from rtecs_server.storage import (
     FORMAT_VERSION,
+    LIVE_FORMAT_VERSION,
     CorruptRoomError,
     FencedOut,
     Owner,
     RedisStorage,
     RoomInfo,
     SavedRoom,
+    SavedSession,
     SQLiteStorage,
     Storage,
     StorageError,
@@ -242,7 +244,7 @@ def _corruptions() -> dict[str, Callable[[bytes], bytes]]:
         "flipped byte": lambda b: b[:-20] + bytes([b[-20] ^ 0x40]) + b[-19:],
         "too short": lambda b: b[:5],
         "not ours": lambda b: b"SQLite format 3\x00" + b[16:],
-        "unknown format version": lambda b: reheader(b[10:], FORMAT_VERSION + 1),
+        "unknown format version": lambda b: reheader(b[10:], LIVE_FORMAT_VERSION + 1),
         "not messagepack": lambda b: reheader(b"\xc1\xc1\xc1"),
         "wrong shape": lambda b: reheader(msgspec.msgpack.encode([1, 2, 3])),
         "bad model record": lambda b: reheader(msgspec.msgpack.encode(
@@ -264,7 +266,7 @@ def test_corrupt_record_fails_for_that_room_only(storage: Storage, kind: str) ->
         storage.load("lobby")
     assert err.value.room == "lobby" and "'lobby'" in str(err.value)
     if kind == "unknown format version":
-        assert "unknown format version 2" in str(err.value)
+        assert f"unknown format version {LIVE_FORMAT_VERSION + 1}" in str(err.value)
     other = storage.load("other")
     assert other is not None
     same(sample_room("other"), other)
@@ -305,6 +307,55 @@ def test_malformed_room_is_refused_and_changes_nothing(storage: Storage,
     loaded = storage.load("lobby")
     assert loaded is not None and loaded.version == 1
     same(sample_room(), loaded)
+
+
+def live_sessions() -> list[SavedSession]:
+    return [SavedSession(b"\x01" * 16, b"\xaa" * 32, 2, 3, 17, 2, 40, "ann",
+                         {"team": "red", "lvl": 3}),
+            SavedSession(b"\x02" * 16, b"\xbb" * 32, 3, 1, 0, 0, 0, None, {})]
+
+
+def test_a_live_checkpoint_keeps_its_sessions(storage: Storage) -> None:
+    """A room saved with members (format 2): its sessions come back exactly, owners and
+    all; saved again without, it is format 1 again."""
+    room = sample_room()
+    room.sessions = live_sessions()
+    storage.save(room)
+    loaded = storage.load("lobby")
+    assert loaded is not None and loaded.format == LIVE_FORMAT_VERSION
+    same(room, loaded)
+    assert loaded.sessions == live_sessions()
+    assert all(type(s.session_id) is bytes and type(s.claims) is dict for s in loaded.sessions)
+    assert loaded.models[2][2] == 2                         # an owner kept
+    storage.save(sample_room())
+    again = storage.load("lobby")
+    assert again is not None and again.format == FORMAT_VERSION and again.sessions == []
+
+
+@pytest.mark.parametrize("session", [
+    (b"\x01" * 15, b"\xaa" * 32, 2, 1, 0, 0, 0, None, {}),     # a short id
+    (b"\x01" * 16, b"\xaa" * 31, 2, 1, 0, 0, 0, None, {}),     # a short hash
+    (b"\x01" * 16, b"\xaa" * 32, 0, 1, 0, 0, 0, None, {}),     # client 0 is the server
+    (b"\x01" * 16, b"\xaa" * 32, 2, 0, 0, 0, 0, None, {}),     # epochs start at 1
+    (b"\x01" * 16, b"\xaa" * 32, 2, 1, -1, 0, 0, None, {}),
+    (b"\x01" * 16, b"\xaa" * 32, 2, 1, 0, 0, 0, 7, {}),        # a user id is a string
+    (b"\x01" * 16, b"\xaa" * 32, 2, 1, 0, 0, 0, None, {1: 2}),  # claims by name
+    (b"\x01" * 16, b"\xaa" * 32, 2, 1, 0, 0, 0, None),         # too short
+])
+def test_a_malformed_session_is_refused_at_save(storage: Storage, session: Any) -> None:
+    bad = sample_room()
+    bad.sessions = [session]
+    with pytest.raises(StorageError, match="'lobby' cannot be saved"):
+        storage.save(bad)
+    assert storage.load("lobby") is None
+
+
+def test_a_live_checkpoint_that_contradicts_itself_is_corrupt() -> None:
+    room = sample_room()
+    twice = live_sessions()[0]
+    room.sessions = [twice, twice._replace(session_id=b"\x03" * 16)]   # one client, twice
+    with pytest.raises(CorruptRoomError, match="share a session id or a client id"):
+        decode_room("lobby", encode_room(room))
 
 
 def test_persistent_models_are_the_room_after_everyone_left() -> None:

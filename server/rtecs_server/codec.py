@@ -2,8 +2,12 @@
 backend keeps, and back (see :mod:`rtecs_server.storage`, "Records").
 
 A blob is a 10-byte header — the magic ``b"RTRM"``, the format version (big-endian u16,
-:data:`~rtecs_server.records.FORMAT_VERSION`) and the CRC-32 of the body (big-endian u32) —
-then the MessagePack body ``[name, root_type, schema, next_client_id, created, models]``.
+:data:`~rtecs_server.records.FORMAT_VERSION`, or
+:data:`~rtecs_server.records.LIVE_FORMAT_VERSION` for a room saved with sessions) and the
+CRC-32 of the body (big-endian u32) — then the MessagePack body ``[name, root_type, schema,
+next_client_id, created, models]``, and in format 2 ``sessions`` after them: each
+``[session_id, secret_hash, client_id, epoch, last_applied, prior_epoch, prior_applied,
+user_id, claims]`` (:class:`~rtecs_server.records.SavedSession`).
 Both directions check the record's shape, so nothing unloadable is ever written and nothing
 malformed is ever handed to the room core: every model record as the protocol's
 :func:`~rtecs.protocol.check_snapshot_record` checks it, and of a type in the schema. For
@@ -39,7 +43,7 @@ from rtecs.protocol import (
     is_model_id,
 )
 from rtecs_server.errors import CorruptRoomError, StorageError
-from rtecs_server.records import FORMAT_VERSION, SavedRoom
+from rtecs_server.records import FORMAT_VERSION, LIVE_FORMAT_VERSION, SavedRoom, SavedSession
 
 __all__ = ["decode_room", "encode_room"]
 
@@ -57,12 +61,20 @@ def encode_room(room: SavedRoom) -> bytes:
         models = _check_room(room, (list, tuple))
     except _Malformed as exc:
         raise StorageError(f"room {room.name!r} cannot be saved: {exc}") from None
+    fields: tuple[object, ...] = (room.name, room.root_type, room.schema, room.next_client_id,
+                                  room.created, models)
+    fmt = FORMAT_VERSION
+    if room.sessions:
+        try:
+            sessions = [_check_session(s) for s in room.sessions]
+        except _Malformed as exc:
+            raise StorageError(f"room {room.name!r} cannot be saved: {exc}") from None
+        fields, fmt = (*fields, sessions), LIVE_FORMAT_VERSION
     try:
-        body = _ENCODER.encode((room.name, room.root_type, room.schema, room.next_client_id,
-                                room.created, models))
+        body = _ENCODER.encode(fields)
     except (TypeError, OverflowError, ValueError) as exc:
         raise StorageError(f"room {room.name!r} cannot be saved: {exc}") from None
-    return _HEADER.pack(_MAGIC, FORMAT_VERSION, zlib.crc32(body)) + body
+    return _HEADER.pack(_MAGIC, fmt, zlib.crc32(body)) + body
 
 
 def decode_room(name: str, blob: bytes, *, saved_at: float = 0.0,
@@ -74,9 +86,10 @@ def decode_room(name: str, blob: bytes, *, saved_at: float = 0.0,
     magic, fmt, crc = _HEADER.unpack_from(blob)
     if magic != _MAGIC:
         raise CorruptRoomError(name, f"not an rtecs room record (starts with {magic!r})")
-    if fmt != FORMAT_VERSION:
+    if fmt not in (FORMAT_VERSION, LIVE_FORMAT_VERSION):
         raise CorruptRoomError(name, f"unknown format version {fmt} (this server reads "
-                                     f"version {FORMAT_VERSION}; was it saved by a newer rtecs?)")
+                                     f"versions {FORMAT_VERSION} and {LIVE_FORMAT_VERSION}; "
+                                     f"was it saved by a newer rtecs?)")
     body = memoryview(blob)[_HEADER.size:]
     if zlib.crc32(body) != crc:
         raise CorruptRoomError(name, "checksum mismatch: the record is damaged")
@@ -84,13 +97,14 @@ def decode_room(name: str, blob: bytes, *, saved_at: float = 0.0,
     # record: the cyclic GC would run every few hundred of them and triple the time. None of
     # them can form a cycle.
     with paused_gc():
-        room = _typed_body(body)
+        room = _typed_body(body) if fmt == FORMAT_VERSION else None
         if room is None:
-            room = _checked_body(name, body)
+            room = _checked_body(name, body, fmt)
     if room.name != name:
         raise CorruptRoomError(name, f"the record is of room {room.name!r}")
     room.saved_at = saved_at
     room.version = version
+    room.format = fmt
     return room
 
 
@@ -98,7 +112,7 @@ class _Malformed(Exception):
     pass
 
 
-def _checked_body(name: str, body: memoryview) -> SavedRoom:
+def _checked_body(name: str, body: memoryview, fmt: int = FORMAT_VERSION) -> SavedRoom:
     """The body read with msgpack and checked record by record: what a body the typed
     decoder refused goes through, which words what is wrong with it (or loads a format-1
     checkpoint written before protocol 3)."""
@@ -110,7 +124,7 @@ def _checked_body(name: str, body: memoryview) -> SavedRoom:
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise CorruptRoomError(name, f"malformed MessagePack: {exc}") from None
     try:
-        return _check_body(data)
+        return _check_body(data, fmt)
     except _Malformed as exc:
         raise CorruptRoomError(name, str(exc)) from None
 
@@ -121,13 +135,45 @@ def _int(v: object, what: str, low: int = INT_MIN) -> int:
     return v
 
 
-def _check_body(data: object) -> SavedRoom:
+def _check_body(data: object, fmt: int = FORMAT_VERSION) -> SavedRoom:
     """Check the shape of a decoded body (everything the room core relies on)."""
-    if type(data) is not tuple or len(data) != 6:
-        raise _Malformed("the body must be an array of 6")
-    room = SavedRoom(*data)
+    size = 6 if fmt == FORMAT_VERSION else 7
+    if type(data) is not tuple or len(data) != size:
+        raise _Malformed(f"the body of a format-{fmt} record must be an array of {size}")
+    room = SavedRoom(*data[:6])
     room.models = _check_room(room, (tuple,))
+    if size == 7:
+        sessions = data[6]
+        if type(sessions) is not tuple:
+            raise _Malformed("sessions must be a list")
+        room.sessions = [_check_session(s) for s in sessions]
+        ids = [s.session_id for s in room.sessions]
+        members = [s.client_id for s in room.sessions]
+        if len(set(ids)) != len(ids) or len(set(members)) != len(members):
+            raise _Malformed("two sessions share a session id or a client id")
     return room
+
+
+def _check_session(session: object) -> SavedSession:
+    """A session record as :class:`SavedSession`, or :class:`_Malformed`."""
+    if not isinstance(session, tuple | list) or len(session) != 9:
+        raise _Malformed(f"a session must be an array of 9, got {session!r:.60}")
+    fields: tuple[Any, ...] = tuple(session)
+    sid, digest, cid, epoch, last, prior_epoch, prior_last, user, claims = fields
+    if type(sid) is not bytes or len(sid) != 16 or type(digest) is not bytes \
+            or len(digest) != 32:
+        raise _Malformed("a session's id must be 16 bytes and its secret hash 32")
+    what = f"session of client {cid!r:.20}"
+    _int(cid, f"the client id of a {what}", 1)
+    _int(epoch, f"the epoch of the {what}", 1)
+    _int(last, f"the last applied update of the {what}", 0)
+    _int(prior_epoch, f"the prior epoch of the {what}", 0)
+    _int(prior_last, f"the prior last applied update of the {what}", 0)
+    if user is not None and type(user) is not str:
+        raise _Malformed(f"the user id of the {what} must be a string or nil")
+    if type(claims) is not dict or not all(type(k) is str for k in claims):
+        raise _Malformed(f"the claims of the {what} must be a map of strings")
+    return SavedSession(sid, digest, cid, epoch, last, prior_epoch, prior_last, user, claims)
 
 
 def _check_room(room: SavedRoom, arrays: tuple[type, ...]) -> list[SnapshotRecord]:

@@ -123,11 +123,13 @@ class RoomDirectory:
     # ----------------------------------------------------------------- opening
 
     def open(self, name: str, plugins: Iterable[Plugin], limits: Limits,
-             max_clients: int | None, *, now: float) -> HostedRoom | Redirect | Error:
+             max_clients: int | None, *, now: float, create: bool = True
+             ) -> HostedRoom | Redirect | Error | None:
         """A room for a joiner, new or loaded, made with ``plugins``, ``limits`` and
         ``max_clients`` (not yet added: see :meth:`add`); or the message that answers the
         joiner instead: a ``REDIRECT`` to the instance hosting it, or a fatal ``ERROR`` (the
-        stored room is corrupt, the storage is unavailable)."""
+        stored room is corrupt, the storage is unavailable). ``create`` False (a resume's
+        look for a stored room): None if the room is not stored, or there is no storage."""
         if (self.max_rooms is not None and len(self.rooms) >= self.max_rooms
                 and not self._close_oldest_empty(now)):
             log.warning("refused to open room %r: this instance hosts %d rooms, its limit, "
@@ -137,10 +139,12 @@ class RoomDirectory:
                          f"rooms ({self.max_rooms}); try again later", True)
         p = self.persistence
         if p is None:
+            if not create:
+                return None
             return HostedRoom(Room(name, plugins, limits, max_clients),
                               history=BatchHistory(self.history_bytes))
         try:
-            room, keeping = p.open(name, plugins, limits, max_clients, now=now)
+            opened = p.open(name, plugins, limits, max_clients, now=now, create=create)
         except Elsewhere as exc:
             log.info("a client of room %r redirected to %s (instance %s)", name,
                      exc.owner.endpoint, exc.owner.instance_id)
@@ -155,6 +159,9 @@ class RoomDirectory:
             log.warning("room %r cannot be opened now: %s", name, exc)
             return Error(ErrorCode.UNAVAILABLE.value,
                          f"room {name!r} cannot be opened now ({exc}); try again", True)
+        if opened is None:
+            return None
+        room, keeping = opened
         return HostedRoom(room, keeping=keeping, history=BatchHistory(self.history_bytes))
 
     def add(self, hosted: HostedRoom) -> None:
@@ -243,7 +250,7 @@ class RoomDirectory:
                 break
             assert hosted.keeping is not None
             try:
-                p.save(hosted.room, hosted.keeping, now)
+                p.save(hosted.room, hosted.keeping, now, hosted.saved_sessions())
             except FencedOut as exc:
                 lost.append(self._lose(name, hosted, now, str(exc)))
             except StorageError as exc:
@@ -289,7 +296,7 @@ class RoomDirectory:
         if p is not None and keeping is not None and not keeping.lost and p.needs_save(
                 hosted.room, keeping):
             try:
-                p.save(hosted.room, keeping, now)
+                p.save(hosted.room, keeping, now, hosted.saved_sessions())
             except FencedOut as exc:
                 log.warning("room %r: %s; closing it unsaved", name, exc)
             except StorageError as exc:
@@ -341,7 +348,7 @@ class RoomDirectory:
         saved = 0
         if not keeping.lost and p.needs_save(hosted.room, keeping):
             try:
-                p.save(hosted.room, keeping, now)
+                p.save(hosted.room, keeping, now, hosted.saved_sessions())
                 saved = 1
             except FencedOut as exc:
                 log.warning("room %r not saved %s: %s", name, when, exc)

@@ -216,6 +216,8 @@ class Fanout:
             prior = session.prior
             if prior is not None and prior[0] == epoch and before[1] == 0:
                 welcome = welcome._replace(last_applied=prior[1])
+            elif epoch > before[0]:   # an epoch the (restored) session never saw: none of
+                welcome = welcome._replace(last_applied=0)   # its updates were applied
         session.prior = before
         session.epoch = welcome.epoch
         session.last_applied = 0

@@ -337,6 +337,12 @@ class RoomHost:
         ``RESYNC``'s does; a session past :data:`~rtecs_server.fanout.MAX_UNREAD_RESYNCS`
         ends."""
         found = self.session_table.verify(resume.session_id, resume.session_secret)
+        if found is None and resume.room not in self.rooms and self.persistence is not None:
+            loaded = self._load_for_resume(peer, resume.room, now)
+            if loaded is False:
+                return   # answered: a redirect, or an error
+            if loaded:
+                found = self.session_table.verify(resume.session_id, resume.session_secret)
         if found is None or found.room.name != resume.room:
             log.debug("peer %s: RESUME of %s session %s refused", peer.hex(),
                       "another room's" if found is not None else "an unknown",
@@ -378,6 +384,24 @@ class RoomHost:
         self._deferred[found] = resume.epoch
         found.needs_resync = True
         self._send_deferred(now)
+
+    def _load_for_resume(self, peer: bytes, room: str, now: float) -> bool | None:
+        """Load ``room`` from storage for a ``RESUME`` (this instance does not host it: it
+        restarted, or the room moved here), with the sessions its checkpoint holds. True:
+        loaded; None: not stored (the resume finds nothing); False: answered instead (a
+        ``REDIRECT`` to the instance that hosts it, or the error that stops it)."""
+        opened = self.directory.open(room, self.plugins, self.limits, self.max_clients_per_room,
+                                     now=now, create=False)
+        if opened is None:
+            return None
+        if not isinstance(opened, HostedRoom):
+            self.transport.send(peer, encode(opened))
+            return False
+        self.directory.add(opened)
+        if not self.members.take_restored(opened, now):
+            opened.empty_since = now   # nobody to resume: it closes as an empty room does
+        log.info("room %r loaded for a resume", room)
+        return True
 
     def _send_deferred(self, now: float) -> None:
         """Send the resync welcomes that resumes are waiting for, whose cooldown passed."""

@@ -56,6 +56,7 @@ from typing import Final
 
 from rtecs_server.persistence import Keeping
 from rtecs_server.ratelimit import Allowance
+from rtecs_server.records import SavedSession
 from rtecs_server.room import Room
 
 __all__ = ["DEFAULT_HISTORY_BYTES", "DEFAULT_SESSION_GRACE", "ENTRY_OVERHEAD", "NO_CLAIMS",
@@ -219,6 +220,18 @@ class HostedRoom:
     history: BatchHistory = field(default_factory=lambda: BatchHistory(DEFAULT_HISTORY_BYTES))
     incarnation: int = field(default_factory=_new_incarnation)
     opened_by: str | None = None   # the address (key) of the hello that opened it
+
+    def saved_sessions(self) -> list[SavedSession]:
+        """The members' sessions as a live checkpoint keeps them (see
+        :meth:`Room.export <rtecs_server.room.Room.export>`, which fills in each one's epoch
+        and last applied update from the room's sequencer)."""
+        out = []
+        for cid, s in self.members.items():
+            prior_epoch, prior_applied = s.prior or (0, 0)
+            out.append(SavedSession(s.session_id, s.secret_hash, cid, s.epoch,
+                                    s.last_applied, prior_epoch, prior_applied, s.user_id,
+                                    dict(s.claims)))
+        return out
 
     def history_since(self, room_seq: int) -> list[bytes] | None:
         """The batch frames after ``room_seq`` (see :meth:`BatchHistory.since

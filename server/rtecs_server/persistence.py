@@ -53,8 +53,8 @@ import math
 import socket
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from rtecs.clock import SYSTEM_CLOCK, Clock
@@ -63,7 +63,7 @@ from rtecs.gcpause import paused_gc
 from rtecs.protocol import DEFAULT_LIMITS, Limits
 from rtecs_server.errors import FencedOut, StorageError, StorageUnavailable
 from rtecs_server.plugins import Plugin
-from rtecs_server.records import SavedRoom
+from rtecs_server.records import SavedRoom, SavedSession
 from rtecs_server.room import Room
 from rtecs_server.storage_base import Lease, Owner, Storage
 
@@ -111,6 +111,12 @@ class Keeping:
     #: A save was refused (FencedOut): another instance claimed the room since; never save
     #: with this lease again.
     lost: bool = False
+    #: ``room.room_seq`` at the last save, and whether it was a live checkpoint (with
+    #: sessions): a room with members is saved again when its stream moved on.
+    saved_seq: int = 0
+    saved_live: bool = False
+    #: The sessions the loaded checkpoint held, for the host to take over (then cleared).
+    restored: list[SavedSession] = field(default_factory=list)
 
 
 def default_advertise(endpoint: str) -> str:
@@ -168,8 +174,11 @@ class Persistence:
     # ----------------------------------------------------------------- opening
 
     def open(self, name: str, plugins: Iterable[Plugin] = (), limits: Limits = DEFAULT_LIMITS,
-             max_clients: int | None = None, *, now: float) -> tuple[Room, Keeping]:
-        """Claim and load room ``name`` (see the module docs). Raises :class:`Elsewhere`,
+             max_clients: int | None = None, *, now: float, create: bool = True
+             ) -> tuple[Room, Keeping] | None:
+        """Claim and load room ``name`` (see the module docs); a room never saved is created,
+        unless ``create`` is False (then None: nothing stored, nothing claimed). A live
+        checkpoint's sessions are in ``keeping.restored``. Raises :class:`Elsewhere`,
         :class:`~rtecs_server.storage.CorruptRoomError` or
         :class:`~rtecs_server.storage.StorageError`."""
         lease = self._claim(name)
@@ -177,13 +186,19 @@ class Persistence:
             started = self.clock.monotonic()
             saved = self.storage.load(name)
             if saved is None:
+                if not create:
+                    self.release(lease)
+                    return None
                 room = Room(name, plugins, limits, max_clients)
                 keeping = Keeping(lease, -1, room.next_client_id)
             else:
                 room = Room.restore(saved, plugins, limits, max_clients)
-                keeping = Keeping(lease, room.store.persistent_changes, room.next_client_id)
-                log.info("room %r loaded from %s: %d models, checkpoint %d saved %s, in "
-                         "%.0f ms", name, self.location, len(saved.models), saved.version,
+                keeping = Keeping(lease, room.store.persistent_changes, room.next_client_id,
+                                  saved_live=bool(saved.sessions),
+                                  restored=list(saved.sessions))
+                log.info("room %r loaded from %s: %d models, %d sessions, checkpoint %d "
+                         "saved %s, in %.0f ms", name, self.location, len(saved.models),
+                         len(saved.sessions), saved.version,
                          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.saved_at)),
                          (self.clock.monotonic() - started) * 1000)
         except BaseException:
@@ -217,12 +232,22 @@ class Persistence:
     def needs_save(self, room: Room, keeping: Keeping) -> bool:
         """True if the room changed since its last save in a way a checkpoint would keep (on
         unload the client-id counter counts too: ids only grow)."""
-        return (keeping.saved_changes != room.store.persistent_changes
+        return (self._changed(room, keeping)
                 or keeping.saved_clients != room.next_client_id)
 
     def checkpoint_due(self, room: Room, keeping: Keeping, now: float) -> bool:
         return (now >= keeping.next_checkpoint and not keeping.lost
-                and keeping.saved_changes != room.store.persistent_changes)
+                and self._changed(room, keeping))
+
+    @staticmethod
+    def _changed(room: Room, keeping: Keeping) -> bool:
+        """What the last save holds is not what a save now would: a persistent change; or,
+        with members (a live checkpoint, whose sessions and live models change with the
+        stream), a batch since; or members came or all went since."""
+        live = bool(room.members)
+        return (keeping.saved_changes != room.store.persistent_changes
+                or live != keeping.saved_live
+                or (live and keeping.saved_seq != room.room_seq))
 
     def may_checkpoint(self) -> bool:
         """True if the checkpoint budget allows a save now (see the module docs)."""
@@ -243,8 +268,10 @@ class Persistence:
                         "of changes; see docs/server.md", late, waiting,
                         round(CHECKPOINT_BUDGET * 100), late + self.checkpoint_interval)
 
-    def save(self, room: Room, keeping: Keeping, now: float) -> None:
-        """Save ``room`` now, fenced by its lease. Raises
+    def save(self, room: Room, keeping: Keeping, now: float,
+             sessions: Sequence[SavedSession] = ()) -> None:
+        """Save ``room`` now, fenced by its lease, with its members' ``sessions`` (a live
+        checkpoint: see :meth:`Room.export <rtecs_server.room.Room.export>`). Raises
         :class:`~rtecs_server.storage.FencedOut` (then ``keeping.lost`` is set) or
         :class:`~rtecs_server.storage.StorageError`; on any error the room stays due."""
         changes = room.store.persistent_changes
@@ -255,7 +282,7 @@ class Persistence:
         # here is cyclic.
         try:
             with paused_gc():
-                saved: SavedRoom = room.export()
+                saved: SavedRoom = room.export(sessions)
                 version = self.storage.save(saved, fence=keeping.lease.token)
         except FencedOut:
             keeping.lost = True
@@ -269,6 +296,8 @@ class Persistence:
         self._tokens -= took
         keeping.saved_changes = changes
         keeping.saved_clients = clients
+        keeping.saved_seq = room.room_seq
+        keeping.saved_live = bool(saved.sessions)
         keeping.last_save = took
         keeping.next_checkpoint = now + self.checkpoint_interval
         log.debug("room %r saved: checkpoint %d, %d models, %.1f ms", room.name, version,

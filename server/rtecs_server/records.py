@@ -1,14 +1,15 @@
 """The records the room core produces and reads: what a plugin sees of a write
 (:class:`Change`), of a collection operation (:class:`CollectionChange`) and of a create
 (:class:`Create`), a model as a snapshot lists it (:class:`SnapshotRecord`), a room's checkpoint
-(:class:`SavedRoom`), and :func:`persistent_models`, the one home of the rule of which models a
+(:class:`SavedRoom`, with the sessions it holds: :class:`SavedSession`), and
+:func:`persistent_models`, the one home of the rule of which models a
 checkpoint keeps. Storage encodes these records (:mod:`rtecs_server.codec`); the core never
 imports storage. Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from rtecs.gcpause import paused_gc
@@ -20,11 +21,14 @@ from rtecs.protocol import (
     Value,
 )
 
-__all__ = ["FORMAT_VERSION", "Change", "CollectionChange", "Create", "SavedRoom", "Schema",
-           "SnapshotRecord", "persistent_models"]
+__all__ = ["FORMAT_VERSION", "LIVE_FORMAT_VERSION", "Change", "CollectionChange", "Create",
+           "SavedRoom", "SavedSession", "Schema", "SnapshotRecord", "persistent_models"]
 
-#: The checkpoint format this code writes; it reads only this one.
+#: The checkpoint format of a room without sessions (what every room saved before sessions
+#: were kept, and every room saved empty); read and written.
 FORMAT_VERSION: Final = 1
+#: The format of a checkpoint of a live room: format 1 plus its sessions. Read and written.
+LIVE_FORMAT_VERSION: Final = 2
 
 #: A room's union schema in the hello's shape: ``{type_name: {prop_id: (name, tag, reliable)}}``.
 Schema = dict[str, dict[int, tuple[str, str, bool]]]
@@ -74,6 +78,21 @@ class Create(NamedTuple):
     values: dict[int, Value]      # property id → initial value
 
 
+class SavedSession(NamedTuple):
+    """One session of a live room's checkpoint (DESIGN §8): enough to resume it after the
+    room is loaded again, by this server process or another — never the secret itself."""
+
+    session_id: bytes           # 16 random bytes
+    secret_hash: bytes          # SHA-256 of its current resume secret
+    client_id: int              # its member
+    epoch: int                  # the epoch its updates are numbered in
+    last_applied: int           # the seq of its last update applied in that epoch
+    prior_epoch: int            # the epoch before its last resync (0: none)
+    prior_applied: int          # the last update applied in that one
+    user_id: str | None         # who its join token named
+    claims: Mapping[str, Any]   # and what it claimed
+
+
 @dataclass(slots=True)
 class SavedRoom:
     """One room's persistent state.
@@ -88,6 +107,12 @@ class SavedRoom:
     ints, ``props`` maps property id → bool/int/float/str/bytes/None, a collection key is an
     int or a string. :func:`persistent_models` picks them out of a live room's snapshot.
 
+    ``sessions`` are the room's sessions when it was saved with members (a *live*
+    checkpoint, format :data:`LIVE_FORMAT_VERSION`): then ``models`` are every model as it
+    stood, owners and all, and loading it gives the room back with those members, each
+    waiting for its client to resume (DESIGN §8). Without sessions ``models`` are the
+    persistent ones only (format :data:`FORMAT_VERSION`).
+
     ``format``, ``saved_at`` (wall time) and ``version`` (1, 2, 3… per save of this room) are
     filled in by :meth:`Storage.load`; :meth:`Storage.save` ignores what the caller put there.
     """
@@ -101,6 +126,7 @@ class SavedRoom:
     format: int = FORMAT_VERSION  # the checkpoint format it was read from
     saved_at: float = 0.0         # when it was saved (wall-clock seconds)
     version: int = 0              # its checkpoint number: 1, 2, 3… per save of this room
+    sessions: list[SavedSession] = field(default_factory=list)  # a live checkpoint's
 
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from rtecs.errors import RtecsError, SchemaError
@@ -57,7 +57,7 @@ from rtecs.protocol import (
     encode,
 )
 from rtecs_server.hooks import Hooks
-from rtecs_server.records import Change, SavedRoom, SnapshotRecord, persistent_models
+from rtecs_server.records import Change, SavedRoom, SavedSession, SnapshotRecord, persistent_models
 from rtecs_server.store import ModelStore, Problem
 
 __all__ = ["BadUpdate", "JoinRefused", "Plugin", "Room", "UpdateOutcome", "UpdateStatus",
@@ -129,9 +129,9 @@ class UpdateOutcome(NamedTuple):
 class _Client:
     __slots__ = ("epoch", "last_seq")
 
-    def __init__(self) -> None:
-        self.epoch = 1
-        self.last_seq = 0
+    def __init__(self, epoch: int = 1, last_seq: int = 0) -> None:
+        self.epoch = epoch
+        self.last_seq = last_seq
 
 
 class Room:
@@ -164,30 +164,46 @@ class Room:
     @classmethod
     def restore(cls, saved: SavedRoom, plugins: Iterable[Plugin] = (),
                 limits: Limits = DEFAULT_LIMITS, max_clients: int | None = None) -> Room:
-        """The room a checkpoint holds, with no members (see
-        :meth:`ModelStore.restore <rtecs_server.store.ModelStore.restore>`). Its next joiner
-        gets a client id above every id the saved room ever gave. Raises
-        :class:`~rtecs_server.errors.CorruptRoomError` for a checkpoint that contradicts
-        itself."""
-        next_id = max(saved.next_client_id, max(saved.created, default=0) + 1)
+        """The room a checkpoint holds (see :meth:`ModelStore.restore
+        <rtecs_server.store.ModelStore.restore>`): with no members, or — a live checkpoint —
+        with the members its sessions name, each in the epoch it was in and with its
+        ownerships. Its next joiner gets a client id above every id the saved room ever
+        gave. Raises :class:`~rtecs_server.errors.CorruptRoomError` for a checkpoint that
+        contradicts itself."""
+        members = [s.client_id for s in saved.sessions]
+        next_id = max(saved.next_client_id, max(saved.created, default=0) + 1,
+                      max(members, default=0) + 1)
         room = cls(saved.name, plugins, limits, max_clients, next_client_id=next_id)
-        room.store.restore(saved)
+        room.store.restore(saved, set(members))
         room.next_client_id = max(next_id, max(room.store.created, default=0) + 1)
+        for s in saved.sessions:
+            room._clients[s.client_id] = _Client(s.epoch, s.last_applied)
         return room
 
-    def export(self) -> SavedRoom:
-        """The room's checkpoint as it would stand once every client had left: its schema,
-        client-id counter, created counters and persistent models
-        (:func:`~rtecs_server.records.persistent_models`: unowned, without models flagged
-        destroy_when_last_client_leaves or owned destroy_when_owner_leaves models, and
-        their subtrees). The records share the room's live ``props`` dicts: encode (save)
-        the result at once, on the room's thread, before the room changes."""
+    def export(self, sessions: Sequence[SavedSession] = ()) -> SavedRoom:
+        """The room's checkpoint: its schema, client-id counter, created counters and models.
+        Without ``sessions``, as it would stand once every client had left: its persistent
+        models (:func:`~rtecs_server.records.persistent_models`: unowned, without models
+        flagged destroy_when_last_client_leaves or owned destroy_when_owner_leaves models,
+        and their subtrees). With the ``sessions`` of its members (hosting's: a live
+        checkpoint, DESIGN §8), every model as it stands, owners and all, and each session's
+        epoch and last applied update as this room's sequencer holds them. The records
+        share the room's live ``props`` dicts: encode (save) the result at once, on the
+        room's thread, before the room changes."""
         store = self.store
         root_type = store.schema.root_type
         if root_type is None:
             raise RuntimeError(f"room {self.name!r} has never had a member: nothing to save")
+        if not sessions:
+            return SavedRoom(self.name, root_type, store.schema.as_dict(),
+                             self.next_client_id, store.created,
+                             persistent_models(store.records()))
+        clients = self._clients
+        live = [s._replace(epoch=clients[s.client_id].epoch,
+                           last_applied=clients[s.client_id].last_seq)
+                for s in sessions if s.client_id in clients]
         return SavedRoom(self.name, root_type, store.schema.as_dict(), self.next_client_id,
-                         store.created, persistent_models(store.records()))
+                         store.created, list(store.records()), sessions=live)
 
     # ------------------------------------------------------------------ inspection
 

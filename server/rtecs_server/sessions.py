@@ -79,6 +79,7 @@ from rtecs_server.directory import LostRoom, RoomDirectory
 from rtecs_server.fanout import Fanout
 from rtecs_server.hosted import Cost, HostedRoom, Session
 from rtecs_server.plugins import Plugin
+from rtecs_server.records import SavedSession
 from rtecs_server.room import JoinRefused
 
 __all__ = ["DEFAULT_MAX_SESSIONS_PER_ADDRESS", "SECRET_BYTES", "SESSION_ID_BYTES", "Membership",
@@ -212,6 +213,21 @@ class SessionTable:
                 del self._per_address[address]
         return True
 
+    def restore(self, saved: SavedSession, hosted: HostedRoom, now: float) -> Session:
+        """A session of a live checkpoint, back in the table by its id (its secret hash as
+        saved), on no peer: detached until a ``RESUME`` attaches it; silent since ``now``.
+        Not counted at any address (a checkpoint keeps none)."""
+        if saved.session_id in self._by_id:
+            raise ValueError(f"session {saved.session_id.hex()} is in the table already")
+        session = Session(saved.session_id, saved.secret_hash, b"", hosted, saved.client_id,
+                          now, epoch=saved.epoch, last_applied=saved.last_applied,
+                          user_id=saved.user_id, claims=MappingProxyType(dict(saved.claims)),
+                          stalled=True, detached=True, opened=-math.inf,
+                          prior=((saved.prior_epoch, saved.prior_applied)
+                                 if saved.prior_epoch else None))
+        self._by_id[saved.session_id] = session
+        return session
+
     # ----------------------------------------------------------------- secrets and peers
 
     def verify(self, session_id: bytes, secret: bytes) -> Session | None:
@@ -289,10 +305,12 @@ class Membership:
         created = hosted is None
         if hosted is None:
             opened = directory.open(hello.room, plugins, limits, max_clients, now=now)
+            assert opened is not None   # a hello's room is created if not stored
             if not isinstance(opened, HostedRoom):
                 return opened
             hosted = opened
             directory.add(hosted)
+            self.take_restored(hosted, now)
         self.fanout.flush(hosted, now)  # join() needs the room's pending entries sent first
         try:
             welcome = hosted.room.join(hello, now)
@@ -318,6 +336,21 @@ class Membership:
                 len(hosted.members))
         self.fanout.send_welcome(session, welcome, secret)
         return session
+
+    def take_restored(self, hosted: HostedRoom, now: float) -> int:
+        """Host the sessions of a live checkpoint ``hosted`` was loaded from: each a member
+        with no connection (detached), waiting for its client's ``RESUME``; its grace starts
+        now (DESIGN §8). Returns how many."""
+        keeping = hosted.keeping
+        if keeping is None or not keeping.restored:
+            return 0
+        restored, keeping.restored = keeping.restored, []
+        for saved in restored:
+            session = self.sessions.restore(saved, hosted, now)
+            hosted.members[saved.client_id] = session
+        log.info("room %r: %d sessions restored from its checkpoint, waiting to be resumed",
+                 hosted.room.name, len(restored))
+        return len(restored)
 
     def leave(self, session: Session, now: float, *, quiet: bool = False) -> None:
         """End ``session`` and remove its member from the room (BYE, timeout, a fatal error,

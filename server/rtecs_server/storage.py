@@ -16,13 +16,14 @@ implementations, chosen by URL with :func:`open_storage`:
 
 Records
     A checkpoint is one blob: a 10-byte header — the magic ``b"RTRM"``, the format version
-    (big-endian u16, :data:`FORMAT_VERSION`) and the CRC-32 of the body (big-endian u32) —
-    then the MessagePack body ``[name, root_type, schema, next_client_id, created, models]``
-    (see :class:`SavedRoom`). The header is read first, so an unknown version or a damaged
-    body is a clear :class:`CorruptRoomError` for that room only. The per-save ``version``
-    (1, 2, 3… per room, assigned by the storage) and ``saved_at`` live beside the blob (a
-    column in SQLite, a hash beside the blob in Redis) so :meth:`Storage.list_rooms` needn't
-    read blobs.
+    (big-endian u16, :data:`FORMAT_VERSION`, or :data:`LIVE_FORMAT_VERSION` for a room saved
+    with members) and the CRC-32 of the body (big-endian u32) — then the MessagePack body
+    ``[name, root_type, schema, next_client_id, created, models]``, with the members'
+    sessions after them in format 2 (see :class:`SavedRoom`, :class:`SavedSession`). The
+    header is read first, so an unknown version or a damaged body is a clear
+    :class:`CorruptRoomError` for that room only. The per-save ``version`` (1, 2, 3… per
+    room, assigned by the storage) and ``saved_at`` live beside the blob (a column in SQLite,
+    a hash beside the blob in Redis) so :meth:`Storage.list_rooms` needn't read blobs.
 
 Atomicity
     SQLite: one ``BEGIN IMMEDIATE`` transaction per save, in WAL mode with
@@ -66,12 +67,20 @@ from rtecs_server._redis_storage import RedisStorage
 from rtecs_server._sqlite_storage import SQLiteStorage
 from rtecs_server.codec import decode_room, encode_room
 from rtecs_server.errors import CorruptRoomError, FencedOut, StorageError, StorageUnavailable
-from rtecs_server.records import FORMAT_VERSION, SavedRoom, Schema, persistent_models
+from rtecs_server.records import (
+    FORMAT_VERSION,
+    LIVE_FORMAT_VERSION,
+    SavedRoom,
+    SavedSession,
+    Schema,
+    persistent_models,
+)
 from rtecs_server.storage_base import Lease, Owner, RoomInfo, Storage
 
 __all__ = [
-    "DEFAULT_DB_FILE", "FORMAT_VERSION", "CorruptRoomError", "FencedOut", "Lease", "Owner",
-    "RedisStorage", "RoomInfo", "SQLiteStorage", "SavedRoom", "Schema", "Storage",
+    "DEFAULT_DB_FILE", "FORMAT_VERSION", "LIVE_FORMAT_VERSION", "CorruptRoomError",
+    "FencedOut", "Lease", "Owner", "RedisStorage", "RoomInfo", "SQLiteStorage", "SavedRoom",
+    "SavedSession", "Schema", "Storage",
     "StorageError", "StorageUnavailable", "decode_room", "encode_room", "open_storage",
     "persistent_models", "sqlite_file",
 ]

@@ -258,15 +258,18 @@ class ModelStore:
 
     # ------------------------------------------------------------------ persistence
 
-    def restore(self, saved: SavedRoom) -> None:
+    def restore(self, saved: SavedRoom, members: set[int] | frozenset[int] = frozenset()
+                ) -> None:
         """Fill this empty store from a checkpoint: the saved schema first, then the models
         in record order (parents before children) with their values re-checked against the
-        schema (:func:`~rtecs_server.restore.load_models`), every model unowned, collection
-        keys and the created counters restored. A declared child missing from the records is
-        made. Raises :class:`~rtecs_server.errors.CorruptRoomError` if the checkpoint
-        contradicts itself (its schema is invalid, a record names an unknown type or
-        property, a value has the wrong type, a child comes before its parent…); the store
-        is then unusable."""
+        schema (:func:`~rtecs_server.restore.load_models`), collection keys and the created
+        counters restored. A declared child missing from the records is made. Models owned
+        by one of ``members`` (a live checkpoint's sessions) keep their owner; any other
+        owner is gone, as if it had left: its lifetime flags apply (its
+        destroy_when_owner_leaves models are not restored, the rest become unowned). Raises
+        :class:`~rtecs_server.errors.CorruptRoomError` if the checkpoint contradicts itself
+        (its schema is invalid, a record names an unknown type or property, a value has the
+        wrong type, a child comes before its parent…); the store is then unusable."""
         table = self._table
         if table.models:
             raise RuntimeError("restore() needs an empty store")
@@ -282,6 +285,17 @@ class ModelStore:
                 cid = child_id(mid, pid)
                 if cid not in models:
                     table.make(cid, child_type, m, 0)
+        gone: set[int] = set()
+        if saved.sessions:
+            for rec in saved.models:
+                owner = rec.owner
+                if owner != -1 and (owned := models.get(rec.model_id)) is not None:
+                    table.set_owner(rec.model_id, owned, owner)
+                    if owner not in members:
+                        gone.add(owner)
+        table.commit()
+        for owner in sorted(gone):
+            self.release(owner, room_empty=False)
         table.persistent_changes = 0
         table.commit()
 
